@@ -1,0 +1,17 @@
+"""Shared test fixtures: the SDEs under test, in float64 where precision matters."""
+import pytest
+
+import sde_lib
+
+SDE_FACTORIES = {
+    "vp": lambda: sde_lib.VPSDE(),
+    "vp_cosine": lambda: sde_lib.VPSDE(schedule="cosine"),
+    "subvp": lambda: sde_lib.subVPSDE(),
+    "ve": lambda: sde_lib.VESDE(),
+}
+
+
+@pytest.fixture(params=sorted(SDE_FACTORIES))
+def any_sde(request):
+    """Each SDE of the library with its default parameters."""
+    return SDE_FACTORIES[request.param]()
