@@ -1,0 +1,45 @@
+"""The shared sampler signature, its result types, and the registry of methods by name.
+
+Every method is a function
+    method(score_fn, sde, shape, *, generator=None, device=None, dtype=torch.float32, **options)
+        -> SampleResult
+registered with `@register_sampler("name")`, so any of them can be named from a config.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple
+
+import torch
+
+SAMPLERS: Dict[str, Callable[..., "SampleResult"]] = {}
+
+
+class SampleResult(NamedTuple):
+    """Samples `x` `[B, ...]` and the number of score evaluations `nfe` (per batch, an int)."""
+    x: torch.Tensor
+    nfe: int
+
+
+class LikelihoodResult(NamedTuple):
+    """log p_eps(x) in nats `[B]`, the end point `z` of the flow, and the number of score evaluations."""
+    logp: torch.Tensor
+    z: torch.Tensor
+    nfe: int
+
+
+def register_sampler(name: str):
+    """Decorator adding a sampling method to `SAMPLERS` under `name`."""
+    def decorator(fn):
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} is registered twice")
+        SAMPLERS[name] = fn
+        return fn
+    return decorator
+
+
+def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,
+           **options) -> SampleResult:
+    """Draw samples of `shape` by the named `method`; see each method for its options."""
+    if method not in SAMPLERS:
+        raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
+    return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device, **options)
