@@ -69,6 +69,15 @@ class SDE(abc.ABC):
         """Index i ∈ {0, …, N-1} of the discrete chain at time t (t_i = i·T/(N-1), truncated)."""
         return (t * (self.N - 1) / self.T).long().clamp(0, self.N - 1)
 
+    def discrete_marginal_coeffs(self, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean coefficient and std (`[B]`, float64) of the discrete chain's kernel at `index`.
+
+        Default: the continuous kernel at t_i = i·T/(N−1); VP and VE override it with their
+        DDPM / SMLD tables.
+        """
+        t = index.to(torch.float64) * self.T / max(self.N - 1, 1)
+        return self.marginal_coeffs(t)
+
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """One forward step of the discrete chain: x_{i+1} = x_i + f + G·z, with G of shape `[B]`.
 

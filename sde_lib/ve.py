@@ -58,6 +58,11 @@ class VESDE(SDE):
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio
 
+    def discrete_marginal_coeffs(self, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """SMLD kernel N(x_0, σᵢ²I): (1, σᵢ)."""
+        sigma = self.discrete_sigmas[index.cpu()]
+        return torch.ones_like(sigma), sigma
+
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """SMLD forward step x_{i+1} = x_i + √(σᵢ² − σᵢ₋₁²)·z, with σ₋₁ = 0 (Song et al. 2021, eq. 8)."""
         index = self.timestep_index(t).to(x.device)

@@ -67,6 +67,11 @@ class VPSDE(SDE):
         # a² = sigmoid(λ), so log a = −½·softplus(−λ).
         return self.schedule.t_from_log_mean_coeff(-0.5 * F.softplus(-lam))
 
+    def discrete_marginal_coeffs(self, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """DDPM kernel q(x_i | x_0) = N(√ᾱᵢ·x_0, (1 − ᾱᵢ)I): (√ᾱᵢ, √(1 − ᾱᵢ))."""
+        index = index.cpu()
+        return self.sqrt_alphas_cumprod[index], self.sqrt_1m_alphas_cumprod[index]
+
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """DDPM forward step x_{i+1} = √(1 − βᵢ)·x_i + √βᵢ·z (Ho et al. 2020, eq. 2)."""
         beta = self.discrete_betas.to(x)[self.timestep_index(t).to(x.device)]

@@ -240,3 +240,18 @@ def test_bad_arguments_name_the_argument(make, argument):
         make()
     message = str(info.value)
     assert "expected" in message or "must" in message
+
+
+def test_discrete_marginal_coeffs(any_sde):
+    """The discrete kernel at index i is the chain's own table (VP: √ᾱᵢ, √(1−ᾱᵢ); VE: 1, σᵢ),
+    and is close to the continuous kernel at t_i = i/(N−1) (within the chain's O(1/N) offset)."""
+    index = torch.tensor([0, 10, 500, 999])
+    mean_coeff, std = any_sde.discrete_marginal_coeffs(index)
+    if isinstance(any_sde, sde_lib.VPSDE):
+        torch.testing.assert_close(mean_coeff ** 2, any_sde.alphas_cumprod[index])
+    if isinstance(any_sde, sde_lib.VESDE):
+        torch.testing.assert_close(std, any_sde.discrete_sigmas[index])
+    t = index.to(f64) / 999
+    cont_mean, cont_std = any_sde.marginal_coeffs(t)
+    torch.testing.assert_close(mean_coeff[2:], cont_mean[2:], rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(std[2:], cont_std[2:], rtol=1e-2, atol=1e-3)
