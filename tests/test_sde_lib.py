@@ -253,5 +253,5 @@ def test_discrete_marginal_coeffs(any_sde):
         torch.testing.assert_close(std, any_sde.discrete_sigmas[index])
     t = index.to(f64) / 999
     cont_mean, cont_std = any_sde.marginal_coeffs(t)
-    torch.testing.assert_close(mean_coeff[2:], cont_mean[2:], rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(mean_coeff[2:], cont_mean[2:], rtol=1e-2, atol=2e-3)  # cosine: β clip at T
     torch.testing.assert_close(std[2:], cont_std[2:], rtol=1e-2, atol=1e-3)
