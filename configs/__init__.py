@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections): `python main.py --config configs/<name>.py`."""

@@ -1,0 +1,87 @@
+"""Defaults shared by every config; each config file overrides what it needs.
+
+Sections: sde, model, training, optim, sampling, eval, data (schema in shared/DESIGN.md).
+"""
+import ml_collections
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.sde = sde = ml_collections.ConfigDict()
+    sde.name = "vpsde"            # vpsde | subvpsde | vesde
+    sde.beta_min = 0.1
+    sde.beta_max = 20.0
+    sde.schedule = "linear"       # linear | cosine (VP, sub-VP)
+    sde.sigma_min = 0.01
+    sde.sigma_max = 50.0
+    sde.num_scales = 1000         # N, the discretisation steps
+
+    config.training = training = ml_collections.ConfigDict()
+    training.batch_size = 128
+    training.n_iters = 1_300_001
+    training.snapshot_freq = 50_000
+    training.snapshot_freq_for_preemption = 10_000
+    training.snapshot_sampling = True
+    training.num_snapshot_samples = 64
+    training.log_freq = 50
+    training.eval_freq = 100
+    training.continuous = True
+    training.reduce_mean = False
+    training.likelihood_weighting = False
+    training.importance_sampling = False
+    training.seed = 42
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "Adam"
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 5000
+    optim.grad_clip = 1.0         # max gradient norm; negative disables clipping
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"        # see samplers.SAMPLERS
+    sampling.predictor = "euler_maruyama"
+    sampling.corrector = "none"
+    sampling.snr = 0.16
+    sampling.n_steps_each = 1
+    sampling.noise_removal = True
+    sampling.probability_flow = False
+    sampling.rtol = 1e-5
+    sampling.atol = 1e-5
+    sampling.ode_method = "RK45"
+    sampling.eps = 1e-3
+    sampling.num_steps = 0        # 0: the SDE's num_scales
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.batch_size = 256
+    evaluate.enable_bpd = True
+    evaluate.bpd_dataset = "test"  # test | train
+    evaluate.bpd_num_examples = 0  # 0: the whole split
+    evaluate.bpd_repeats = 1       # dequantization draws per example
+    evaluate.likelihood_eps = 1e-5
+    evaluate.rtol = 1e-5
+    evaluate.atol = 1e-5
+    evaluate.divergence = "rademacher"
+    evaluate.enable_sampling = False
+    evaluate.num_samples = 64
+    evaluate.seed = 0
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "CIFAR10"
+    data.root = "data"             # holds cifar-10-batches-py/
+    data.download = False
+    data.image_size = 32
+    data.num_channels = 3
+    data.centered = False          # True: [-1, 1], False: [0, 1]
+    data.random_flip = True
+    data.uniform_dequantization = False
+    data.dim = 2                   # vector data (toy sets)
+    data.num_train = 50_000
+    data.num_test = 10_000
+    data.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    return config

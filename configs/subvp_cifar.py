@@ -1,0 +1,6 @@
+"""DDPM++ cont. (sub-VP) on CIFAR-10, Song et al. 2021."""
+from configs.cifar import cifar_config
+
+
+def get_config():
+    return cifar_config("subvpsde", "ddpmpp_continuous")

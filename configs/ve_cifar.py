@@ -1,0 +1,6 @@
+"""NCSN++ cont. (VE) on CIFAR-10, Song et al. 2021."""
+from configs.cifar import cifar_config
+
+
+def get_config():
+    return cifar_config("vesde", "ncsnpp_continuous")

@@ -1,0 +1,1 @@
+"""Evaluation: bits/dim on a data split, sample generation, image grids and FID/IS."""

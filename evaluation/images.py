@@ -1,0 +1,49 @@
+"""Writing samples as PNG: image grids, and 2-D point clouds as density images."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def image_grid(images: torch.Tensor, nrow: int = 0, padding: int = 1) -> np.ndarray:
+    """uint8 `[B, C, H, W]` (C = 1 or 3) → one uint8 `[rows·(H+p)+p, nrow·(W+p)+p, 3]` mosaic."""
+    b, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / nrow)
+    grid = np.zeros((rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), np.uint8)
+    pixels = images.expand(-1, 3, -1, -1) if c == 1 else images
+    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[top:top + h, left:left + w] = pixels[i]
+    return grid
+
+
+def save_image_grid(images: torch.Tensor, path, nrow: int = 0, upscale: int = 0) -> Path:
+    """Save a PNG grid of uint8 images; small images are enlarged (nearest) to ≥ 32 px."""
+    grid = image_grid(images, nrow)
+    upscale = upscale or max(1, 32 // images.shape[-1])
+    picture = Image.fromarray(grid).resize((grid.shape[1] * upscale, grid.shape[0] * upscale),
+                                           Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
+
+
+def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0, size: int = 256) -> Path:
+    """A 2-D point cloud `[N, 2]` as a log-density image over [−extent, extent]² (PNG)."""
+    xy = points.detach().cpu().double().numpy()
+    hist, _, _ = np.histogram2d(xy[:, 1], xy[:, 0], bins=size,
+                                range=[[-extent, extent], [-extent, extent]])
+    shade = np.log1p(hist[::-1])  # rows from top (+y) to bottom
+    shade = (255 * (1 - shade / max(shade.max(), 1e-12))).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(shade).save(path)
+    return path

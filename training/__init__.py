@@ -1,0 +1,1 @@
+"""Training: denoising score-matching losses, data, checkpoints and the training loop."""

@@ -1,0 +1,74 @@
+"""Crash-safe checkpoints: written to a temporary file, fsynced, then atomically renamed.
+
+A checkpoint holds only tensors and plain Python values, so it loads with
+`torch.load(weights_only=True)`; nothing in a checkpoint file is ever executed.
+Workdir layout: `checkpoints/checkpoint_<k>.pth` (every `snapshot_freq` steps, k = step /
+snapshot_freq) and `checkpoints-meta/checkpoint.pth` (the preemption checkpoint).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (corrupt, truncated, or holding unsafe objects)."""
+
+
+def save_checkpoint(path, state: Dict[str, Any]) -> None:
+    """Write `state` to `path` atomically: a kill at any moment leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; any failure names the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError, AttributeError, TypeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or unsafe to load: "
+                              f"{first_line}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a dict of states")
+    return state
+
+
+def snapshot_path(workdir, index: int) -> Path:
+    return Path(workdir) / "checkpoints" / f"checkpoint_{index}.pth"
+
+
+def preemption_path(workdir) -> Path:
+    return Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
+
+
+def latest_checkpoint(workdir) -> Optional[Path]:
+    """The preemption checkpoint, which training rewrites with every snapshot, or None."""
+    meta = preemption_path(workdir)
+    return meta if meta.exists() else None

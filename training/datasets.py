@@ -1,0 +1,140 @@
+"""Data sets by `config.data.dataset`: CIFAR10, DIGITS and the 2-D toy sets.
+
+Images are kept as uint8 `[N, C, H, W]` (what the files hold); `training.pipeline` turns a
+batch into model inputs. Toy sets are float32 `[N, 2]`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.toy_data import TOY_SETS, make_toy, toy_gaussian_mixture
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+SPLITS = ("train", "test")
+IMAGE_SETS = ("CIFAR10", "DIGITS")
+DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS))
+
+
+class DatasetError(RuntimeError):
+    """A data set that is missing or not in its standard format."""
+
+
+@dataclass
+class Dataset:
+    """`data`: uint8 `[N, C, H, W]` images or float32 `[N, d]` vectors; `log_prob`: exact density, if known."""
+    name: str
+    data: torch.Tensor
+    is_image: bool
+    log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts of numpy arrays and lists) and nothing else."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path):
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as err:
+        raise DatasetError(f"{path} is not a CIFAR-10 python batch ({err})") from None
+    if len(labels) != len(data):
+        raise DatasetError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data, labels
+
+
+def _download_cifar10(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "cifar-10-python.tar.gz"
+    partial = archive.with_suffix(".partial")
+    try:
+        urllib.request.urlretrieve(CIFAR10_URL, partial)
+    except OSError as err:
+        raise DatasetError(f"could not download CIFAR-10 from {CIFAR10_URL} ({err}); download it "
+                           f"yourself and extract it so that {root / 'cifar-10-batches-py'} exists") from None
+    digest = hashlib.md5(partial.read_bytes()).hexdigest()
+    if digest != CIFAR10_MD5:
+        partial.unlink()
+        raise DatasetError(f"CIFAR-10 archive checksum {digest} != expected {CIFAR10_MD5}; deleted it")
+    os.replace(partial, archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+
+
+def load_cifar10(root: str, split: str, download: bool = False) -> torch.Tensor:
+    """uint8 `[N, 3, 32, 32]` from `root/cifar-10-batches-py/` (the python-pickle batches)."""
+    folder = Path(root).expanduser() / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if not all((folder / n).exists() for n in names):
+        if not download:
+            raise DatasetError(
+                f"CIFAR-10 not found: expected {', '.join(names)} in {folder}. Set "
+                f"config.data.root to the directory holding cifar-10-batches-py/ (as torchvision lays "
+                f"it out), or set config.data.download=True to fetch it ({CIFAR10_URL}).")
+        _download_cifar10(Path(root).expanduser())
+    images = [_read_cifar_batch(folder / n)[0] for n in names]
+    return torch.from_numpy(np.concatenate(images))
+
+
+def load_digits(split: str) -> torch.Tensor:
+    """scikit-learn's bundled 8×8 digits as uint8 `[N, 1, 8, 8]` (levels 0…16 mapped onto 0…255).
+
+    A fixed permutation (seed 0) puts 297 images in `test` and 1500 in `train`.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    images = sklearn_digits().images                                   # [1797, 8, 8] in 0..16
+    order = np.random.default_rng(0).permutation(len(images))
+    chosen = order[:297] if split == "test" else order[297:]
+    pixels = np.rint(images[chosen] * (255.0 / 16.0)).astype(np.uint8)
+    return torch.from_numpy(pixels[:, None])
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def build_dataset(data_config, split: str) -> Dataset:
+    """The `split` ("train" or "test") of the data set named by `config.data.dataset`."""
+    name = data_config.dataset
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+    if name == "CIFAR10":
+        images = load_cifar10(data_config.root, split, data_config.get("download", False))
+        return Dataset(name, _resize(images, data_config.image_size), True)
+    if name == "DIGITS":
+        return Dataset(name, _resize(load_digits(split), data_config.image_size), True)
+    if name in TOY_SETS:
+        size = data_config.get("num_train", 50_000) if split == "train" else data_config.get("num_test", 10_000)
+        seed = data_config.get("seed", 0) * 2 + (split == "test")
+        log_prob = toy_gaussian_mixture().log_prob if name == "gaussian_mixture" else None
+        return Dataset(name, make_toy(name, size, seed), False, log_prob)
+    raise ValueError(f"Unknown config.data.dataset {name!r}; expected one of {DATASETS}")

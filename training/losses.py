@@ -1,0 +1,135 @@
+"""Denoising score-matching losses (Song et al. 2021; Ho et al. 2020; Song & Ermon 2019).
+
+Each loss is a callable `loss(score_fn, x0, generator=None) -> [B]` per-example losses; the
+training step averages them over the batch. With z ~ N(0, I) and x_t = a(t)·x0 + σ(t)·z, the
+optimal score is −z/σ(t) in expectation, so every loss below is a weighted ‖σ·s + z‖².
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from sde_lib import SDE, append_dims
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """N(0, I) shaped like `x`, drawn on the generator's device and moved to x's."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _reduce(squared_error: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
+    """`[B, ...] -> [B]` by the mean (`reduce_mean`) or the sum over all but the batch dim."""
+    flat = squared_error.flatten(1)
+    return flat.mean(1) if reduce_mean else flat.sum(1)
+
+
+class ImportanceSampler:
+    """Draws t ∈ [eps, T] with density q(t) ∝ g(t)²/σ(t)² by inverting a tabulated CDF.
+
+    Song et al. (2021b) use this proposal for the likelihood weighting λ(t) = g(t)²: the
+    importance weight λ(t)/(σ²·q(t)) is then the constant `normalizer`, which removes most of
+    the variance of the weighted loss. Works for any SDE (VE gives the uniform density).
+    """
+
+    def __init__(self, sde: SDE, eps: float, grid_size: int = 20_000):
+        # Geometric grid: for VP the density behaves like 1/t near 0, so resolve small t finely.
+        t = torch.logspace(math.log10(eps), math.log10(sde.T), grid_size, dtype=torch.float64)
+        _, diffusion = sde.sde(torch.zeros(grid_size, 1, dtype=torch.float64), t)
+        density = diffusion ** 2 / sde.marginal_coeffs(t)[1] ** 2
+        increments = 0.5 * (density[1:] + density[:-1]) * (t[1:] - t[:-1])  # trapezoid rule
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(increments, 0)])
+        self.normalizer = cdf[-1].item()          # Z = ∫ g²/σ² dt
+        self._cdf = cdf / cdf[-1]
+        self._t = t
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """`[n]` float64 times on the CPU, distributed as q(t)."""
+        u = torch.rand(n, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else None).cpu()
+        right = torch.searchsorted(self._cdf, u).clamp(1, len(self._t) - 1)
+        left = right - 1
+        frac = (u - self._cdf[left]) / (self._cdf[right] - self._cdf[left]).clamp(min=1e-300)
+        return self._t[left] + frac * (self._t[right] - self._t[left])
+
+
+class ContinuousDSMLoss:
+    """Continuous-time DSM (Song et al. 2021, eq. 7) with t ~ U(eps, T).
+
+    Default weighting λ(t) = σ(t)²: loss = ‖σ·s + z‖². With `likelihood_weighting`,
+    λ(t) = g(t)² (Song et al. 2021b), loss = g²·‖s + z/σ‖², which makes the loss an upper bound
+    on the negative log-likelihood; `importance_sampling` draws t ∝ g²/σ² instead and reweights
+    by Z/(T − eps) so the expected loss is unchanged.
+    """
+
+    def __init__(self, sde: SDE, *, reduce_mean: bool = False, likelihood_weighting: bool = False,
+                 importance_sampling: bool = False, eps: float = 1e-5):
+        if importance_sampling and not likelihood_weighting:
+            raise ValueError("training.importance_sampling requires training.likelihood_weighting=True")
+        if not 0 < eps < sde.T:
+            raise ValueError(f"loss eps must lie in (0, T={sde.T}), got {eps!r}")
+        self.sde, self.reduce_mean, self.eps = sde, reduce_mean, eps
+        self.likelihood_weighting = likelihood_weighting
+        self.importance = ImportanceSampler(sde, eps) if importance_sampling else None
+
+    def sample_t(self, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+        if self.importance is not None:
+            return self.importance.sample(n, generator)
+        u = torch.rand(n, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else None).cpu()
+        return self.eps + (self.sde.T - self.eps) * u
+
+    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        t = self.sample_t(x0.shape[0], generator).to(x0.device)
+        z = _randn_like(x0, generator)
+        mean_coeff, std = (c.to(x0) for c in self.sde.marginal_coeffs(t))
+        std_ = append_dims(std, x0.ndim)
+        x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
+        score = score_fn(x_t, t.to(x0.dtype))
+        if not self.likelihood_weighting:
+            return _reduce((score * std_ + z) ** 2, self.reduce_mean)
+        g2 = self.sde.sde(torch.zeros_like(x0[:1]).expand(len(t), *x0.shape[1:]), t)[1].to(x0) ** 2
+        if self.importance is None:
+            return _reduce((score + z / std_) ** 2, self.reduce_mean) * g2
+        # g²‖s + z/σ‖² / q(t) = Z·‖σs + z‖², divided by (T − eps) to match uniform sampling's scale.
+        weight = self.importance.normalizer / (self.sde.T - self.eps)
+        return _reduce((score * std_ + z) ** 2, self.reduce_mean) * weight
+
+
+class DiscreteDSMLoss:
+    """DSM on the SDE's own discrete chain, i ~ U{0, …, N−1}, t_i = i·T/(N−1).
+
+    For VP this is DDPM's L_simple ‖ε_θ − ε‖² (Ho et al. 2020, eq. 14), since ε_θ = −σᵢ·s; for
+    VE it is the SMLD loss ½σᵢ²‖s + z/σᵢ‖² (Song & Ermon 2019, eq. 5; `weight=0.5`).
+    """
+
+    def __init__(self, sde: SDE, *, reduce_mean: bool = False, weight: float = 1.0):
+        self.sde, self.reduce_mean, self.weight = sde, reduce_mean, weight
+
+    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        index = torch.randint(0, self.sde.N, (x0.shape[0],), generator=generator,
+                              device=generator.device if generator is not None else None).cpu()
+        z = _randn_like(x0, generator)
+        mean_coeff, std = (c.to(x0) for c in self.sde.discrete_marginal_coeffs(index))
+        std_ = append_dims(std, x0.ndim)
+        x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
+        t = (index.to(x0.dtype) * self.sde.T / max(self.sde.N - 1, 1)).to(x0.device)
+        score = score_fn(x_t, t)
+        return self.weight * _reduce((score * std_ + z) ** 2, self.reduce_mean)
+
+
+def build_loss(sde: SDE, *, continuous: bool, reduce_mean: bool, likelihood_weighting: bool,
+               importance_sampling: bool = False, discrete_weight: float = 1.0):
+    """The loss a `config.training` section asks for (continuous DSM or the discrete chain's)."""
+    if continuous:
+        return ContinuousDSMLoss(sde, reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting,
+                                 importance_sampling=importance_sampling)
+    if likelihood_weighting:
+        raise ValueError("training.likelihood_weighting=True needs training.continuous=True")
+    return DiscreteDSMLoss(sde, reduce_mean=reduce_mean, weight=discrete_weight)

@@ -1,0 +1,162 @@
+"""The training loop: DSM on the configured data, Adam with warm-up and clipping, EMA,
+atomic checkpoints with automatic resume, TensorBoard scalars and snapshot sample grids."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import sde_lib
+from models.checkpoint import FORMAT
+from training import setup
+from training.checkpoint import (latest_checkpoint, load_checkpoint, preemption_path,
+                                 save_checkpoint, snapshot_path)
+from training.datasets import build_dataset
+from training.pipeline import BatchOrder, prepare_batch
+
+
+class TrainState:
+    """Everything a resumed run needs: model, EMA, optimizer, step and the noise generator."""
+
+    def __init__(self, config, device):
+        self.config, self.device = config, device
+        self.sde = sde_lib.build_sde(config.sde)
+        self.model = setup.build_score_model(config, self.sde, device)
+        self.ema = setup.build_ema(config, self.model)
+        self.optimizer = setup.build_optimizer(config, self.model.parameters())
+        self.step = 0
+        self.generator = torch.Generator(device).manual_seed(config.training.seed)
+
+    def state_dict(self) -> dict:
+        return {"format": FORMAT, "model": self.model.net.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "rng": self.generator.get_state(), "config": _plain_config(self.config)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.net.load_state_dict(state["model"], strict=True)
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["rng"].cpu())
+
+    def save(self, workdir) -> None:
+        """Write the preemption checkpoint, and a numbered snapshot on `snapshot_freq` steps."""
+        state = self.state_dict()
+        training = self.config.training
+        if self.step % training.snapshot_freq == 0 or self.step == training.n_iters:
+            save_checkpoint(snapshot_path(workdir, math.ceil(self.step / training.snapshot_freq)), state)
+        save_checkpoint(preemption_path(workdir), state)
+
+
+def _plain_config(config) -> dict:
+    """The config as nested dicts of plain values (loadable with weights_only=True)."""
+    plain = config.to_dict()
+    plain["model"] = setup.model_fields(config)
+    plain["training"]["parametrization"] = setup.parametrization(config)
+    return plain
+
+
+def train(config, workdir, device=None) -> TrainState:
+    """Train from scratch or resume from `workdir`'s latest checkpoint; returns the final state."""
+    device = device or setup.default_device()
+    workdir = Path(workdir)
+    state = TrainState(config, device)
+    resume = latest_checkpoint(workdir)
+    if resume is not None:
+        state.load_state_dict(load_checkpoint(resume, map_location=device))
+        logging.info("resumed from %s at step %d", resume, state.step)
+    train_set = build_dataset(config.data, "train")
+    test_set = build_dataset(config.data, "test")
+    training = config.training
+    order = BatchOrder(len(train_set), training.batch_size, training.seed)
+    eval_order = BatchOrder(len(test_set), min(training.batch_size, len(test_set)), training.seed + 1)
+    loss_fn = setup.build_training_loss(config, state.sde)
+    writer = SummaryWriter(str(workdir / "tensorboard"))
+    progress = tqdm(total=training.n_iters, initial=state.step, desc="train", dynamic_ncols=True)
+    tick, tick_step = time.perf_counter(), state.step
+    try:
+        while state.step < training.n_iters:
+            batch = _batch(train_set, order, state, config, train=True)
+            loss, grad_norm, lr = train_step(state, loss_fn, batch)
+            state.step += 1
+            progress.update(1)
+            if state.step % training.log_freq == 0:
+                rate = (state.step - tick_step) / (time.perf_counter() - tick)
+                tick, tick_step = time.perf_counter(), state.step
+                for name, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr),
+                                    ("steps_per_sec", rate)):
+                    writer.add_scalar(f"train/{name}", value, state.step)
+                progress.set_postfix(loss=f"{loss:.4g}")
+            if state.step % training.eval_freq == 0:
+                writer.add_scalar("eval/loss", eval_loss(state, loss_fn, test_set, eval_order), state.step)
+            if (state.step % training.snapshot_freq_for_preemption == 0
+                    or state.step % training.snapshot_freq == 0 or state.step == training.n_iters):
+                state.save(workdir)
+            if training.snapshot_sampling and (state.step % training.snapshot_freq == 0
+                                               or state.step == training.n_iters):
+                _snapshot_samples(state, workdir)
+    finally:
+        progress.close()
+        writer.close()
+    return state
+
+
+def _batch(dataset, order: BatchOrder, state: TrainState, config, train: bool) -> torch.Tensor:
+    raw = dataset.data[order.indices(state.step)]
+    return prepare_batch(raw, config.data, train=train, generator=_cpu_generator(state)).to(state.device)
+
+
+def _cpu_generator(state: TrainState) -> torch.Generator:
+    # Data augmentation runs on the CPU; seed it from (seed, step) so resuming reproduces it.
+    return torch.Generator().manual_seed(state.config.training.seed * 7919 + state.step)
+
+
+def train_step(state: TrainState, loss_fn, batch: torch.Tensor):
+    """One optimizer step; returns (loss, gradient norm before clipping, learning rate)."""
+    state.model.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(state.model, batch, state.generator).mean()
+    loss.backward()
+    lr = setup.learning_rate(state.config, state.step)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    clip = state.config.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(),
+                                               clip if clip >= 0 else float("inf"))
+    state.optimizer.step()
+    state.ema.update(state.model.parameters())
+    return loss.item(), grad_norm.item(), lr
+
+
+@torch.no_grad()
+def eval_loss(state: TrainState, loss_fn, test_set, order: BatchOrder) -> float:
+    """The loss on one test batch with the EMA weights (a fixed-seed generator for its noise)."""
+    state.ema.store(state.model.parameters())
+    state.ema.copy_to(state.model.parameters())
+    state.model.eval()
+    try:
+        batch = prepare_batch(test_set.data[order.indices(state.step)], state.config.data, train=False,
+                              generator=_cpu_generator(state)).to(state.device)
+        generator = torch.Generator(state.device).manual_seed(state.step)
+        return loss_fn(state.model, batch, generator).mean().item()
+    finally:
+        state.ema.restore(state.model.parameters())
+
+
+def _snapshot_samples(state: TrainState, workdir: Path) -> None:
+    from evaluation.sampling import generate_samples, save_samples
+
+    state.ema.store(state.model.parameters())
+    state.ema.copy_to(state.model.parameters())
+    try:
+        samples = generate_samples(state.config, state.model, state.sde,
+                                   state.config.training.num_snapshot_samples, state.device,
+                                   seed=state.config.training.seed)
+        save_samples(state.config, samples, workdir / "samples" / f"iter_{state.step}")
+    finally:
+        state.ema.restore(state.model.parameters())
