@@ -1,0 +1,89 @@
+"""`ScoreModel`: a network plus the output parametrisation that makes it a score function.
+
+The network sees a noise *label* rather than t, and predicts either the noise or the
+score itself; the conventions are those of score_sde_pytorch (`get_score_fn`), so that its
+checkpoints give the same scores here.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from sde_lib import append_dims
+
+PARAMETRIZATIONS = ("noise", "score")
+VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 0 … 999
+
+
+def default_parametrization(sde) -> str:
+    """"score" for a variance-exploding SDE (mean coefficient a(t) ≡ 1, tested at t = T), else "noise"."""
+    mean_coeff, _ = sde.marginal_coeffs(torch.full((1,), float(sde.T), dtype=torch.float64))
+    return "score" if bool(mean_coeff == 1) else "noise"
+
+
+class ScoreModel(nn.Module):
+    """score_fn(x, t) ≈ ∇ₓ log p_t(x) from a network `net(x, labels)`; shapes `[B, ...]`, t `[B]`.
+
+    Parametrisations (Song et al. 2021, App. C and H; Ho et al. 2020, eq. 11):
+
+    "noise" (VP, sub-VP): the network predicts ε in x_t = a(t)·x_0 + σ(t)·ε, so
+        s(x, t) = −net(x, label) / σ(t).
+      continuous: label = 999·t,          σ(t) = std of p_0t (`sde.marginal_coeffs`).
+      discrete:   label = t·(N − 1) (a float, not rounded, as in DDPM training with t = i/(N−1)),
+                  σ = std of the SDE's own discrete chain at i = ⌊label⌋
+                  (`sde.discrete_marginal_coeffs`; √(1 − ᾱ_i) for the VP SDE's DDPM chain).
+    "score" (VE): the network output is the score, s(x, t) = net(x, label)
+        (a network built with `scale_by_sigma` divides its raw output by σ itself).
+      continuous: label = σ(t) = σ_min(σ_max/σ_min)ᵗ.
+      discrete:   label = round((T − t)·(N − 1)), an integer index into SMLD's σ table
+                  ordered from σ_max (index 0) to σ_min.
+
+    Args:
+        net: `net(x, labels) -> Tensor` shaped like x.
+        sde: the forward SDE (`sde_lib`).
+        continuous: whether the network was trained with continuous time.
+        parametrization: "noise" or "score"; None picks it from the SDE
+            (`default_parametrization`). `build_model` callers and `models.convert` pass
+            it explicitly from the SDE's name.
+    Calling the model never changes `net`'s train / eval mode.
+    """
+
+    def __init__(self, net: nn.Module, sde, continuous: bool = True,
+                 parametrization: Optional[str] = None):
+        super().__init__()
+        parametrization = parametrization or default_parametrization(sde)
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"Unknown parametrization {parametrization!r}; expected one of "
+                             f"{list(PARAMETRIZATIONS)}")
+        self.net = net
+        self.sde = sde
+        self.continuous = bool(continuous)
+        self.parametrization = parametrization
+
+    def labels(self, t: torch.Tensor) -> torch.Tensor:
+        """The network's noise labels `[B]` for times t `[B]` (see the class docstring)."""
+        if self.parametrization == "noise":
+            if self.continuous:
+                return t * VP_CONTINUOUS_LABEL_SCALE
+            return t * (self.sde.N - 1)
+        if self.continuous:
+            return self.sde.marginal_coeffs(t)[1]
+        return torch.round((self.sde.T - t) * (self.sde.N - 1)).long()
+
+    def std(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The σ `[B]` that divides the predicted noise ("noise" parametrisation)."""
+        if self.continuous:
+            return self.sde.marginal_coeffs(t)[1]
+        return self.sde.discrete_marginal_coeffs(labels.long())[1].to(t)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The score ∇ₓ log p_t(x), shaped like `x`; `t` is `[B]` or a scalar."""
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        labels = self.labels(t)
+        out = self.net(x, labels)
+        if self.parametrization == "score":
+            return out
+        return -out / append_dims(self.std(t, labels), x.ndim).to(out.dtype)

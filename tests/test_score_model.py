@@ -1,0 +1,122 @@
+"""ScoreModel: label and output conventions, checked with networks whose optimal output is known.
+
+For Gaussian data N(μ, s²I) the kernel x_t = a·x_0 + σ·ε gives p_t = N(aμ, (a²s² + σ²)I), so
+the optimal noise prediction is ε̂ = σ(x − aμ)/(a²s² + σ²) and the score −(x − aμ)/(a²s² + σ²).
+An "oracle" network computes these from its label alone; ScoreModel must turn them into the
+exact score of `models.analytic`.
+"""
+import pytest
+import torch
+import torch.nn as nn
+
+import sde_lib
+from models.analytic import GaussianMixture
+from models.embeddings import sigma_table
+from models.score_model import ScoreModel, default_parametrization
+
+MU, VAR = 0.7, 0.3
+
+
+class GaussianOracle(nn.Module):
+    """Optimal network output for N(MU, VAR·I) data, given only (x, labels)."""
+
+    def __init__(self, sde, label_kind: str):
+        super().__init__()
+        self.sde, self.label_kind = sde, label_kind
+
+    def kernel(self, labels):
+        if self.label_kind == "999t":          # continuous VP / sub-VP
+            return self.sde.marginal_coeffs(labels / 999.0)
+        if self.label_kind == "index":         # discrete VP: float label, chain index ⌊label⌋
+            return self.sde.discrete_marginal_coeffs(labels.long())
+        if self.label_kind == "sigma":         # continuous VE
+            return torch.ones_like(labels), labels
+        table = sigma_table(self.sde.sigma_min, self.sde.sigma_max, self.sde.N)  # discrete VE
+        return torch.ones(labels.shape, dtype=torch.float64), table[labels]
+
+    def forward(self, x, labels):
+        a, std = (sde_lib.append_dims(c.to(torch.float64), x.ndim) for c in self.kernel(labels))
+        score = -(x - a * MU) / (a ** 2 * VAR + std ** 2)
+        return score if self.label_kind in ("sigma", "sigma_index") else -std * score
+
+
+def _gaussian(dim):
+    return GaussianMixture([1.0], [[MU] * dim], [VAR])
+
+
+def _x(shape=(6, 3, 4, 4)):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+T_CONT = torch.tensor([1e-5, 1e-3, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name, label_kind", [("vp", "999t"), ("vp_cosine", "999t"),
+                                              ("subvp", "999t"), ("ve", "sigma")])
+def test_continuous_conventions_give_the_exact_score(name, label_kind):
+    sde = {"vp": sde_lib.VPSDE(), "vp_cosine": sde_lib.VPSDE(schedule="cosine"),
+           "subvp": sde_lib.subVPSDE(), "ve": sde_lib.VESDE()}[name]
+    model = ScoreModel(GaussianOracle(sde, label_kind), sde, continuous=True)
+    x = _x()
+    expected = _gaussian(48).score_fn(sde)(x, T_CONT)
+    torch.testing.assert_close(model(x, T_CONT), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_discrete_vp_uses_the_ddpm_chain():
+    sde = sde_lib.VPSDE(N=1000)
+    model = ScoreModel(GaussianOracle(sde, "index"), sde, continuous=False)
+    t = torch.tensor([0.0, 1.0, 99.0, 499.0, 998.0, 999.0], dtype=torch.float64) / 999
+    x = _x()
+    assert torch.equal(model.labels(t), t * 999)  # float labels, not rounded
+    a = torch.sqrt(torch.cumprod(1 - torch.linspace(0.1e-3, 20e-3, 1000, dtype=torch.float64), 0))
+    i = torch.round(t * 999).long()  # t·999 lands on integers here
+    a_i, std_i = sde_lib.append_dims(a[i], 4), sde_lib.append_dims(torch.sqrt(1 - a[i] ** 2), 4)
+    expected = -(x - a_i * MU) / (a_i ** 2 * VAR + std_i ** 2)
+    torch.testing.assert_close(model(x, t), expected, rtol=1e-9, atol=1e-9)
+    # The DDPM chain is a discretisation of the VP SDE: close to the continuous score.
+    continuous = _gaussian(48).score_fn(sde)(x, t)
+    torch.testing.assert_close(model(x, t)[1:], continuous[1:], rtol=2e-2, atol=1e-2)
+
+
+def test_discrete_ve_uses_smld_indices():
+    sde = sde_lib.VESDE(N=100)
+    model = ScoreModel(GaussianOracle(sde, "sigma_index"), sde, continuous=False)
+    t = torch.tensor([0, 1, 10, 50, 98, 99], dtype=torch.float64) / 99
+    labels = model.labels(t)
+    assert labels.dtype == torch.int64 and labels.tolist() == [99, 98, 89, 49, 1, 0]
+    x = _x()
+    # On the grid t_j = j/(N−1), SMLD's σ at index N−1−j is σ(t_j): the continuous score.
+    expected = _gaussian(48).score_fn(sde)(x, t)
+    torch.testing.assert_close(model(x, t), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_labels_match_the_reference_conventions():
+    t = torch.tensor([1e-5, 0.1, 0.5, 1.0])
+    vp = ScoreModel(nn.Identity(), sde_lib.VPSDE(), continuous=True)
+    torch.testing.assert_close(vp.labels(t), t * 999)
+    ve = ScoreModel(nn.Identity(), sde_lib.VESDE(), continuous=True)
+    torch.testing.assert_close(ve.labels(t), 0.01 * 5000.0 ** t)
+    assert vp.parametrization == "noise" and ve.parametrization == "score"
+
+
+@pytest.mark.parametrize("sde, expected", [(sde_lib.VPSDE(), "noise"), (sde_lib.subVPSDE(), "noise"),
+                                           (sde_lib.VPSDE(schedule="cosine"), "noise"),
+                                           (sde_lib.VESDE(), "score")])
+def test_default_parametrization(sde, expected):
+    assert default_parametrization(sde) == expected
+
+
+def test_vector_data_scalar_time_and_mode():
+    sde = sde_lib.VPSDE()
+    oracle = GaussianOracle(sde, "999t").train()
+    model = ScoreModel(oracle, sde)
+    x = _x((5, 2))
+    t = torch.tensor(0.3, dtype=torch.float64)
+    expected = _gaussian(2).score_fn(sde)(x, t.expand(5))
+    torch.testing.assert_close(model(x, t), expected, rtol=1e-9, atol=1e-9)
+    assert oracle.training  # calling the model leaves the network's mode alone
+
+
+def test_unknown_parametrization_raises():
+    with pytest.raises(ValueError, match=r"expected one of \['noise', 'score'\]"):
+        ScoreModel(nn.Identity(), sde_lib.VPSDE(), parametrization="eps")
