@@ -1,0 +1,157 @@
+"""Load score_sde_pytorch checkpoints (Song et al. 2021's released models) as `ScoreModel`s.
+
+    python -m models.convert SRC DST --reference-config CONFIG.json [--weights ema|model]
+
+reads the reference checkpoint SRC (`{"model", "ema", "optimizer", "step"}` as written by its
+`utils.save_checkpoint`) and writes this project's checkpoint DST (see `models.checkpoint`).
+CONFIG.json is the reference config as a nested dict (`config.to_dict()`; tuples as lists).
+Reference checkpoints are read with `torch.load(weights_only=True)` and an allowlist of
+numpy scalar globals, never with unrestricted unpickling.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+import sde_lib
+from models.checkpoint import safe_load, save_score_model
+from models.ema import ExponentialMovingAverage
+from models.embeddings import sigma_table
+from models.reference_layout import convert_reference_state_dict, frozen_reference_keys
+from models.registry import build_model
+from models.score_model import ScoreModel
+
+ReferenceConfig = Union[str, Path, Mapping[str, Any]]
+REFERENCE_MODELS = ("ncsnpp", "ddpm")
+PARAMETRIZATION_OF_SDE = {"vpsde": "noise", "subvpsde": "noise", "vesde": "score"}
+
+
+def load_reference_config(config: ReferenceConfig) -> Dict[str, Any]:
+    """The reference config as a nested dict, from a dict, a ConfigDict or a JSON file path."""
+    if isinstance(config, (str, Path)):
+        try:
+            return json.loads(Path(config).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read reference config {config}: {error}") from error
+    return dict(config.to_dict()) if hasattr(config, "to_dict") else dict(config)
+
+
+def project_config(ref: Mapping[str, Any]) -> Dict[str, Any]:
+    """This project's config sections (model, sde, training) for a reference config."""
+    model, data, training = ref["model"], ref["data"], ref["training"]
+    if model.get("name") not in REFERENCE_MODELS:
+        raise ValueError(f"Unsupported reference model {model.get('name')!r}; expected one of "
+                         f"{list(REFERENCE_MODELS)}")
+    sde_name = str(training["sde"]).lower()
+    if sde_name not in PARAMETRIZATION_OF_SDE:
+        raise ValueError(f"Unknown reference training.sde {training['sde']!r}; expected one of "
+                         f"{sorted(PARAMETRIZATION_OF_SDE)}")
+    model_cfg = dict(model, image_size=data["image_size"], num_channels=data["num_channels"],
+                     centered=data["centered"])
+    sde_cfg = {"name": sde_name, "num_scales": model["num_scales"]}
+    sde_cfg.update({k: model[k] for k in ("beta_min", "beta_max", "sigma_min", "sigma_max")})
+    # The reference always feeds sub-VP networks continuous labels (models/utils.get_score_fn).
+    continuous = bool(training["continuous"]) or sde_name == "subvpsde"
+    return {"model": model_cfg, "sde": sde_cfg,
+            "training": {"continuous": continuous,
+                         "parametrization": PARAMETRIZATION_OF_SDE[sde_name]}}
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Drop the `module.` prefix of `nn.DataParallel`, if every key has it."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _check_sigmas(state: Dict[str, torch.Tensor], model_cfg: Mapping[str, Any], path) -> None:
+    """The checkpoint's SMLD σ table must be the one the config describes."""
+    sigmas = state.pop("sigmas", None)
+    if sigmas is None:
+        return
+    expected = sigma_table(model_cfg["sigma_min"], model_cfg["sigma_max"], model_cfg["num_scales"])
+    if sigmas.shape != expected.shape or not torch.allclose(sigmas.double(), expected, rtol=1e-5):
+        raise ValueError(f"{path}: the checkpoint's sigmas do not match the reference config's "
+                         f"sigma_min / sigma_max / num_scales; wrong config?")
+
+
+def _with_ema(state: Dict[str, torch.Tensor], ema: Mapping[str, Any], frozen, path) -> Dict[str, torch.Tensor]:
+    """`state` with its trainable parameters, in order, replaced by the EMA shadow parameters."""
+    trainable = [k for k in state if k not in frozen]
+    shadow = list(ema["shadow_params"])
+    if len(shadow) != len(trainable):
+        raise ValueError(f"{path}: {len(shadow)} EMA shadow parameters for {len(trainable)} "
+                         f"trainable parameters")
+    out = dict(state)
+    for key, value in zip(trainable, shadow):
+        if value.shape != state[key].shape:
+            raise ValueError(f"{path}: EMA shadow parameter for {key} has shape "
+                             f"{tuple(value.shape)}, expected {tuple(state[key].shape)}")
+        out[key] = value
+    return out
+
+
+def _load(checkpoint_path, reference_config: ReferenceConfig, use_ema: bool):
+    """(net with the chosen weights, project config, raw reference checkpoint)."""
+    config = project_config(load_reference_config(reference_config))
+    net = build_model(config["model"])
+    checkpoint = safe_load(checkpoint_path)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or (use_ema and "ema" not in checkpoint):
+        raise ValueError(f"{checkpoint_path} is not a score_sde_pytorch checkpoint "
+                         f"(expected a dict with 'model' and 'ema')")
+    state = _strip_prefix(checkpoint["model"])
+    _check_sigmas(state, config["model"], checkpoint_path)
+    if use_ema:
+        state = _with_ema(state, checkpoint["ema"], frozen_reference_keys(net), checkpoint_path)
+    try:
+        net.load_state_dict(convert_reference_state_dict(state, net), strict=True)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{checkpoint_path} does not match the reference config: {error}") from error
+    return net, config, checkpoint
+
+
+def from_score_sde(checkpoint_path: Union[str, Path], reference_config: ReferenceConfig,
+                   use_ema: bool = True) -> ScoreModel:
+    """A `ScoreModel` (eval mode) from a score_sde_pytorch checkpoint and its config.
+
+    `use_ema` picks the EMA weights (what the paper evaluates) or the raw model weights.
+    `.net(x, labels)` is the raw network; calling the model gives scores with the
+    reference's label and scaling conventions.
+    """
+    net, config, _ = _load(checkpoint_path, reference_config, use_ema)
+    sde = sde_lib.build_sde(config["sde"])
+    return ScoreModel(net, sde, continuous=config["training"]["continuous"],
+                      parametrization=config["training"]["parametrization"]).eval()
+
+
+def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: ReferenceConfig,
+            use_ema: bool = True) -> None:
+    """Convert the reference checkpoint `src` into this project's checkpoint `dst`."""
+    net, config, checkpoint = _load(src, reference_config, use_ema)
+    ema = ExponentialMovingAverage(net.parameters(), float(checkpoint.get("ema", {}).get(
+        "decay", config["model"].get("ema_rate", 0.9999))))
+    ema.num_updates = int(checkpoint.get("ema", {}).get("num_updates", 0) or 0)
+    save_score_model(dst, net, config, ema_state=ema.state_dict(), step=int(checkpoint.get("step", 0)),
+                     meta={"source": f"score_sde_pytorch:{Path(src).name}",
+                           "weights": "ema" if use_ema else "model"})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m models.convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
+    parser.add_argument("dst", help="where to write this project's checkpoint")
+    parser.add_argument("--reference-config", required=True,
+                        help="the reference config as JSON (config.to_dict())")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="EMA weights (default, what the paper evaluates) or raw weights")
+    args = parser.parse_args(argv)
+    convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+    print(f"wrote {args.dst} ({args.weights} weights of {args.src})")
+
+
+if __name__ == "__main__":
+    main()
