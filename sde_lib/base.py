@@ -65,6 +65,20 @@ class SDE(abc.ABC):
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         """Inverse of `log_snr`."""
 
+    def transition_coeffs(self, s: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ratio r and std v^½ (both `[B]`) of the forward transition x_t | x_s ~ N(r·x_s, v·I), s ≤ t.
+
+        Exact for every SDE with an affine drift (all of ours): x_t = a_t·x_0 + σ_t·z and
+        x_s = a_s·x_0 + σ_s·z' give r = a_t/a_s and v = σ_t² − r²σ_s², written as
+        v = σ_t²·(1 − exp(λ_t − λ_s)) with λ = `log_snr` so that it stays accurate as s → t.
+        """
+        mean_coeff_s, _ = self.marginal_coeffs(s)
+        mean_coeff_t, std_t = self.marginal_coeffs(t)
+        var_fraction = -torch.expm1(self.log_snr(t) - self.log_snr(s))
+        # s = t gives ∞ − ∞ when λ_s = ∞ (VP at s = 0); the kernel is then the identity.
+        var_fraction = torch.where(s < t, var_fraction, torch.zeros_like(var_fraction))
+        return mean_coeff_t / mean_coeff_s, std_t * torch.sqrt(var_fraction.clamp(min=0))
+
     def timestep_index(self, t: torch.Tensor) -> torch.Tensor:
         """Index i ∈ {0, …, N-1} of the discrete chain at time t (t_i = i·T/(N-1), truncated)."""
         return (t * (self.N - 1) / self.T).long().clamp(0, self.N - 1)

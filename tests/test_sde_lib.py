@@ -255,3 +255,31 @@ def test_discrete_marginal_coeffs(any_sde):
     cont_mean, cont_std = any_sde.marginal_coeffs(t)
     torch.testing.assert_close(mean_coeff[2:], cont_mean[2:], rtol=1e-2, atol=2e-3)  # cosine: β clip at T
     torch.testing.assert_close(std[2:], cont_std[2:], rtol=1e-2, atol=1e-3)
+
+
+# --- transition kernel x_t | x_s ------------------------------------------------------------------
+
+def test_transition_coeffs_compose_with_marginals(any_sde):
+    """x_t | x_s ~ N(r·x_s, v): the kernels 0→s→t compose into 0→t, and s→u→t into s→t."""
+    s = torch.tensor([0.0, 1e-5, 0.1, 0.5, 0.9], dtype=f64)
+    u = s + 0.3 * (1 - s) * torch.tensor([0.0, 1.0, 0.5, 0.01, 1e-6], dtype=f64)
+    t = s + 0.9 * (1 - s)
+    mean_s, std_s = any_sde.marginal_coeffs(s)
+    mean_t, std_t = any_sde.marginal_coeffs(t)
+    ratio, std = any_sde.transition_coeffs(s, t)
+    torch.testing.assert_close(ratio * mean_s, mean_t, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ratio ** 2 * std_s ** 2 + std ** 2, std_t ** 2, rtol=1e-10, atol=1e-14)
+    r_su, v_su = any_sde.transition_coeffs(s, u)
+    r_ut, v_ut = any_sde.transition_coeffs(u, t)
+    torch.testing.assert_close(r_ut * r_su, ratio, rtol=1e-12, atol=0)
+    torch.testing.assert_close(r_ut ** 2 * v_su ** 2 + v_ut ** 2, std ** 2, rtol=1e-10, atol=1e-14)
+
+
+def test_transition_coeffs_small_steps_match_the_sde(any_sde):
+    """Over a step h: r = 1 + c·h + O(h²) and v = g²·h + O(h²), with drift c·x and diffusion g."""
+    t = torch.tensor([0.05, 0.3, 0.7, 0.95], dtype=f64)
+    h = 1e-7
+    ratio, std = any_sde.transition_coeffs(t - h, t)
+    drift, diffusion = any_sde.sde(torch.ones(len(t), 1, dtype=f64), t)
+    torch.testing.assert_close((ratio - 1) / h, drift[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(std ** 2 / h, diffusion ** 2, rtol=1e-5, atol=1e-6)
