@@ -39,7 +39,9 @@ def data_shape(config) -> tuple:
 
 
 def build_score_model(config, sde: sde_lib.SDE, device=None) -> ScoreModel:
-    net = build_model(model_fields(config)).to(device or "cpu")
+    net = build_model(model_fields(config))
+    if device is not None:
+        net = net.to(device)
     return ScoreModel(net, sde, continuous=config.training.continuous,
                       parametrization=parametrization(config))
 
