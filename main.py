@@ -24,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    from evaluation.fid import InceptionError
     from training.checkpoint import CheckpointError
     from training.datasets import DatasetError
 
@@ -40,7 +41,7 @@ def main(argv):
         else:
             from evaluation.run import run_sample
             print(f"samples written to {run_sample(FLAGS.config, FLAGS.workdir)}")
-    except (ValueError, DatasetError, CheckpointError) as err:
+    except (ValueError, DatasetError, CheckpointError, InceptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

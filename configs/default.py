@@ -67,6 +67,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.divergence = "rademacher"
     evaluate.enable_sampling = False
     evaluate.num_samples = 64
+    evaluate.enable_fid = False    # needs enable_sampling and a local Inception file:
+    evaluate.inception_path = ""   # TorchScript inception-2015-12-05.pt (see evaluation/fid.py)
     evaluate.seed = 0
 
     config.data = data = ml_collections.ConfigDict()

@@ -8,15 +8,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
+import numpy as np
 
 import sde_lib
+from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs, inception_score,
+                            load_inception)
 from evaluation.likelihood import evaluate_bpd
 from evaluation.sampling import generate_samples, save_samples
 from models import ExponentialMovingAverage
 from training import setup
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from training.datasets import build_dataset
+from training.pipeline import to_uint8_images
 
 
 def load_ema_model(config, workdir, device):
@@ -52,6 +55,11 @@ def run_eval(config, workdir, eval_folder: str = "eval", device=None) -> dict:
     """Bits/dim on `eval.bpd_dataset` (and samples when `eval.enable_sampling`) → metrics.json."""
     device = device or setup.default_device()
     eval_dir = Path(workdir) / eval_folder
+    inception = None
+    if config.eval.enable_fid:  # fail before any work when the network is missing
+        if not config.eval.enable_sampling:
+            raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
+        inception = load_inception(config.eval.inception_path, device)
     model, sde, step = load_ema_model(config, workdir, device)
     metrics = {"step": step}
     if config.eval.enable_bpd:
@@ -69,8 +77,28 @@ def run_eval(config, workdir, eval_folder: str = "eval", device=None) -> dict:
                                    seed=config.eval.get("seed", 0), progress=True)
         save_samples(config, samples, eval_dir / f"samples_{step}")
         metrics["num_samples"] = config.eval.num_samples
+        if inception is not None:
+            metrics.update(fid_metrics(config, inception, samples, eval_dir))
     write_json(eval_dir / "metrics.json", metrics)
     return metrics
+
+
+def fid_metrics(config, inception, samples, eval_dir: Path) -> dict:
+    """FID against the training split (its statistics cached in eval_dir) and Inception Score."""
+    if samples.ndim != 4:
+        raise ValueError("config.eval.enable_fid needs image data, not vectors")
+    stats_path = eval_dir / f"fid_stats_{config.data.dataset}_{config.data.image_size}.npz"
+    if stats_path.exists():
+        with np.load(stats_path) as stats:
+            mu_data, sigma_data = stats["mu"], stats["sigma"]
+    else:
+        data = build_dataset(config.data, "train").data
+        mu_data, sigma_data = feature_statistics(inception_outputs(inception, data)[0])
+        np.savez(stats_path, mu=mu_data, sigma=sigma_data)
+    features, probs = inception_outputs(inception, to_uint8_images(samples, centered=config.data.centered))
+    inception_mean, inception_std = inception_score(probs)
+    return {"fid": frechet_distance(*feature_statistics(features), mu_data, sigma_data),
+            "inception_score": inception_mean, "inception_score_std": inception_std}
 
 
 def run_sample(config, workdir, device=None) -> Path:
