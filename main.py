@@ -5,46 +5,76 @@
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode sample \
         --config.sampling.method=ode
 
-Every config field can be overridden as --config.<section>.<field>=value.
+Every config field can be overridden as --config.<section>.<field>=value. The whole config
+and the workdir are checked before any work starts; a bad value exits with status 2 and one
+line naming the field, a failure during the run with status 1.
 """
 import logging
 import sys
+from typing import List
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples, eval results and logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
-flags.DEFINE_string("eval_folder", "eval", "Sub-directory of workdir for eval results.")
-flags.mark_flags_as_required(["config", "workdir"])
+MODES = ["train", "eval", "sample"]
 
 
-def main(argv):
-    del argv
+def _define_flags() -> flags.FlagValues:
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                    flag_values=flag_values, lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples, eval results, logs.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("mode", "train", MODES, "What to run.", flag_values=flag_values)
+    flags.DEFINE_string("eval_folder", "eval", "Sub-directory of workdir for eval results.",
+                        flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    return flag_values
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run(argv: List[str]) -> int:
+    """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
+    flag_values = _define_flags()
+    try:
+        flag_values(argv)
+        config = flag_values.config
+    except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
     from evaluation.fid import InceptionError
     from training.checkpoint import CheckpointError
     from training.datasets import DatasetError
+    from training.train import NonFiniteLossError
+    from training.validate import ConfigError, validate
 
-    logging.getLogger().setLevel(logging.INFO)
     try:
-        if FLAGS.mode == "train":
+        validate(config, flag_values.mode, flag_values.workdir)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if flag_values.mode == "train":
             from training.train import train
-            train(FLAGS.config, FLAGS.workdir)
-        elif FLAGS.mode == "eval":
+            train(config, flag_values.workdir)
+        elif flag_values.mode == "eval":
             from evaluation.run import run_eval
-            metrics = run_eval(FLAGS.config, FLAGS.workdir, FLAGS.eval_folder)
+            metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder)
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
         else:
             from evaluation.run import run_sample
-            print(f"samples written to {run_sample(FLAGS.config, FLAGS.workdir)}")
-    except (ValueError, DatasetError, CheckpointError, InceptionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+            print(f"samples written to {run_sample(config, flag_values.workdir)}")
+    except (ValueError, DatasetError, CheckpointError, InceptionError, NonFiniteLossError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(run(sys.argv))

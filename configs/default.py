@@ -31,6 +31,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.likelihood_weighting = False
     training.importance_sampling = False
     training.seed = 42
+    training.nan_policy = "stop"  # stop | skip: what a non-finite loss does
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

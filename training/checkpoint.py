@@ -72,3 +72,10 @@ def latest_checkpoint(workdir) -> Optional[Path]:
     """The preemption checkpoint, which training rewrites with every snapshot, or None."""
     meta = preemption_path(workdir)
     return meta if meta.exists() else None
+
+
+def remove_stale_temporaries(workdir) -> None:
+    """Delete the temporary files of checkpoint writes that a kill interrupted."""
+    for folder in (Path(workdir) / "checkpoints", Path(workdir) / "checkpoints-meta"):
+        for tmp in folder.glob("*.pth.*.tmp"):
+            tmp.unlink(missing_ok=True)

@@ -15,9 +15,13 @@ import sde_lib
 from models.checkpoint import FORMAT
 from training import setup
 from training.checkpoint import (latest_checkpoint, load_checkpoint, preemption_path,
-                                 save_checkpoint, snapshot_path)
+                                 remove_stale_temporaries, save_checkpoint, snapshot_path)
 from training.datasets import build_dataset
 from training.pipeline import BatchOrder, prepare_batch
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or its gradient stopped being finite (training.nan_policy="stop")."""
 
 
 class TrainState:
@@ -35,7 +39,9 @@ class TrainState:
     def state_dict(self) -> dict:
         return {"format": FORMAT, "model": self.model.net.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "rng": self.generator.get_state(), "config": _plain_config(self.config)}
+                "rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "config": _plain_config(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.net.load_state_dict(state["model"], strict=True)
@@ -43,6 +49,9 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.generator.set_state(state["rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())  # dropout draws from the global RNG
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
     def save(self, workdir) -> None:
         """Write the preemption checkpoint, and a numbered snapshot on `snapshot_freq` steps."""
@@ -65,7 +74,9 @@ def train(config, workdir, device=None) -> TrainState:
     """Train from scratch or resume from `workdir`'s latest checkpoint; returns the final state."""
     device = device or setup.default_device()
     workdir = Path(workdir)
+    torch.manual_seed(config.training.seed)
     state = TrainState(config, device)
+    remove_stale_temporaries(workdir)
     resume = latest_checkpoint(workdir)
     if resume is not None:
         state.load_state_dict(load_checkpoint(resume, map_location=device))
@@ -85,6 +96,8 @@ def train(config, workdir, device=None) -> TrainState:
             loss, grad_norm, lr = train_step(state, loss_fn, batch)
             state.step += 1
             progress.update(1)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                _handle_non_finite(state, loss, grad_norm, writer)
             if state.step % training.log_freq == 0:
                 rate = (state.step - tick_step) / (time.perf_counter() - tick)
                 tick, tick_step = time.perf_counter(), state.step
@@ -104,6 +117,17 @@ def train(config, workdir, device=None) -> TrainState:
         progress.close()
         writer.close()
     return state
+
+
+def _handle_non_finite(state: TrainState, loss: float, grad_norm: float, writer) -> None:
+    """`nan_policy="stop"` raises (checkpoints untouched); "skip" logs and goes on."""
+    message = (f"non-finite loss {loss} / gradient norm {grad_norm} at step {state.step}; "
+               f"the parameters were not updated")
+    if state.config.training.get("nan_policy", "stop") == "stop":
+        raise NonFiniteLossError(message + "; stopping (the last checkpoint is intact; set "
+                                 "config.training.nan_policy=skip to skip such batches)")
+    logging.warning("%s; skipping the batch", message)
+    writer.add_scalar("train/skipped_non_finite", 1.0, state.step)
 
 
 def _batch(dataset, order: BatchOrder, state: TrainState, config, train: bool) -> torch.Tensor:
@@ -128,9 +152,11 @@ def train_step(state: TrainState, loss_fn, batch: torch.Tensor):
     clip = state.config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(),
                                                clip if clip >= 0 else float("inf"))
-    state.optimizer.step()
-    state.ema.update(state.model.parameters())
-    return loss.item(), grad_norm.item(), lr
+    loss_value, grad_value = loss.item(), grad_norm.item()
+    if math.isfinite(loss_value) and math.isfinite(grad_value):  # never step on NaN / inf
+        state.optimizer.step()
+        state.ema.update(state.model.parameters())
+    return loss_value, grad_value, lr
 
 
 @torch.no_grad()

@@ -1,0 +1,125 @@
+"""Bad input: every case exits non-zero with one line naming the field, writing nothing.
+
+The cases run `main.run` in-process (the same code path as `python main.py`).
+"""
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from tests.test_datasets import write_fake_cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = str(ROOT / "configs" / "toy_gmm.py")
+DIGITS = str(ROOT / "configs" / "vp_digits.py")
+
+# (config file, extra flags, expected exit status, words the message must contain)
+CASES = [
+    (TOY, ["--config.sde.name=foo"], 2, ["config.sde", "vesde"]),
+    (TOY, ["--config.sde.name=vesde", "--config.sde.sigma_min=60.0"], 2, ["sigma_min", "sigma_max"]),
+    (TOY, ["--config.sde.beta_min=30.0"], 2, ["beta_min", "beta_max"]),
+    (TOY, ["--config.sde.num_scales=0"], 2, ["N", ">= 1"]),
+    (TOY, ["--config.sde.schedule=quadratic"], 2, ["schedule", "cosine"]),
+    (TOY, ["--config.model.name=unet"], 2, ["model", "ncsnpp"]),
+    (TOY, ["--config.model.width=0"], 2, ["config.model", "width"]),
+    (TOY, ["--config.data.dataset=MNIST"], 2, ["config.data.dataset", "DIGITS"]),
+    (TOY, ["--config.optim.lr=-0.001"], 2, ["config.optim.lr", "> 0"]),
+    (TOY, ["--config.optim.optimizer=SGD"], 2, ["config.optim.optimizer", "Adam"]),
+    (TOY, ["--config.optim.warmup=-1"], 2, ["config.optim.warmup"]),
+    (TOY, ["--config.optim.beta1=1.5"], 2, ["config.optim.beta1"]),
+    (TOY, ["--config.training.batch_size=0"], 2, ["config.training.batch_size", ">= 1"]),
+    (TOY, ["--config.training.batch_size=2.5"], 2, ["batch_size"]),
+    (TOY, ["--config.training.n_iters=-5"], 2, ["config.training.n_iters"]),
+    (TOY, ["--config.training.snapshot_freq=0"], 2, ["config.training.snapshot_freq"]),
+    (TOY, ["--config.training.nan_policy=ignore"], 2, ["nan_policy", "skip"]),
+    (TOY, ["--config.training.importance_sampling=True"], 2, ["likelihood_weighting"]),
+    (TOY, ["--config.model.ema_rate=1.5"], 2, ["ema_rate"]),
+    (TOY, ["--config.sampling.method=foo"], 2, ["config.sampling", "pc"]),
+    (TOY, ["--config.sampling.predictor=foo"], 2, ["predictor", "euler_maruyama"]),
+    (TOY, ["--config.sampling.corrector=foo"], 2, ["corrector", "langevin"]),
+    (TOY, ["--config.sampling.eps=0.0"], 2, ["eps"]),
+    (TOY, ["--config.sampling.eps=1.5"], 2, ["eps"]),
+    (TOY, ["--config.eval.divergence=foo"], 2, ["config.eval.divergence", "rademacher"]),
+    (TOY, ["--config.eval.bpd_dataset=val"], 2, ["config.eval.bpd_dataset", "test"]),
+    (TOY, ["--config.eval.batch_size=0"], 2, ["config.eval.batch_size"]),
+    (TOY, ["--config.eval.likelihood_eps=0.0"], 2, ["likelihood_eps"]),
+    (TOY, ["--config.nonexistent.field=1"], 2, ["nonexistent"]),
+    (TOY, ["--mode=fit"], 2, ["mode"]),
+    (str(ROOT / "configs" / "missing.py"), [], 2, ["missing.py"]),
+    (DIGITS, ["--config.data.image_size=6"], 2, ["config.model", "image_size"]),
+    (DIGITS, ["--config.data.num_channels=2"], 2, ["config.data.num_channels", "3"]),
+    (DIGITS, ["--config.data.dataset=CIFAR10", "--config.data.root=/nonexistent/data",
+              "--config.data.num_channels=3"], 2, ["CIFAR-10", "/nonexistent/data", "download"]),
+]
+
+
+def _run(capsys, config, extra, workdir):
+    args = ["main.py", f"--config={config}", *extra]
+    if workdir is not None:
+        args.append(f"--workdir={workdir}")
+    status = main.run(args)
+    err = capsys.readouterr().err.strip()
+    return status, err
+
+
+def _listing(path: Path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else None
+
+
+@pytest.mark.parametrize("config, extra, status, words", CASES,
+                         ids=[" ".join(c[1]) or Path(c[0]).name for c in CASES])
+def test_bad_config(capsys, tmp_path, config, extra, status, words):
+    workdir = tmp_path / "run"
+    got_status, err = _run(capsys, config, extra, workdir)
+    assert got_status == status, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    assert not workdir.exists()
+
+
+def test_missing_workdir_flag(capsys):
+    status, err = _run(capsys, TOY, [], None)
+    assert status == 2 and "workdir" in err
+
+
+def test_unwritable_workdir(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    status, err = _run(capsys, TOY, [], blocker / "run")
+    assert status == 2 and "--workdir" in err and "writable" in err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "pickle"])
+def test_corrupt_checkpoint_for_eval(capsys, tmp_path, damage):
+    workdir = tmp_path / "run"
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    meta.parent.mkdir(parents=True)
+    if damage == "truncate":
+        torch.save({"model": {"w": torch.randn(1000)}}, meta)
+        meta.write_bytes(meta.read_bytes()[:300])
+    elif damage == "garbage":
+        meta.write_bytes(b"\x00" * 64)
+    else:
+        import os
+        import pickle
+
+        class Payload:
+            def __reduce__(self):
+                return (os.system, (f"touch {tmp_path / 'pwned'}",))
+        torch.save({"model": Payload()}, meta, pickle_module=pickle)
+    before = _listing(workdir)
+    status, err = _run(capsys, TOY, ["--mode=eval"], workdir)
+    assert status == 1 and "checkpoint.pth" in err and len(err.splitlines()) == 1, err
+    assert _listing(workdir) == before and not (tmp_path / "pwned").exists()
+
+
+def test_wrong_format_dataset_file(capsys, tmp_path):
+    folder = write_fake_cifar10(tmp_path / "data")
+    (folder / "data_batch_3").write_bytes(b"this is not a pickle")
+    workdir = tmp_path / "run"
+    status, err = _run(capsys, DIGITS, ["--config.data.dataset=CIFAR10", f"--config.data.root={tmp_path / 'data'}",
+                                        "--config.data.num_channels=3"], workdir)
+    assert status == 1 and "data_batch_3" in err and len(err.splitlines()) == 1, err
+    assert not workdir.exists()

@@ -1,0 +1,112 @@
+"""Checking a whole config (and the workdir) before any work starts.
+
+Every check raises `ConfigError` with one line naming the field and what is allowed, so
+`main.py` can exit with that line and no traceback, having written nothing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+import sde_lib
+from training import setup
+from training.datasets import DATASETS, IMAGE_SETS, SPLITS
+
+NAN_POLICIES = ("stop", "skip")
+DIVERGENCES = ("exact", "rademacher", "gaussian")
+
+
+class ConfigError(ValueError):
+    """A config field or command-line value that cannot work."""
+
+
+def _positive_int(field: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}")
+
+
+def _choice(field: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{field}={value!r} is not allowed; expected one of {sorted(allowed)}")
+
+
+def _wrapped(field: str, build):
+    """Run a builder; re-raise its ValueError as a ConfigError prefixed with the section."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{field}: {message}") from None
+
+
+def validate_training(config) -> None:
+    training, optim = config.training, config.optim
+    for field in ("batch_size", "n_iters", "snapshot_freq", "snapshot_freq_for_preemption",
+                  "log_freq", "eval_freq"):
+        _positive_int(f"config.training.{field}", training[field], minimum=0 if field == "n_iters" else 1)
+    _positive_int("config.training.num_snapshot_samples", training.num_snapshot_samples)
+    _choice("config.training.nan_policy", training.get("nan_policy", "stop"), NAN_POLICIES)
+    _choice("config.optim.optimizer", optim.optimizer, ["Adam"])
+    if not optim.lr > 0:
+        raise ConfigError(f"config.optim.lr must be > 0, got {optim.lr!r}")
+    if not 0 <= optim.beta1 < 1:
+        raise ConfigError(f"config.optim.beta1 must be in [0, 1), got {optim.beta1!r}")
+    if not optim.eps > 0 or optim.weight_decay < 0:
+        raise ConfigError("config.optim.eps must be > 0 and config.optim.weight_decay >= 0")
+    _positive_int("config.optim.warmup", optim.warmup, minimum=0)
+    if not 0 < config.model.ema_rate <= 1:
+        raise ConfigError(f"config.model.ema_rate must be in (0, 1], got {config.model.ema_rate!r}")
+
+
+def validate_eval(config) -> None:
+    ev = config.eval
+    _positive_int("config.eval.batch_size", ev.batch_size)
+    _positive_int("config.eval.bpd_num_examples", ev.bpd_num_examples, minimum=0)
+    _positive_int("config.eval.bpd_repeats", ev.bpd_repeats)
+    _positive_int("config.eval.num_samples", ev.num_samples)
+    _choice("config.eval.bpd_dataset", ev.bpd_dataset, SPLITS)
+    _choice("config.eval.divergence", ev.divergence, DIVERGENCES)
+    if not 0 < ev.likelihood_eps < 1:
+        raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T=1), got {ev.likelihood_eps!r}")
+
+
+def validate_data(config, mode: str) -> None:
+    data = config.data
+    _choice("config.data.dataset", data.dataset, DATASETS)
+    if data.dataset in IMAGE_SETS:
+        _positive_int("config.data.image_size", data.image_size)
+        _choice("config.data.num_channels", data.num_channels, [1, 3])
+        if data.dataset == "CIFAR10" and not data.download and mode != "sample":
+            folder = Path(data.root).expanduser() / "cifar-10-batches-py"
+            if not (folder / "test_batch").exists():
+                raise ConfigError(f"config.data.root: CIFAR-10 not found in {folder}; put the python "
+                                  f"batches there or set config.data.download=True")
+
+
+def validate_workdir(workdir) -> None:
+    """The workdir, or its nearest existing parent, must be a writable directory."""
+    path = Path(workdir).expanduser().absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {existing} is not a writable directory")
+
+
+def validate(config, mode: str, workdir) -> None:
+    """All checks for `mode` ("train", "eval" or "sample"); raises ConfigError."""
+    import samplers
+
+    validate_workdir(workdir)
+    sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
+    validate_data(config, mode)
+    with torch.device("meta"):  # builds the network without allocating its weights
+        _wrapped("config.model", lambda: setup.build_score_model(config, sde))
+    validate_training(config)
+    validate_eval(config)
+    _wrapped("config.training", lambda: setup.build_training_loss(config, sde))
+    _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
+    if not 0 < config.sampling.eps < sde.T:
+        raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
