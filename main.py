@@ -19,10 +19,11 @@ from ml_collections import config_flags
 MODES = ["train", "eval", "sample"]
 
 
-def _define_flags() -> flags.FlagValues:
+def _define_flags(argv: List[str]) -> flags.FlagValues:
     flag_values = flags.FlagValues()
+    # config_flags finds the --config.<field> overrides by scanning the argv it is given.
     config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
-                                    flag_values=flag_values, lock_config=True)
+                                    flag_values=flag_values, lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples, eval results, logs.",
                         flag_values=flag_values)
     flags.DEFINE_enum("mode", "train", MODES, "What to run.", flag_values=flag_values)
@@ -39,7 +40,7 @@ def _one_line(err: BaseException) -> str:
 
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
-    flag_values = _define_flags()
+    flag_values = _define_flags(argv)
     try:
         flag_values(argv)
         config = flag_values.config
@@ -57,22 +58,30 @@ def run(argv: List[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from training.distributed import init_distributed, shutdown
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    info = init_distributed()  # world size 1 unless launched by torchrun
     try:
         if flag_values.mode == "train":
             from training.train import train
-            train(config, flag_values.workdir)
+            train(config, flag_values.workdir, info)
         elif flag_values.mode == "eval":
             from evaluation.run import run_eval
-            metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder)
-            print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in metrics.items()))
+            metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder, info)
+            if info.is_main:
+                print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in metrics.items()))
         else:
             from evaluation.run import run_sample
-            print(f"samples written to {run_sample(config, flag_values.workdir)}")
+            path = run_sample(config, flag_values.workdir, info)
+            if info.is_main:
+                print(f"samples written to {path}")
     except (ValueError, DatasetError, CheckpointError, InceptionError, NonFiniteLossError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    finally:
+        shutdown(info)
     return 0
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 import samplers
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.distributed import DistInfo, all_gather_objects
 from training.pipeline import scale_images
 
 
@@ -22,23 +24,29 @@ def _batches(num_examples: int, batch_size: int):
 
 
 @torch.no_grad()
-def evaluate_bpd(config, model, sde, dataset, eval_dir, device, step: int, progress: bool = True) -> dict:
+def evaluate_bpd(config, model, sde, dataset, eval_dir, device, step: int, progress: bool = True,
+                 dist_info: Optional[DistInfo] = None) -> dict:
     """Per-example bits/dim over `eval.bpd_num_examples` (0: all) × `eval.bpd_repeats`.
 
-    Finished batches are kept in `eval_dir/bpd_progress.pth`, so an interrupted evaluation
-    resumes at the first unfinished batch (for the same checkpoint step).
+    Finished batches are kept in `eval_dir/bpd_progress_<rank>of<world>.pth`, so an
+    interrupted evaluation resumes at the first unfinished batch (for the same checkpoint
+    step). Under torchrun rank r takes batches r, r + world, …; every rank solves its own ODEs
+    (no collective inside the adaptive solver) and the results are gathered at the end.
     """
+    info = dist_info or DistInfo(device=torch.device(device))
     model.eval()
     ev = config.eval
     count = len(dataset) if ev.bpd_num_examples == 0 else min(ev.bpd_num_examples, len(dataset))
-    partial_path = Path(eval_dir) / "bpd_progress.pth"
+    partial_path = Path(eval_dir) / f"bpd_progress_{info.rank}of{info.world_size}.pth"
     done = {"step": step, "bpd": [], "nfe": [], "nll": []}
     if partial_path.exists():
         stored = load_checkpoint(partial_path)
         if stored.get("step") == step:
             done = stored
-    jobs = [(r, lo, hi) for r in range(ev.bpd_repeats) for lo, hi in _batches(count, ev.batch_size)]
-    for job_index in tqdm(range(len(done["bpd"]), len(jobs)), desc="bpd", disable=not progress):
+    all_jobs = [(r, lo, hi) for r in range(ev.bpd_repeats) for lo, hi in _batches(count, ev.batch_size)]
+    jobs = all_jobs[info.rank::info.world_size]
+    for job_index in tqdm(range(len(done["bpd"]), len(jobs)), desc="bpd",
+                          disable=not (progress and info.is_main)):
         repeat, lo, hi = jobs[job_index]
         generator = torch.Generator().manual_seed(1_000_003 * repeat + lo)
         bpd, nll, nfe = _batch_bpd(config, model, sde, dataset.data[lo:hi], generator, device)
@@ -46,7 +54,9 @@ def evaluate_bpd(config, model, sde, dataset, eval_dir, device, step: int, progr
         done["nll"].append(nll)
         done["nfe"].append(nfe)
         save_checkpoint(partial_path, done)
-    return _summary(done, count)
+    gathered = all_gather_objects(info, {k: done[k] for k in ("bpd", "nll", "nfe")})
+    merged = {k: [item for part in gathered for item in part[k]] for k in ("bpd", "nll", "nfe")}
+    return _summary(merged, count)
 
 
 def _batch_bpd(config, model, sde, raw, generator, device):

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from models import ExponentialMovingAverage
 from training import setup
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from training.datasets import build_dataset
+from training.distributed import DistInfo
 from training.pipeline import to_uint8_images
 
 
@@ -51,9 +53,13 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_eval(config, workdir, eval_folder: str = "eval", device=None) -> dict:
-    """Bits/dim on `eval.bpd_dataset` (and samples when `eval.enable_sampling`) → metrics.json."""
-    device = device or setup.default_device()
+def run_eval(config, workdir, eval_folder: str = "eval", dist_info: Optional[DistInfo] = None) -> dict:
+    """Bits/dim on `eval.bpd_dataset` (and samples when `eval.enable_sampling`) → metrics.json.
+
+    Under torchrun the work is split across ranks and rank 0 writes the results.
+    """
+    info = dist_info or DistInfo(device=setup.default_device())
+    device = info.device
     eval_dir = Path(workdir) / eval_folder
     inception = None
     if config.eval.enable_fid:  # fail before any work when the network is missing
@@ -64,7 +70,7 @@ def run_eval(config, workdir, eval_folder: str = "eval", device=None) -> dict:
     metrics = {"step": step}
     if config.eval.enable_bpd:
         dataset = build_dataset(config.data, config.eval.bpd_dataset)
-        metrics.update(evaluate_bpd(config, model, sde, dataset, eval_dir, device, step))
+        metrics.update(evaluate_bpd(config, model, sde, dataset, eval_dir, device, step, dist_info=info))
         if dataset.log_prob is not None:  # exact density known: report the gap to it
             exact = dataset.log_prob(dataset.data[:metrics["num_examples"]].double())
             metrics["nll"] = metrics["nll_per_dim"] * dataset.data.shape[1]
@@ -74,12 +80,14 @@ def run_eval(config, workdir, eval_folder: str = "eval", device=None) -> dict:
                             metrics["num_nonfinite"])
     if config.eval.enable_sampling:
         samples = generate_samples(config, model, sde, config.eval.num_samples, device,
-                                   seed=config.eval.get("seed", 0), progress=True)
-        save_samples(config, samples, eval_dir / f"samples_{step}")
+                                   seed=config.eval.get("seed", 0), progress=True, dist_info=info)
         metrics["num_samples"] = config.eval.num_samples
-        if inception is not None:
-            metrics.update(fid_metrics(config, inception, samples, eval_dir))
-    write_json(eval_dir / "metrics.json", metrics)
+        if info.is_main:
+            save_samples(config, samples, eval_dir / f"samples_{step}")
+            if inception is not None:
+                metrics.update(fid_metrics(config, inception, samples, eval_dir))
+    if info.is_main:
+        write_json(eval_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -101,10 +109,13 @@ def fid_metrics(config, inception, samples, eval_dir: Path) -> dict:
             "inception_score": inception_mean, "inception_score_std": inception_std}
 
 
-def run_sample(config, workdir, device=None) -> Path:
+def run_sample(config, workdir, dist_info: Optional[DistInfo] = None) -> Path:
     """Draw `eval.num_samples` samples with the configured sampler into `workdir/samples/`."""
-    device = device or setup.default_device()
-    model, sde, step = load_ema_model(config, workdir, device)
-    samples = generate_samples(config, model, sde, config.eval.num_samples, device,
-                               seed=config.eval.get("seed", 0), progress=True)
-    return save_samples(config, samples, Path(workdir) / "samples" / f"step_{step}_{config.sampling.method}")
+    info = dist_info or DistInfo(device=setup.default_device())
+    model, sde, step = load_ema_model(config, workdir, info.device)
+    samples = generate_samples(config, model, sde, config.eval.num_samples, info.device,
+                               seed=config.eval.get("seed", 0), progress=True, dist_info=info)
+    folder = Path(workdir) / "samples" / f"step_{step}_{config.sampling.method}"
+    if info.is_main:
+        save_samples(config, samples, folder)
+    return folder / "samples.png"

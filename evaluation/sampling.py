@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -9,28 +10,40 @@ from tqdm import tqdm
 
 import samplers
 from evaluation.images import save_image_grid, save_scatter_png
+from training.distributed import DistInfo, all_gather_objects
 from training.pipeline import to_uint8_images
 from training.setup import data_shape
 
 
+def sample_generators(seed: int, indices: range, device) -> list:
+    """One generator per sample, seeded by (seed, sample index): sample i always gets the same
+    noise, whatever the batch size or the number of processes."""
+    return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
+
+
 @torch.no_grad()
 def generate_samples(config, model, sde, num_samples: int, device, seed: int = 0,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, dist_info: Optional[DistInfo] = None) -> torch.Tensor:
     """`[num_samples, ...]` samples in the model's data space, in batches of `eval.batch_size`.
 
-    Batch j draws its noise from a generator seeded with (seed, j), so the samples do not
-    depend on what ran before.
+    Under torchrun each rank draws a contiguous block of the sample indices and rank 0
+    gathers them all (other ranks return an empty tensor).
     """
+    info = dist_info or DistInfo(device=torch.device(device))
     model.eval()
     sampler = samplers.build_sampler(config.sampling)
-    batch_size = config.eval.batch_size
+    per_rank = -(-num_samples // info.world_size)
+    mine = range(info.rank * per_rank, min(num_samples, (info.rank + 1) * per_rank))
     chunks = []
-    for j in tqdm(range(0, num_samples, batch_size), desc="sample", disable=not progress):
-        n = min(batch_size, num_samples - j)
-        generator = torch.Generator(device).manual_seed(seed * 1_000_003 + j // batch_size)
-        result = sampler(model, sde, (n,) + data_shape(config), generator=generator, device=device)
+    starts = range(mine.start, mine.stop, config.eval.batch_size)
+    for start in tqdm(starts, desc="sample", disable=not (progress and info.is_main)):
+        indices = range(start, min(start + config.eval.batch_size, mine.stop))
+        result = sampler(model, sde, (len(indices),) + data_shape(config),
+                         generator=sample_generators(seed, indices, device), device=device)
         chunks.append(result.x.float().cpu())
-    return torch.cat(chunks)
+    local = torch.cat(chunks) if chunks else torch.empty((0,) + data_shape(config))
+    gathered = all_gather_objects(info, local)
+    return torch.cat(gathered) if info.is_main else local[:0]
 
 
 def save_samples(config, samples: torch.Tensor, folder) -> Path:

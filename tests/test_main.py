@@ -93,10 +93,12 @@ SAMPLER_FLAGS = [
 
 @pytest.mark.parametrize("overrides", SAMPLER_FLAGS, ids=lambda f: "-".join(x.split("=")[1] for x in f))
 def test_sampler_options_are_reachable_from_flags(overrides):
+    argv = ["main.py", f"--config={ROOT / 'configs' / 'toy_gmm.py'}", "--config.sampling.num_steps=20",
+            *overrides]
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "config", flag_values=flag_values, lock_config=True)
-    flag_values(["main.py", f"--config={ROOT / 'configs' / 'toy_gmm.py'}",
-                 "--config.sampling.num_steps=20", *overrides])
+    config_flags.DEFINE_config_file("config", None, "config", flag_values=flag_values, lock_config=True,
+                                    sys_argv=argv)
+    flag_values(argv)
     config = flag_values.config
     for flag in overrides:
         field, value = flag[len("--config.sampling."):].split("=")

@@ -1,13 +1,14 @@
 """Denoising score-matching losses (Song et al. 2021; Ho et al. 2020; Song & Ermon 2019).
 
-Each loss is a callable `loss(score_fn, x0, generator=None) -> [B]` per-example losses; the
-training step averages them over the batch. With z ~ N(0, I) and x_t = a(t)·x0 + σ(t)·z, the
+Each loss is a callable `loss(score_fn, x0, generator=None, shard=(rank, world_size)) -> [B]`
+per-example losses; the training step averages them over the batch. Under data parallelism
+x0 is this rank's share of the global batch and the noise is drawn for the global batch. With z ~ N(0, I) and x_t = a(t)·x0 + σ(t)·z, the
 optimal score is −z/σ(t) in expectation, so every loss below is a weighted ‖σ·s + z‖².
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -16,10 +17,25 @@ from sde_lib import SDE, append_dims
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+Shard = Tuple[int, int]
+
+
+def _draw(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
+    """Draw for the global batch (this shard's size × world size), keep this rank's slice.
+
+    Every rank holds the same generator state, so example j of the global batch gets the
+    same t and z whatever the number of processes (and one process reproduces them all).
+    """
+    rank, world_size = shard
+    n = x.shape[0]
+    return draw(n * world_size)[rank * n:(rank + 1) * n]
+
+
+def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
     """N(0, I) shaped like `x`, drawn on the generator's device and moved to x's."""
     device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return _draw(lambda n: torch.randn((n,) + tuple(x.shape[1:]), generator=generator, device=device,
+                                       dtype=x.dtype), x, shard).to(x.device)
 
 
 def _reduce(squared_error: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
@@ -83,10 +99,10 @@ class ContinuousDSMLoss:
                        device=generator.device if generator is not None else None).cpu()
         return self.eps + (self.sde.T - self.eps) * u
 
-    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        t = self.sample_t(x0.shape[0], generator).to(x0.device)
-        z = _randn_like(x0, generator)
+    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 shard: Shard = (0, 1)) -> torch.Tensor:
+        t = _draw(lambda n: self.sample_t(n, generator), x0, shard).to(x0.device)
+        z = _randn_like(x0, generator, shard)
         mean_coeff, std = (c.to(x0) for c in self.sde.marginal_coeffs(t))
         std_ = append_dims(std, x0.ndim)
         x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
@@ -111,11 +127,12 @@ class DiscreteDSMLoss:
     def __init__(self, sde: SDE, *, reduce_mean: bool = False, weight: float = 1.0):
         self.sde, self.reduce_mean, self.weight = sde, reduce_mean, weight
 
-    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        index = torch.randint(0, self.sde.N, (x0.shape[0],), generator=generator,
-                              device=generator.device if generator is not None else None).cpu()
-        z = _randn_like(x0, generator)
+    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 shard: Shard = (0, 1)) -> torch.Tensor:
+        device = generator.device if generator is not None else None
+        index = _draw(lambda n: torch.randint(0, self.sde.N, (n,), generator=generator, device=device),
+                      x0, shard).cpu()
+        z = _randn_like(x0, generator, shard)
         mean_coeff, std = (c.to(x0) for c in self.sde.discrete_marginal_coeffs(index))
         std_ = append_dims(std, x0.ndim)
         x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -17,6 +18,7 @@ from training import setup
 from training.checkpoint import (latest_checkpoint, load_checkpoint, preemption_path,
                                  remove_stale_temporaries, save_checkpoint, snapshot_path)
 from training.datasets import build_dataset
+from training.distributed import DistInfo, barrier
 from training.pipeline import BatchOrder, prepare_batch
 
 
@@ -70,30 +72,42 @@ def _plain_config(config) -> dict:
     return plain
 
 
-def train(config, workdir, device=None) -> TrainState:
-    """Train from scratch or resume from `workdir`'s latest checkpoint; returns the final state."""
-    device = device or setup.default_device()
+def train(config, workdir, dist_info: Optional[DistInfo] = None) -> TrainState:
+    """Train from scratch or resume from `workdir`'s latest checkpoint; returns the final state.
+
+    Under torchrun (`dist_info.world_size` > 1) the network is wrapped in
+    DistributedDataParallel, each rank takes `batch_size / world_size` examples of the same
+    global batch, and only rank 0 writes files.
+    """
+    info = dist_info or DistInfo(device=setup.default_device())
+    training = config.training
+    if training.batch_size % info.world_size:
+        raise ValueError(f"config.training.batch_size={training.batch_size} is not divisible by the "
+                         f"{info.world_size} processes")
     workdir = Path(workdir)
-    torch.manual_seed(config.training.seed)
-    state = TrainState(config, device)
-    remove_stale_temporaries(workdir)
+    torch.manual_seed(training.seed)
+    state = TrainState(config, info.device)
+    if info.is_main:
+        remove_stale_temporaries(workdir)
+    barrier(info)
     resume = latest_checkpoint(workdir)
     if resume is not None:
-        state.load_state_dict(load_checkpoint(resume, map_location=device))
+        state.load_state_dict(load_checkpoint(resume, map_location=info.device))
         logging.info("resumed from %s at step %d", resume, state.step)
     train_set = build_dataset(config.data, "train")
     test_set = build_dataset(config.data, "test")
-    training = config.training
     order = BatchOrder(len(train_set), training.batch_size, training.seed)
     eval_order = BatchOrder(len(test_set), min(training.batch_size, len(test_set)), training.seed + 1)
     loss_fn = setup.build_training_loss(config, state.sde)
-    writer = SummaryWriter(str(workdir / "tensorboard"))
-    progress = tqdm(total=training.n_iters, initial=state.step, desc="train", dynamic_ncols=True)
+    forward_model = _data_parallel(state, info)
+    writer = SummaryWriter(str(workdir / "tensorboard")) if info.is_main else _NullWriter()
+    progress = tqdm(total=training.n_iters, initial=state.step, desc="train", dynamic_ncols=True,
+                    disable=not info.is_main)
     tick, tick_step = time.perf_counter(), state.step
     try:
         while state.step < training.n_iters:
-            batch = _batch(train_set, order, state, config, train=True)
-            loss, grad_norm, lr = train_step(state, loss_fn, batch)
+            batch = _batch(train_set, order, state, config, info)
+            loss, grad_norm, lr = train_step(state, loss_fn, batch, forward_model, info.shard)
             state.step += 1
             progress.update(1)
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -105,13 +119,15 @@ def train(config, workdir, device=None) -> TrainState:
                                     ("steps_per_sec", rate)):
                     writer.add_scalar(f"train/{name}", value, state.step)
                 progress.set_postfix(loss=f"{loss:.4g}")
-            if state.step % training.eval_freq == 0:
+            if state.step % training.eval_freq == 0 and info.is_main:
                 writer.add_scalar("eval/loss", eval_loss(state, loss_fn, test_set, eval_order), state.step)
             if (state.step % training.snapshot_freq_for_preemption == 0
                     or state.step % training.snapshot_freq == 0 or state.step == training.n_iters):
-                state.save(workdir)
-            if training.snapshot_sampling and (state.step % training.snapshot_freq == 0
-                                               or state.step == training.n_iters):
+                if info.is_main:
+                    state.save(workdir)
+                barrier(info)
+            if training.snapshot_sampling and info.is_main and (state.step % training.snapshot_freq == 0
+                                                                or state.step == training.n_iters):
                 _snapshot_samples(state, workdir)
     finally:
         progress.close()
@@ -130,9 +146,35 @@ def _handle_non_finite(state: TrainState, loss: float, grad_norm: float, writer)
     writer.add_scalar("train/skipped_non_finite", 1.0, state.step)
 
 
-def _batch(dataset, order: BatchOrder, state: TrainState, config, train: bool) -> torch.Tensor:
+class _NullWriter:
+    """Stands in for the SummaryWriter on ranks other than 0."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _data_parallel(state: TrainState, info: DistInfo):
+    """The model the loss calls: `state.model` itself, or a DDP-wrapped view of its network."""
+    if info.world_size == 1:
+        return state.model
+    from torch.nn.parallel import DistributedDataParallel
+
+    from models import ScoreModel
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    ddp = DistributedDataParallel(state.model.net, device_ids=device_ids)
+    return ScoreModel(ddp, state.sde, continuous=state.model.continuous,
+                      parametrization=state.model.parametrization)
+
+
+def _batch(dataset, order: BatchOrder, state: TrainState, config, info: DistInfo) -> torch.Tensor:
+    """This rank's share of global batch `state.step`, augmented as the whole batch would be."""
     raw = dataset.data[order.indices(state.step)]
-    return prepare_batch(raw, config.data, train=train, generator=_cpu_generator(state)).to(state.device)
+    batch = prepare_batch(raw, config.data, train=True, generator=_cpu_generator(state))
+    share = batch.shape[0] // info.world_size
+    return batch[info.rank * share:(info.rank + 1) * share].to(state.device)
 
 
 def _cpu_generator(state: TrainState) -> torch.Generator:
@@ -140,12 +182,21 @@ def _cpu_generator(state: TrainState) -> torch.Generator:
     return torch.Generator().manual_seed(state.config.training.seed * 7919 + state.step)
 
 
-def train_step(state: TrainState, loss_fn, batch: torch.Tensor):
-    """One optimizer step; returns (loss, gradient norm before clipping, learning rate)."""
+def train_step(state: TrainState, loss_fn, batch: torch.Tensor, model=None, shard=(0, 1)):
+    """One optimizer step; returns (loss, gradient norm before clipping, learning rate).
+
+    `model` is what the loss calls (a DDP view of `state.model` under torchrun); the returned
+    loss is averaged over all ranks, so every rank takes the same NaN decision.
+    """
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(state.model, batch, state.generator).mean()
+    loss = loss_fn(model or state.model, batch, state.generator, shard).mean()
     loss.backward()
+    if shard[1] > 1:
+        import torch.distributed as dist
+        loss = loss.detach().clone()
+        dist.all_reduce(loss)
+        loss /= shard[1]
     lr = setup.learning_rate(state.config, state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr

@@ -1,0 +1,69 @@
+"""More than one process: torchrun detection, process group, and small collectives.
+
+Launched as `torchrun --nproc_per_node=N main.py ...`, each process sees RANK, WORLD_SIZE and
+LOCAL_RANK; one plain process is world size 1 and needs no process group.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: rank, world size and the device it computes on."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes checkpoints, TensorBoard events and images."""
+        return self.rank == 0
+
+    @property
+    def shard(self) -> tuple:
+        return self.rank, self.world_size
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed() -> DistInfo:
+    """Initialise the process group under torchrun (nccl on CUDA, gloo on CPU), else no-op."""
+    if not launched_by_torchrun():
+        return DistInfo(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        dist.barrier()
+
+
+def all_gather_objects(info: DistInfo, obj: Any) -> List[Any]:
+    """Every rank's `obj`, in rank order (a list of one without a process group)."""
+    if info.world_size == 1:
+        return [obj]
+    gathered: List[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
