@@ -21,7 +21,8 @@ INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 def residual_sum(x: torch.Tensor, h: torch.Tensor, skip_rescale: bool) -> torch.Tensor:
     """x + h, divided by √2 when `skip_rescale`."""
-    return (x + h) * INV_SQRT2 if skip_rescale else x + h
+    out = x + h
+    return out.mul_(INV_SQRT2) if skip_rescale else out  # in place on a fresh tensor: autograd-safe
 
 
 class ResnetBlock(nn.Module):
@@ -58,7 +59,7 @@ class ResnetBlock(nn.Module):
             h, x = self.resample(h), self.resample(x)
         h = self.conv0(h)
         if temb is not None and self.temb_proj is not None:
-            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
+            h += self.temb_proj(self.act(temb))[:, :, None, None]  # conv backward keeps no output
         h = self.conv1(self.dropout(self.act(self.norm1(h))))
         if self.shortcut is not None:
             x = self.shortcut(x)

@@ -57,6 +57,35 @@ class UpLevel(nn.Module):
         self.upsample: Optional[nn.Module] = None
 
 
+class _Layers:
+    """Builds the blocks of one network with its shared settings."""
+
+    def __init__(self, act, temb_dim, fir_taps, resblock_type, resamp_with_conv, dropout,
+                 skip_rescale, init_scale, norm_groups):
+        self.act, self.temb_dim, self.fir_taps = act, temb_dim, fir_taps
+        self.resblock_type, self.resamp_with_conv = resblock_type, resamp_with_conv
+        self.dropout, self.skip_rescale = dropout, skip_rescale
+        self.init_scale, self.norm_groups = init_scale, norm_groups
+
+    def res(self, in_ch: int, out_ch: Optional[int] = None, resample: Optional[str] = None) -> ResnetBlock:
+        return ResnetBlock(in_ch, out_ch, act=self.act, temb_dim=self.temb_dim, resample=resample,
+                           fir_kernel=self.fir_taps, dropout=self.dropout,
+                           skip_rescale=self.skip_rescale, init_scale=self.init_scale,
+                           norm_groups=self.norm_groups,
+                           shortcut_init_scale=1.0 if self.resblock_type == "biggan" else 0.1)
+
+    def attn(self, channels: int) -> AttnBlock:
+        return AttnBlock(channels, skip_rescale=self.skip_rescale, init_scale=self.init_scale,
+                         norm_groups=self.norm_groups)
+
+    def resample(self, direction: str, channels: int) -> nn.Module:
+        """BigGAN: a resampling residual block; DDPM: Upsample / Downsample."""
+        if self.resblock_type == "biggan":
+            return self.res(channels, resample=direction)
+        cls = Upsample if direction == "up" else Downsample
+        return cls(channels, with_conv=self.resamp_with_conv, fir_kernel=self.fir_taps)
+
+
 class NCSNpp(nn.Module):
     """NCSN++ / DDPM++ network `(x [B, C, H, W], labels [B]) -> [B, C, H, W]`.
 
@@ -100,72 +129,18 @@ class NCSNpp(nn.Module):
         self.resolutions = self._check_sizes(image_size, ch_mult, attn_resolutions, dropout)
         self.num_channels, self.centered, self.skip_rescale = num_channels, centered, skip_rescale
         self.scale_by_sigma = scale_by_sigma
-        self.act = act = get_act(nonlinearity)
-        fir_taps = tuple(fir_kernel) if fir else None
-        temb_dim = 4 * nf if conditional else None
-
-        def res(in_ch: int, out_ch: Optional[int] = None, resample: Optional[str] = None):
-            return ResnetBlock(in_ch, out_ch, act=act, temb_dim=temb_dim, resample=resample,
-                               fir_kernel=fir_taps, dropout=dropout, skip_rescale=skip_rescale,
-                               init_scale=init_scale, norm_groups=norm_groups,
-                               shortcut_init_scale=1.0 if self.resblock_type == "biggan" else 0.1)
-
-        def attn(ch: int) -> AttnBlock:
-            return AttnBlock(ch, skip_rescale=skip_rescale, init_scale=init_scale, norm_groups=norm_groups)
-
-        def resample(direction: str, ch: int) -> nn.Module:
-            if self.resblock_type == "biggan":
-                return res(ch, resample=direction)
-            cls = Upsample if direction == "up" else Downsample
-            return cls(ch, with_conv=resamp_with_conv, fir_kernel=fir_taps)
-
-        self.embed = TimeEmbedding(nf, act, self.embedding_type, fourier_scale, conditional)
+        self.act = get_act(nonlinearity)
+        self.fir_taps = tuple(fir_kernel) if fir else None
+        make = _Layers(self.act, 4 * nf if conditional else None, self.fir_taps, self.resblock_type,
+                       resamp_with_conv, dropout, skip_rescale, init_scale, norm_groups)
+        self.embed = TimeEmbedding(nf, self.act, self.embedding_type, fourier_scale, conditional)
         self.conv_in = conv3x3(num_channels, nf)
-        skip_ch, in_ch, pyramid_ch = [nf], nf, num_channels
-        self.down = nn.ModuleList()
-        for level, mult in enumerate(ch_mult):
-            blocks, attns = [], []
-            for _ in range(num_res_blocks):
-                blocks.append(res(in_ch, nf * mult))
-                in_ch = nf * mult
-                if self.resolutions[level] in attn_resolutions:
-                    attns.append(attn(in_ch))
-                skip_ch.append(in_ch)
-            downsample = pyramid = None
-            if level != len(ch_mult) - 1:
-                downsample = resample("down", in_ch)
-                if self.progressive_input == "input_skip":
-                    pyramid = Combine(pyramid_ch, in_ch, self.combine)
-                    in_ch *= 2 if self.combine == "cat" else 1
-                elif self.progressive_input == "residual":
-                    pyramid = Downsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=fir_taps)
-                    pyramid_ch = in_ch
-                skip_ch.append(in_ch)
-            self.down.append(DownLevel(blocks, attns, downsample, pyramid))
-
-        self.mid = nn.ModuleList([res(in_ch), attn(in_ch), res(in_ch)])
-
-        self.up = nn.ModuleList()
-        for level in reversed(range(len(ch_mult))):
-            blocks = []
-            for _ in range(num_res_blocks + 1):
-                blocks.append(res(in_ch + skip_ch.pop(), nf * ch_mult[level]))
-                in_ch = nf * ch_mult[level]
-            up = UpLevel(blocks, attn(in_ch) if self.resolutions[level] in attn_resolutions else None)
-            first = level == len(ch_mult) - 1
-            if self.progressive == "output_skip":
-                up.pyramid_norm = group_norm(in_ch)
-                up.pyramid_conv = conv3x3(in_ch, num_channels, init_scale=init_scale)
-            elif self.progressive == "residual" and first:
-                up.pyramid_norm, up.pyramid_conv = group_norm(in_ch), conv3x3(in_ch, in_ch)
-            elif self.progressive == "residual":
-                up.pyramid_up = Upsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=fir_taps)
-            pyramid_ch = num_channels if self.progressive == "output_skip" else in_ch
-            up.upsample = resample("up", in_ch) if level != 0 else None
-            self.up.append(up)
-
-        self.pyramid_down = Resample("down", fir_taps)  # the input_skip / output_skip pyramids
-        self.pyramid_upsample = Resample("up", fir_taps)
+        skip_ch, in_ch, pyramid_ch = self._build_down(make, nf, ch_mult, num_res_blocks, attn_resolutions)
+        self.mid = nn.ModuleList([make.res(in_ch), make.attn(in_ch), make.res(in_ch)])
+        in_ch = self._build_up(make, nf, ch_mult, num_res_blocks, attn_resolutions, skip_ch,
+                               in_ch, pyramid_ch, init_scale)
+        self.pyramid_down = Resample("down", self.fir_taps)  # the input_skip / output_skip pyramids
+        self.pyramid_upsample = Resample("up", self.fir_taps)
         self.out_norm = self.conv_out = None
         if self.progressive != "output_skip":
             self.out_norm = group_norm(in_ch, norm_groups)
@@ -173,6 +148,54 @@ class NCSNpp(nn.Module):
         needs_table = scale_by_sigma and self.embedding_type == "positional"
         self.register_buffer("sigmas", sigma_table(sigma_min, sigma_max, num_scales)
                              if needs_table else None, persistent=False)
+
+    def _build_down(self, make: "_Layers", nf, ch_mult, num_res_blocks, attn_resolutions):
+        """The encoder levels; returns the skip channels, the channels out and of the input pyramid."""
+        skip_ch, in_ch, pyramid_ch = [nf], nf, self.num_channels
+        self.down = nn.ModuleList()
+        for level, mult in enumerate(ch_mult):
+            blocks, attns = [], []
+            for _ in range(num_res_blocks):
+                blocks.append(make.res(in_ch, nf * mult))
+                in_ch = nf * mult
+                if self.resolutions[level] in attn_resolutions:
+                    attns.append(make.attn(in_ch))
+                skip_ch.append(in_ch)
+            downsample = pyramid = None
+            if level != len(ch_mult) - 1:
+                downsample = make.resample("down", in_ch)
+                if self.progressive_input == "input_skip":
+                    pyramid = Combine(pyramid_ch, in_ch, self.combine)
+                    in_ch *= 2 if self.combine == "cat" else 1
+                elif self.progressive_input == "residual":
+                    pyramid = Downsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=self.fir_taps)
+                    pyramid_ch = in_ch
+                skip_ch.append(in_ch)
+            self.down.append(DownLevel(blocks, attns, downsample, pyramid))
+        return skip_ch, in_ch, pyramid_ch
+
+    def _build_up(self, make: "_Layers", nf, ch_mult, num_res_blocks, attn_resolutions, skip_ch,
+                  in_ch, pyramid_ch, init_scale) -> int:
+        """The decoder levels (consuming `skip_ch`); returns the channels out."""
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(ch_mult))):
+            blocks = []
+            for _ in range(num_res_blocks + 1):
+                blocks.append(make.res(in_ch + skip_ch.pop(), nf * ch_mult[level]))
+                in_ch = nf * ch_mult[level]
+            with_attn = self.resolutions[level] in attn_resolutions
+            up = UpLevel(blocks, make.attn(in_ch) if with_attn else None)
+            if self.progressive == "output_skip":
+                up.pyramid_norm = group_norm(in_ch)
+                up.pyramid_conv = conv3x3(in_ch, self.num_channels, init_scale=init_scale)
+            elif self.progressive == "residual" and level == len(ch_mult) - 1:
+                up.pyramid_norm, up.pyramid_conv = group_norm(in_ch), conv3x3(in_ch, in_ch)
+            elif self.progressive == "residual":
+                up.pyramid_up = Upsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=self.fir_taps)
+            pyramid_ch = self.num_channels if self.progressive == "output_skip" else in_ch
+            up.upsample = make.resample("up", in_ch) if level != 0 else None
+            self.up.append(up)
+        return in_ch
 
     @staticmethod
     def _check_sizes(image_size, ch_mult, attn_resolutions, dropout) -> List[int]:
