@@ -1,0 +1,94 @@
+"""DDIM: exact on a point mass, η = 0 deterministic given x_T, η = 1 ancestral, NFE, options."""
+import pytest
+import torch
+
+from fast_sampler_cases import exact_flow, flow_errors, prior_only_state
+from models.analytic import GaussianMixture
+from samplers import sample
+from samplers.ddim import ddim_coefficients
+from samplers.predictors import PREDICTORS
+from samplers.schedules import TIME_SCHEDULES, get_time_steps
+from fast_sampler_cases import GAUSSIAN
+
+POINT_MASS = GaussianMixture([1.0], [[0.7]], [1e-300])
+
+
+@pytest.mark.parametrize("schedule", sorted(TIME_SCHEDULES))
+def test_eta0_is_exact_on_a_point_mass(any_sde, schedule):
+    # x̂_0 ≡ μ, so each DDIM step is the exact flow whatever the step count.
+    shape, seed = (16, 1), 3
+    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    result = sample(POINT_MASS.score_fn(any_sde), any_sde, shape, "ddim", dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed), num_steps=3, schedule=schedule,
+                    denoise=False)
+    torch.testing.assert_close(result.x, exact_flow(any_sde, x_T, 1e-3, var=0.0), rtol=1e-10, atol=1e-10)
+
+
+def test_eta0_is_deterministic_given_the_prior_sample(any_sde):
+    shape, seed = (8, 1), 5
+    global_state = torch.get_rng_state()
+    generator = torch.Generator().manual_seed(seed)
+    first = sample(GAUSSIAN.score_fn(any_sde), any_sde, shape, "ddim", generator=generator,
+                   dtype=torch.float64, num_steps=10)
+    # No random number is drawn after x_T: neither from the generator nor the global RNG.
+    assert torch.equal(generator.get_state(), prior_only_state(any_sde, shape, seed))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    second = sample(GAUSSIAN.score_fn(any_sde), any_sde, shape, "ddim", dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed), num_steps=10)
+    assert torch.equal(first.x, second.x)
+
+
+def test_eta_positive_draws_noise(any_sde):
+    shape, seed = (8, 1), 5
+    generator = torch.Generator().manual_seed(seed)
+    sample(GAUSSIAN.score_fn(any_sde), any_sde, shape, "ddim", generator=generator,
+           dtype=torch.float64, num_steps=10, eta=0.5)
+    assert not torch.equal(generator.get_state(), prior_only_state(any_sde, shape, seed))
+
+
+def test_eta1_is_the_ancestral_step(any_sde):
+    # c = (σ_s/σ_t)·√v makes DDIM's step the posterior q(x_s | x_t, x̂_0): the ancestral predictor.
+    times = get_time_steps(any_sde, "logsnr", 12, 1e-3)
+    ddim, ancestral = ddim_coefficients(any_sde, times, 1.0), PREDICTORS["ancestral"](any_sde, times)
+    for mine, theirs in zip(ddim, ancestral):
+        torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_steps, denoise", [(1, False), (7, True), (7, False)])
+def test_nfe(any_sde, num_steps, denoise):
+    result = sample(GAUSSIAN.score_fn(any_sde), any_sde, (4, 1), "ddim", num_steps=num_steps,
+                    denoise=denoise, eta=0.3)
+    assert result.nfe == num_steps + denoise
+    assert result.x.shape == (4, 1) and bool(torch.isfinite(result.x).all())
+
+
+def test_image_shaped_batches(any_sde):
+    mixture = GaussianMixture([0.5, 0.5], torch.randn(2, 12, generator=torch.Generator().manual_seed(0)),
+                              [0.1, 0.2])
+    result = sample(mixture.score_fn(any_sde), any_sde, (3, 3, 2, 2), "ddim", num_steps=5, eta=1.0)
+    assert result.x.shape == (3, 3, 2, 2) and result.x.dtype == torch.float32
+
+
+def _never_called(x, t):
+    raise AssertionError("the score was evaluated before the options were checked")
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(eta=-0.1), "eta"), (dict(eta=1.5), "eta"), (dict(eta="0"), "eta"),
+    (dict(schedule="cosine"), "schedule"), (dict(schedule="edm", rho=0.0), "rho"),
+    (dict(num_steps=0), "num_steps"), (dict(eps=0.0), "eps"),
+])
+def test_bad_options(any_sde, options, match):
+    with pytest.raises(ValueError, match=match):
+        sample(_never_called, any_sde, (2, 1), "ddim", **options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["uniform", "logsnr"])
+def test_eta0_converges_at_first_order(any_sde, schedule):
+    steps = [20, 40, 80, 160]
+    errors = flow_errors(lambda n, g: sample(GAUSSIAN.score_fn(any_sde), any_sde, (32, 1), "ddim",
+                                             generator=g, dtype=torch.float64, num_steps=n,
+                                             schedule=schedule, denoise=False), any_sde, steps)
+    rates = torch.tensor(errors[:-1]).div(torch.tensor(errors[1:])).log2()
+    assert bool((rates > 0.8).all()) and bool((rates < 1.3).all()), (errors, rates)
