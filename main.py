@@ -34,8 +34,9 @@ def _define_flags(argv: List[str]) -> flags.FlagValues:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The error's message on one line (multi-line messages are joined)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__
 
 
 def run(argv: List[str]) -> int:
@@ -44,6 +45,7 @@ def run(argv: List[str]) -> int:
     try:
         flag_values(argv)
         config = flag_values.config
+        config.keys()  # the config file loads lazily: surface its errors here
     except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
