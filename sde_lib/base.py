@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from sde_lib.utils import append_dims, batch_sum, check_positive_int
+from sde_lib.utils import append_dims, batch_sum, check_positive_int, randn
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -144,7 +144,8 @@ def standard_normal_logp(z: torch.Tensor, std: float = 1.0) -> torch.Tensor:
 
 
 def sample_standard_normal(shape, generator, device, dtype) -> torch.Tensor:
-    """N(0, I) noise of `shape`, on the generator's device unless `device` is given."""
-    if device is None and generator is not None:
-        device = generator.device
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    """N(0, I) noise of `shape`, on the generator's device unless `device` is given.
+
+    `generator` may be a list of per-sample generators (see `sde_lib.utils.randn`).
+    """
+    return randn(shape, generator, device, dtype)

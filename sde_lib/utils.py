@@ -25,3 +25,30 @@ def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def randn(shape, generator=None, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` `[B, ...]` from `generator`.
+
+    `generator` may be None (the global RNG), one `torch.Generator`, or a list of B generators,
+    one per sample: row i is then drawn from generator i alone, so sample i gets the same noise
+    whatever batch it is drawn in. The noise is made on the generator's device and moved to
+    `device`.
+    """
+    shape = tuple(shape)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} per-sample generators for a batch of {shape[0]}")
+        rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
+        noise = torch.stack(rows) if rows else torch.empty(shape, dtype=dtype)
+    else:
+        source = generator.device if generator is not None else device
+        noise = torch.randn(shape, generator=generator, device=source, dtype=dtype)
+    return noise.to(device) if device is not None else noise
+
+
+def select_generators(generator, mask: torch.Tensor):
+    """The generators of the samples where `mask` `[B]` is True (None / one generator pass through)."""
+    if isinstance(generator, (list, tuple)):
+        return [g for g, keep in zip(generator, mask.tolist()) if keep]
+    return generator

@@ -283,3 +283,18 @@ def test_transition_coeffs_small_steps_match_the_sde(any_sde):
     drift, diffusion = any_sde.sde(torch.ones(len(t), 1, dtype=f64), t)
     torch.testing.assert_close((ratio - 1) / h, drift[:, 0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(std ** 2 / h, diffusion ** 2, rtol=1e-5, atol=1e-6)
+
+
+def test_per_sample_generators_do_not_depend_on_the_batch():
+    """Row i drawn with generator i equals the same row drawn in another batch composition."""
+    def gens(indices):
+        return [torch.Generator().manual_seed(100 + i) for i in indices]
+    full = sde_lib.randn((5, 2, 3), gens(range(5)), dtype=f64)
+    part = sde_lib.randn((2, 2, 3), gens([3, 4]), dtype=f64)
+    assert torch.equal(full[3:], part)
+    sde = sde_lib.VESDE()
+    prior = sde.prior_sampling((5, 2, 3), generator=gens(range(5)), dtype=f64)
+    assert torch.equal(prior, full * sde.sigma_max)
+    assert sde_lib.select_generators(gens(range(3)), torch.tensor([True, False, True]))[1].initial_seed() == 102
+    with pytest.raises(ValueError, match="per-sample generators"):
+        sde_lib.randn((4, 2), gens(range(3)))
