@@ -1,11 +1,20 @@
 """Samplers and exact likelihoods for any score function on any SDE.
 
-Each module below registers its methods in `SAMPLERS` on import (one import line per module).
+`sample(score_fn, sde, shape, method, ...)` runs a method of `SAMPLERS` by name;
+`build_sampler(config.sampling)` picks and configures one from a config;
+`log_likelihood` and `bits_per_dim` evaluate a model. Each sampler module registers its
+methods in `SAMPLERS` on import (one import line per module, below).
 """
 from samplers.registry import SAMPLERS, LikelihoodResult, SampleResult, register_sampler, sample
-from samplers import langevin, pc  # noqa: F401  (each module registers its methods)
+from samplers import langevin, ode, pc, sdeint  # noqa: F401, E402  (each registers its methods)
+from samplers.bpd import bits_per_dim
+from samplers.config import build_sampler
 from samplers.correctors import CORRECTORS
+from samplers.likelihood import DIVERGENCES, log_likelihood
+from samplers.ode import ODE_METHODS
 from samplers.predictors import PREDICTORS
+from samplers.sdeint import SDE_METHODS
 
-__all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "SampleResult", "LikelihoodResult",
-           "register_sampler", "sample"]
+__all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "ODE_METHODS", "SDE_METHODS", "DIVERGENCES",
+           "SampleResult", "LikelihoodResult", "register_sampler", "sample", "build_sampler",
+           "log_likelihood", "bits_per_dim"]

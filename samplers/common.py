@@ -1,0 +1,94 @@
+"""Helpers shared by the samplers: argument checks, the time grid, NFE counting, Tweedie denoising.
+
+Time runs from `sde.T` (prior) down to `eps` (the last time); coefficients are computed in
+float64 and cast to the state's dtype where they meet `x`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from sde_lib import SDE, append_dims
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_choice(field: str, value, choices: Iterable[str]) -> None:
+    """Raise ValueError naming `field` and the valid `choices` unless `value` is one of them."""
+    choices = sorted(choices)
+    if value not in choices:
+        raise ValueError(f"Unknown {field} {value!r}; expected one of {choices}")
+
+
+def check_eps(sde: SDE, eps: float) -> float:
+    """`eps` must lie in the open interval (0, T)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < sde.T:
+        raise ValueError(f"eps must satisfy 0 < eps < T = {sde.T}, got {eps!r}")
+    return float(eps)
+
+
+def check_num_steps(sde: SDE, num_steps: Optional[int]) -> int:
+    """`num_steps` must be an integer >= 1; None means the SDE's own `N`."""
+    return sde.N if num_steps is None else check_positive_int("num_steps", num_steps)
+
+
+def check_positive_int(field: str, value) -> int:
+    """An integer >= 1 (n_steps, num_probes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_positive(field: str, value) -> float:
+    """A finite float > 0 (snr, step_lr, rtol, atol, dt)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{field} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor:
+    """`num_steps + 1` decreasing times from T to eps, uniform in t, float64 `[num_steps + 1]`."""
+    return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
+
+
+def batch_times(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A scalar time as a `[B]` tensor in float64 on `x`'s device (coefficients are computed from it)."""
+    return t.to(device=x.device, dtype=torch.float64).expand(x.shape[0])
+
+
+class CountedScore:
+    """Wraps a score_fn, calling it with `t` in `x`'s dtype and counting the calls (`nfe`)."""
+
+    def __init__(self, score_fn: ScoreFn):
+        self.score_fn = score_fn
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.score_fn(x, t.to(x.dtype))
+
+
+def coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A `[B]` float64 coefficient cast to `x`'s dtype and broadcast against `x` `[B, ...]`."""
+    return append_dims(c.to(x.dtype), x.ndim)
+
+
+def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[x_0 | x_t] = (x_t + σ_t²·∇log p_t(x_t)) / a_t (Tweedie's formula; Efron 2011, eq. 2.8).
+
+    `x` `[B, ...]` at time `t` `[B]` (float64); one score evaluation.
+    """
+    mean_coeff, std = sde.marginal_coeffs(t)
+    score = score_fn(x, t)
+    return (x + coeff(std ** 2, x) * score) / coeff(mean_coeff, x)
+
+
+def sample_noise(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise shaped and typed like `x`, drawn from `generator`."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def prior_sample(sde: SDE, shape, generator, device, dtype) -> torch.Tensor:
+    """x_T from the prior, on `device` (or the generator's device)."""
+    return sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)

@@ -1,0 +1,97 @@
+"""`build_sampler(config.sampling)`: a sampler chosen and configured by name.
+
+The config stops here: the returned callable passes explicit, typed options to the method.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from samplers.common import ScoreFn, check_choice
+from samplers.ode import ODE_METHODS
+from samplers.pc import check_pc_options
+from samplers.predictors import PREDICTORS
+from samplers.registry import SAMPLERS, SampleResult
+from samplers.sdeint import SDE_METHODS
+from sde_lib import SDE
+
+# config.sampling field -> the option name(s) it sets, for the methods that take that option.
+CONFIG_FIELDS = {
+    "predictor": ("predictor",),
+    "corrector": ("corrector",),
+    "snr": ("snr",),
+    "n_steps_each": ("n_steps", "n_steps_each"),
+    "noise_removal": ("denoise",),
+    "probability_flow": ("probability_flow",),
+    "rtol": ("rtol",),
+    "atol": ("atol",),
+    "eps": ("eps",),
+    "num_steps": ("num_steps",),
+    "ode_method": ("ode_method",),
+    "sde_method": ("sde_method",),
+    "step_lr": ("step_lr",),
+    "adaptive": ("adaptive",),
+}
+
+
+def method_options(method: str) -> set:
+    """Names of the keyword options that sampling method `method` takes."""
+    parameters = inspect.signature(SAMPLERS[method]).parameters.values()
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_names(method: str, options: Dict[str, Any]) -> None:
+    """Check the name-valued options (and the predictor / probability_flow pairing) before any work."""
+    if "predictor" in options or "corrector" in options:
+        check_pc_options(options.get("predictor", "reverse_diffusion"),
+                         options.get("corrector", "langevin"), options.get("probability_flow", False))
+    elif method in PREDICTORS:  # a predictor run alone
+        check_pc_options(method, "none", options.get("probability_flow", False))
+    if "ode_method" in options:
+        check_choice("ode_method", options["ode_method"], ODE_METHODS)
+    if "sde_method" in options:
+        check_choice("sde_method", options["sde_method"], SDE_METHODS)
+
+
+class ConfiguredSampler:
+    """`sampler(score_fn, sde, shape, *, generator=None, device=None)`: `method` with `options`."""
+
+    def __init__(self, method: str, options: Dict[str, Any]):
+        self.method, self.options = method, dict(options)
+
+    def __call__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+                 generator: Optional[torch.Generator] = None, device=None,
+                 dtype: torch.dtype = torch.float32) -> SampleResult:
+        return SAMPLERS[self.method](score_fn, sde, tuple(shape), generator=generator, device=device,
+                                     dtype=dtype, **self.options)
+
+    def __repr__(self) -> str:
+        return f"ConfiguredSampler({self.method!r}, {self.options})"
+
+
+def build_sampler(sampling_config) -> ConfiguredSampler:
+    """The sampler a `config.sampling` section (ml_collections.ConfigDict or dict) describes.
+
+    Reads `method` (default "pc") and, for the methods that take them, the fields of
+    `CONFIG_FIELDS` (`noise_removal` sets `denoise`; `n_steps_each` sets "pc"'s `n_steps` and
+    "annealed_langevin"'s `n_steps_each`). Fields absent from the config, or None, keep the
+    method's defaults; other fields are ignored. Unknown method, predictor, corrector,
+    ode_method or sde_method names raise ValueError listing the valid ones.
+    """
+    def field(name, default=None):
+        return sampling_config[name] if name in sampling_config else default
+
+    method = field("method", "pc")
+    check_choice("config.sampling.method", method, SAMPLERS)
+    accepted = method_options(method)
+    options = {}
+    for name, targets in CONFIG_FIELDS.items():
+        value = field(name)
+        for target in targets:
+            if value is not None and target in accepted:
+                options[target] = value
+    _check_names(method, options)
+    return ConfiguredSampler(method, options)
+

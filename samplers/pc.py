@@ -1,0 +1,92 @@
+"""Predictor–corrector sampling (Song et al. 2021, Alg. 1), and each predictor on its own.
+
+The `num_steps + 1` times run uniformly from T to eps. At each time but the last, the corrector
+takes `n_steps` Langevin steps at t, then the predictor moves x to the next time. With `denoise`,
+Tweedie's formula at eps ends the run. NFE = num_steps·([predictor] + n_steps·[corrector]) +
+[denoise], where "none" contributes no evaluation.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_num_steps,
+                             check_positive, check_positive_int, prior_sample, time_grid,
+                             tweedie_denoise)
+from samplers.correctors import CORRECTORS
+from samplers.predictors import PREDICTORS, STOCHASTIC_ONLY, affine_step
+from samplers.registry import SampleResult, register_sampler
+from sde_lib import SDE
+
+
+def check_pc_options(predictor: str, corrector: str, probability_flow: bool) -> None:
+    """Validate predictor / corrector names and their combination, before any work."""
+    check_choice("predictor", predictor, PREDICTORS)
+    check_choice("corrector", corrector, CORRECTORS)
+    if predictor == "none" and corrector == "none":
+        raise ValueError("predictor and corrector cannot both be 'none': nothing would be sampled")
+    if probability_flow and predictor in STOCHASTIC_ONLY:
+        raise ValueError(f"probability_flow is not defined for predictor {predictor!r}; expected one "
+                         f"of {sorted(set(PREDICTORS) - STOCHASTIC_ONLY - {'none'})}")
+
+
+@register_sampler("pc")
+def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+               generator: Optional[torch.Generator] = None, device=None,
+               dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
+               corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+               probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
+               denoise: bool = True) -> SampleResult:
+    """Predictor–corrector sampler: `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
+
+    Args:
+        predictor: a name in `PREDICTORS`; corrector: a name in `CORRECTORS`.
+        snr: corrector signal-to-noise ratio; n_steps: corrector steps per time.
+        probability_flow: predict along the probability-flow ODE instead of the reverse SDE.
+        eps: the last time; num_steps: predictor steps (default `sde.N`).
+        denoise: end with Tweedie's E[x_0 | x_eps] (one more score evaluation).
+    """
+    check_pc_options(predictor, corrector, probability_flow)
+    snr = check_positive("snr", snr)
+    n_steps = check_positive_int("n_steps", n_steps)
+    eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
+    score_fn = CountedScore(score_fn)
+    times = time_grid(sde, num_steps, eps)
+    steps = PREDICTORS[predictor](sde, times, probability_flow)
+    steps = steps.as_floats() if steps is not None else None
+    corrector = CORRECTORS[corrector]
+    scales = corrector.scale(sde, times[:-1], snr).tolist() if corrector is not None else None
+    x = prior_sample(sde, shape, generator, device, dtype)
+    t_x = times.to(device=x.device, dtype=x.dtype)
+    for i in range(num_steps):
+        t = t_x[i].expand(x.shape[0])
+        if corrector is not None:
+            # Corrector: Langevin steps towards p_t.
+            x = corrector.step(score_fn, x, t, scales[i], n_steps, generator)
+        if steps is not None:
+            # Predictor: reverse-time step t_i -> t_{i+1}.
+            x = affine_step(score_fn, x, t, steps[i], generator)
+    if denoise:
+        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
+    return SampleResult(x, score_fn.nfe)
+
+
+def _predictor_only(name: str):
+    """The sampler running predictor `name` alone (PC with corrector "none")."""
+    def sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+                generator: Optional[torch.Generator] = None, device=None,
+                dtype: torch.dtype = torch.float32, probability_flow: bool = False,
+                eps: float = 1e-3, num_steps: Optional[int] = None,
+                denoise: bool = True) -> SampleResult:
+        return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
+                          predictor=name, corrector="none", probability_flow=probability_flow,
+                          eps=eps, num_steps=num_steps, denoise=denoise)
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = (f"PC sampling with predictor {name!r} and no corrector: `num_steps` score "
+                       f"evaluations (+1 with `denoise`). Options as in `pc_sampler`.")
+    return sampler
+
+
+for _name in ("ancestral", "reverse_diffusion", "euler_maruyama"):
+    register_sampler(_name)(_predictor_only(_name))

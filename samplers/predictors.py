@@ -1,0 +1,103 @@
+"""Predictors: reverse-time steps t_i → t_{i+1} < t_i on a grid of times, as affine updates.
+
+All SDEs here have an affine drift f = c(t)·x, so every predictor step is
+    x_{i+1} = A_i·x_i + B_i·s(x_i, t_i) + C_i·z,   z ~ N(0, I),
+with per-step scalars computed once for the whole grid. A predictor is a function
+    predictor(sde, times, probability_flow) -> AffineSteps | None
+of the SDE and the float64 times `[K + 1]` (None: no step, no score evaluation). The forward step
+inverted by "reverse_diffusion" and "ancestral" is the SDE's exact transition t_{i+1} → t_i
+(`sde.transition_coeffs`), x_t = r·x_s + v^½·z: on a uniform grid this is DDPM's chain for VP
+(βᵢ = 1 − r²) and SMLD's for VE (σᵢ² − σᵢ₋₁² = v), and it holds on any grid and for sub-VP.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple, Optional
+
+import torch
+
+from samplers.common import ScoreFn, sample_noise
+from sde_lib import SDE
+
+
+class AffineSteps(NamedTuple):
+    """Coefficients A, B, C of x ← A·x + B·s(x, t) + C·z for each of K steps (float64 `[K]`)."""
+    x_coeff: torch.Tensor
+    score_coeff: torch.Tensor
+    noise_coeff: torch.Tensor
+
+    def as_floats(self):
+        """Per-step (A, B, C) Python floats, so that a step costs no tensor bookkeeping."""
+        return list(zip(self.x_coeff.tolist(), self.score_coeff.tolist(), self.noise_coeff.tolist()))
+
+
+def affine_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, coeffs,
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+    """x ← A·x + B·s(x, t) + C·z for one step's floats (A, B, C); `t` `[B]`; one score evaluation."""
+    x_coeff, score_coeff, noise_coeff = coeffs
+    x_next = x.mul(x_coeff).add_(score_fn(x, t), alpha=score_coeff)
+    if noise_coeff != 0:
+        x_next.add_(sample_noise(x, generator), alpha=noise_coeff)
+    return x_next
+
+
+Predictor = Callable[[SDE, torch.Tensor, bool], Optional[AffineSteps]]
+PREDICTORS: Dict[str, Predictor] = {}
+STOCHASTIC_ONLY = {"ancestral"}  # predictors with no probability-flow variant
+
+
+def register_predictor(name: str):
+    def decorator(fn):
+        PREDICTORS[name] = fn
+        return fn
+    return decorator
+
+
+@register_predictor("euler_maruyama")
+def euler_maruyama(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
+    """Euler–Maruyama on the reverse SDE (Song et al. 2021, eq. 6) or on the ODE (eq. 13).
+
+    x ← x − [c·x − w·g²·s]·Δt + g·√Δt·z with Δt = t_i − t_{i+1}, w = 1 (SDE) or ½ (ODE, no z).
+    """
+    t, dt = times[:-1], times[:-1] - times[1:]
+    drift, diffusion = sde.sde(torch.ones_like(t)[:, None], t)   # f(1, t) = c(t): the drift is c·x
+    weight = 0.5 if probability_flow else 1.0
+    noise = torch.zeros_like(dt) if probability_flow else diffusion * dt.sqrt()
+    return AffineSteps(1 - drift[:, 0] * dt, weight * diffusion ** 2 * dt, noise)
+
+
+@register_predictor("reverse_diffusion")
+def reverse_diffusion(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
+    """Reverse diffusion (Song et al. 2021, eq. 46): discretise the reverse SDE like the forward one.
+
+    The forward step x_t = x_s + f + G·z has f = (r − 1)·x_s and G = v^½ (s = t_{i+1}), so
+    x_s ← x_t − f(x_t) + w·G²·s(x_t, t) + G·z, with w = 1, or w = ½ and no z for the ODE.
+    """
+    ratio, std = sde.transition_coeffs(times[1:], times[:-1])
+    weight = 0.5 if probability_flow else 1.0
+    noise = torch.zeros_like(std) if probability_flow else std
+    return AffineSteps(2 - ratio, weight * std ** 2, noise)
+
+
+@register_predictor("ancestral")
+def ancestral(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
+    """Ancestral sampling: x_s ~ N(E[x_s | x_t], posterior variance), s = t_{i+1}.
+
+    With x_t = r·x_s + v^½·z, Tweedie's formula gives the exact mean E[x_s | x_t] = (x_t + v·s)/r:
+    DDPM's (x + βᵢ·s)/√(1 − βᵢ) for VP and SMLD's x + (σᵢ² − σᵢ₋₁²)·s for VE (Song et al. 2021,
+    eq. 47 and App. F). The noise variance is that of q(x_s | x_t, x_0), v·σ_s²/σ_t²: SMLD's
+    σᵢ₋₁²(σᵢ² − σᵢ₋₁²)/σᵢ² for VE and DDPM's β̃ᵢ (Ho et al. 2020, eq. 7) for VP. The reference code
+    uses βᵢ (Ho et al.'s other choice) for VP and has no sub-VP step; this one holds for any SDE.
+    """
+    if probability_flow:
+        raise ValueError("probability_flow is not defined for the ancestral predictor; "
+                         "use predictor 'reverse_diffusion' or 'euler_maruyama'")
+    ratio, std = sde.transition_coeffs(times[1:], times[:-1])
+    _, std_next = sde.marginal_coeffs(times[1:])
+    _, std_t = sde.marginal_coeffs(times[:-1])
+    return AffineSteps(1 / ratio, std ** 2 / ratio, std * std_next / std_t)
+
+
+@register_predictor("none")
+def none(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> None:
+    """No predictor (corrector-only sampling): x stays, no score evaluation."""
+    return None
