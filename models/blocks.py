@@ -89,7 +89,8 @@ class AttnBlock(nn.Module):
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, 1, height * width, c)  # [B, 1, HW, C]
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
         h = self.proj(F.scaled_dot_product_attention(q, k, v))
-        h = h.reshape(b, height, width, c).permute(0, 3, 1, 2)  # [B, C, H, W], channels-last strides
+        # [B, HW, C] -> [B, C, H, W] (a view, with channels-last strides)
+        h = h.reshape(b, height, width, c).permute(0, 3, 1, 2)
         return residual_sum(x, h, self.skip_rescale)
 
 
@@ -161,7 +162,8 @@ class Combine(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, method: str = "cat"):
         super().__init__()
         if method not in self.METHODS:
-            raise ValueError(f"Unknown progressive_combine {method!r}; expected one of {list(self.METHODS)}")
+            raise ValueError(f"Unknown progressive_combine {method!r}; expected one of "
+                             f"{list(self.METHODS)}")
         self.method = method
         self.conv = conv1x1(in_ch, out_ch)
 

@@ -22,7 +22,7 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -77,7 +77,8 @@ def safe_load(path: PathLike, map_location: Any = "cpu") -> Any:
         raise ValueError(f"refusing to load {path}: it needs objects outside the weights-only "
                          f"allowlist, or it is corrupt ({error})") from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"cannot read checkpoint {path}: not a valid PyTorch file ({error})") from error
+        raise ValueError(f"cannot read checkpoint {path}: not a valid PyTorch file "
+                         f"({error})") from error
 
 
 def save_score_model(path: PathLike, net: torch.nn.Module, config: Mapping[str, Any], *,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Set, Union
 
 import torch
 
@@ -79,7 +79,8 @@ def _check_sigmas(state: Dict[str, torch.Tensor], model_cfg: Mapping[str, Any], 
                          f"sigma_min / sigma_max / num_scales; wrong config?")
 
 
-def _with_ema(state: Dict[str, torch.Tensor], ema: Mapping[str, Any], frozen, path) -> Dict[str, torch.Tensor]:
+def _with_ema(state: Dict[str, torch.Tensor], ema: Mapping[str, Any], frozen: Set[str],
+              path) -> Dict[str, torch.Tensor]:
     """`state` with its trainable parameters, in order, replaced by the EMA shadow parameters."""
     trainable = [k for k in state if k not in frozen]
     shadow = list(ema["shadow_params"])
@@ -100,7 +101,8 @@ def _load(checkpoint_path, reference_config: ReferenceConfig, use_ema: bool):
     config = project_config(load_reference_config(reference_config))
     net = build_model(config["model"])
     checkpoint = safe_load(checkpoint_path)
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or (use_ema and "ema" not in checkpoint):
+    needed = ("model", "ema") if use_ema else ("model",)
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in needed):
         raise ValueError(f"{checkpoint_path} is not a score_sde_pytorch checkpoint "
                          f"(expected a dict with 'model' and 'ema')")
     state = _strip_prefix(checkpoint["model"])
@@ -110,7 +112,8 @@ def _load(checkpoint_path, reference_config: ReferenceConfig, use_ema: bool):
     try:
         net.load_state_dict(convert_reference_state_dict(state, net), strict=True)
     except (RuntimeError, ValueError) as error:
-        raise ValueError(f"{checkpoint_path} does not match the reference config: {error}") from error
+        raise ValueError(f"{checkpoint_path} does not match the reference config: "
+                         f"{error}") from error
     return net, config, checkpoint
 
 
@@ -132,16 +135,19 @@ def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: Refe
             use_ema: bool = True) -> None:
     """Convert the reference checkpoint `src` into this project's checkpoint `dst`."""
     net, config, checkpoint = _load(src, reference_config, use_ema)
-    ema = ExponentialMovingAverage(net.parameters(), float(checkpoint.get("ema", {}).get(
-        "decay", config["model"].get("ema_rate", 0.9999))))
-    ema.num_updates = int(checkpoint.get("ema", {}).get("num_updates", 0) or 0)
-    save_score_model(dst, net, config, ema_state=ema.state_dict(), step=int(checkpoint.get("step", 0)),
-                     meta={"source": f"score_sde_pytorch:{Path(src).name}",
-                           "weights": "ema" if use_ema else "model"})
+    reference_ema = checkpoint.get("ema", {})
+    decay = reference_ema.get("decay", config["model"].get("ema_rate", 0.9999))
+    ema = ExponentialMovingAverage(net.parameters(), float(decay))  # holds the chosen weights
+    ema.num_updates = int(reference_ema.get("num_updates", 0) or 0)
+    meta = {"source": f"score_sde_pytorch:{Path(src).name}",
+            "weights": "ema" if use_ema else "model"}
+    save_score_model(dst, net, config, ema_state=ema.state_dict(),
+                     step=int(checkpoint.get("step", 0)), meta=meta)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m models.convert",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
     parser.add_argument("dst", help="where to write this project's checkpoint")
     parser.add_argument("--reference-config", required=True,

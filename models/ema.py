@@ -73,10 +73,11 @@ class ExponentialMovingAverage:
                              f"got {len(params)} (call store first)")
         torch._foreach_copy_(params, self.collected_params)
 
-    def to(self, device: Any = None, dtype: Optional[torch.dtype] = None) -> "ExponentialMovingAverage":
+    def to(self, device: Any = None,
+           dtype: Optional[torch.dtype] = None) -> "ExponentialMovingAverage":
         """Move the averages (floating-point ones also cast to `dtype`)."""
         self.shadow_params = [
-            p.to(device=device, dtype=dtype if dtype is not None and p.is_floating_point() else None)
+            p.to(device=device, dtype=dtype if p.is_floating_point() else None)
             for p in self.shadow_params]
         return self
 

@@ -26,8 +26,10 @@ def check_embedding_type(embedding_type: str) -> str:
     return key
 
 
-def positional_embedding(labels: torch.Tensor, dim: int, max_positions: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding `[B] -> [B, dim]`: [sin(l·ω_k), cos(l·ω_k)], ω_k = max_positions^(−k/(dim/2 − 1)).
+def positional_embedding(labels: torch.Tensor, dim: int,
+                         max_positions: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding `[B] -> [B, dim]`: [sin(l·ω_k), cos(l·ω_k)],
+    ω_k = max_positions^(−k/(dim/2 − 1)), k = 0 … dim/2 − 1.
 
     Computed in the labels' dtype (float32 for integer labels, as the reference); odd `dim`
     is zero-padded.

@@ -67,7 +67,8 @@ class _Layers:
         self.dropout, self.skip_rescale = dropout, skip_rescale
         self.init_scale, self.norm_groups = init_scale, norm_groups
 
-    def res(self, in_ch: int, out_ch: Optional[int] = None, resample: Optional[str] = None) -> ResnetBlock:
+    def res(self, in_ch: int, out_ch: Optional[int] = None,
+            resample: Optional[str] = None) -> ResnetBlock:
         return ResnetBlock(in_ch, out_ch, act=self.act, temb_dim=self.temb_dim, resample=resample,
                            fir_kernel=self.fir_taps, dropout=self.dropout,
                            skip_rescale=self.skip_rescale, init_scale=self.init_scale,
@@ -123,7 +124,8 @@ class NCSNpp(nn.Module):
         super().__init__()
         self.resblock_type = check_choice("resblock_type", resblock_type, RESBLOCK_TYPES)
         self.progressive = check_choice("progressive", progressive, PROGRESSIVE)
-        self.progressive_input = check_choice("progressive_input", progressive_input, PROGRESSIVE_INPUT)
+        self.progressive_input = check_choice("progressive_input", progressive_input,
+                                              PROGRESSIVE_INPUT)
         self.combine = check_choice("progressive_combine", progressive_combine, PROGRESSIVE_COMBINE)
         self.embedding_type = check_embedding_type(embedding_type)
         self.resolutions = self._check_sizes(image_size, ch_mult, attn_resolutions, dropout)
@@ -135,7 +137,8 @@ class NCSNpp(nn.Module):
                        resamp_with_conv, dropout, skip_rescale, init_scale, norm_groups)
         self.embed = TimeEmbedding(nf, self.act, self.embedding_type, fourier_scale, conditional)
         self.conv_in = conv3x3(num_channels, nf)
-        skip_ch, in_ch, pyramid_ch = self._build_down(make, nf, ch_mult, num_res_blocks, attn_resolutions)
+        skip_ch, in_ch, pyramid_ch = self._build_down(make, nf, ch_mult, num_res_blocks,
+                                                      attn_resolutions)
         self.mid = nn.ModuleList([make.res(in_ch), make.attn(in_ch), make.res(in_ch)])
         in_ch = self._build_up(make, nf, ch_mult, num_res_blocks, attn_resolutions, skip_ch,
                                in_ch, pyramid_ch, init_scale)
@@ -150,7 +153,8 @@ class NCSNpp(nn.Module):
                              if needs_table else None, persistent=False)
 
     def _build_down(self, make: "_Layers", nf, ch_mult, num_res_blocks, attn_resolutions):
-        """The encoder levels; returns the skip channels, the channels out and of the input pyramid."""
+        """The encoder levels; returns the skip channels, and the channels out and of the input
+        pyramid."""
         skip_ch, in_ch, pyramid_ch = [nf], nf, self.num_channels
         self.down = nn.ModuleList()
         for level, mult in enumerate(ch_mult):
@@ -168,7 +172,8 @@ class NCSNpp(nn.Module):
                     pyramid = Combine(pyramid_ch, in_ch, self.combine)
                     in_ch *= 2 if self.combine == "cat" else 1
                 elif self.progressive_input == "residual":
-                    pyramid = Downsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=self.fir_taps)
+                    pyramid = Downsample(pyramid_ch, in_ch, with_conv=True,
+                                         fir_kernel=self.fir_taps)
                     pyramid_ch = in_ch
                 skip_ch.append(in_ch)
             self.down.append(DownLevel(blocks, attns, downsample, pyramid))
@@ -191,7 +196,8 @@ class NCSNpp(nn.Module):
             elif self.progressive == "residual" and level == len(ch_mult) - 1:
                 up.pyramid_norm, up.pyramid_conv = group_norm(in_ch), conv3x3(in_ch, in_ch)
             elif self.progressive == "residual":
-                up.pyramid_up = Upsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=self.fir_taps)
+                up.pyramid_up = Upsample(pyramid_ch, in_ch, with_conv=True,
+                                         fir_kernel=self.fir_taps)
             pyramid_ch = self.num_channels if self.progressive == "output_skip" else in_ch
             up.upsample = make.resample("up", in_ch) if level != 0 else None
             self.up.append(up)
@@ -218,7 +224,8 @@ class NCSNpp(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         factor = 2 ** (len(self.resolutions) - 1)
         if x.ndim != 4 or x.shape[1] != self.num_channels:
-            raise ValueError(f"expected x of shape [B, {self.num_channels}, H, W], got {tuple(x.shape)}")
+            raise ValueError(f"expected x of shape [B, {self.num_channels}, H, W], "
+                             f"got {tuple(x.shape)}")
         if x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(f"image size {tuple(x.shape[2:])} must be divisible by {factor}")
 
@@ -270,7 +277,10 @@ class NCSNpp(nn.Module):
                 pyramid, h = self._progressive_output(level, pyramid, h)
             if level.upsample is not None:
                 h = level.upsample(h, temb)
-        h = pyramid if self.progressive == "output_skip" else self.conv_out(self.act(self.out_norm(h)))
+        if self.progressive == "output_skip":
+            h = pyramid
+        else:
+            h = self.conv_out(self.act(self.out_norm(h)))
         if self.scale_by_sigma:
             sigma = label_sigmas(labels, self.embedding_type, self.sigmas)
             h = h / sigma.to(h.dtype)[:, None, None, None]

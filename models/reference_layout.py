@@ -45,7 +45,8 @@ def reference_modules(net: NCSNpp) -> List[nn.Module]:
     order += list(net.mid)
     for level in net.up:
         order += list(level.blocks)
-        optional = (level.attn, level.pyramid_norm, level.pyramid_conv, level.pyramid_up, level.upsample)
+        optional = (level.attn, level.pyramid_norm, level.pyramid_conv, level.pyramid_up,
+                    level.upsample)
         order += [module for module in optional if module is not None]
     if net.out_norm is not None:
         order += [net.out_norm, net.conv_out]

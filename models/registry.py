@@ -59,7 +59,8 @@ def build_model(model_config: Any, **overrides: Any) -> nn.Module:
             raise ValueError(f"Unsupported {field} {value!r}; expected one of {list(allowed)}")
     params = _constructor_fields(MODELS[name])
     kwargs = {k: v for k, v in fields.items() if k in params}
-    missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    missing = [k for k, p in params.items()
+               if p.default is inspect.Parameter.empty and k not in kwargs]
     if missing:
         raise ValueError(f"config.model for {name!r} lacks the required field(s) {missing}")
     return MODELS[name](**kwargs)

@@ -18,7 +18,8 @@ VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 
 
 
 def default_parametrization(sde) -> str:
-    """"score" for a variance-exploding SDE (mean coefficient a(t) ≡ 1, tested at t = T), else "noise"."""
+    """"score" for a variance-exploding SDE (mean coefficient a(t) ≡ 1, tested at t = T),
+    else "noise"."""
     mean_coeff, _ = sde.marginal_coeffs(torch.full((1,), float(sde.T), dtype=torch.float64))
     return "score" if bool(mean_coeff == 1) else "noise"
 

@@ -25,7 +25,8 @@ def fir_kernel_2d(taps: Sequence[float]) -> torch.Tensor:
     taps = [float(tap) for tap in taps]
     total = sum(taps)
     if not taps or total == 0:
-        raise ValueError(f"fir_kernel must be a non-empty list of taps with non-zero sum, got {taps!r}")
+        raise ValueError(f"fir_kernel must be a non-empty list of taps with non-zero sum, "
+                         f"got {taps!r}")
     return torch.tensor([[a * b / total ** 2 for b in taps] for a in taps], dtype=torch.float32)
 
 
@@ -34,8 +35,10 @@ def _depthwise(kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return kernel.to(x.dtype)[None, None].expand(x.shape[1], 1, *kernel.shape)
 
 
-def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: Tuple[int, int], down: int = 1) -> torch.Tensor:
-    """Pad by `pad` = (before, after) on both axes, convolve with `kernel`, keep every `down`-th pixel."""
+def _fir(x: torch.Tensor, kernel: torch.Tensor, pad: Tuple[int, int],
+         down: int = 1) -> torch.Tensor:
+    """Pad by `pad` = (before, after) on both axes, convolve with `kernel`, keep every
+    `down`-th pixel."""
     weight = _depthwise(kernel.flip(0, 1), x)  # convolution = correlation with the flipped filter
     if pad[0] == pad[1]:
         return F.conv2d(x, weight, stride=down, padding=pad[0], groups=x.shape[1])
@@ -72,7 +75,8 @@ def upsample_conv_2d(x: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor
     """Upsample by `factor` and apply the `[out, in, kh, kw]` convolution, fused (StyleGAN2).
 
     A strided transposed convolution with the (flipped) weight does the upsampling and the
-    convolution at once; the FIR filter then smooths the result: `[B, in, H, W] -> [B, out, H·f, W·f]`.
+    convolution at once; the FIR filter then smooths the result:
+    `[B, in, H, W] -> [B, out, H·f, W·f]`.
     """
     kh = weight.shape[-1]
     p = (kernel.shape[0] - factor) - (kh - 1)
@@ -103,7 +107,8 @@ def naive_downsample_2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 class Resample(nn.Module):
-    """Parameter-free resampling by 2: FIR when `fir_kernel` is given, else nearest / average pooling.
+    """Parameter-free resampling by 2: FIR when `fir_kernel` is given, else nearest neighbour /
+    average pooling.
 
     `direction` is "up" or "down". The FIR filter is a non-persistent buffer (not in state_dict).
     """

@@ -74,7 +74,8 @@ def test_scores_match_reference(case, weights):
         # The reference's float32 std loses digits to cancellation as t -> 0 (README): compare
         # score·std, and our std with the exact one separately.
         std = model.std(t, labels)
-        _assert_raw_close(score * std[:, None, None, None], want * io["score_std"][:, None, None, None])
+        _assert_raw_close(score * std[:, None, None, None],
+                          want * io["score_std"][:, None, None, None])
         torch.testing.assert_close(std.double(), _exact_std(model, t), rtol=1e-6, atol=0)
         accurate = torch.isclose(std, io["score_std"], rtol=1e-6, atol=0)
         assert accurate[1:].all()  # away from t = 0 the two agree, and so do the scores
@@ -115,7 +116,8 @@ def test_fixture_parameter_counts():
         _, _, io = _fixture(case)
         net = _model(case, "ema").net
         assert sum(p.numel() for p in net.parameters()) == io["param_count"]
-        assert sum(p.numel() for p in net.parameters() if p.requires_grad) == io["trainable_param_count"]
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert trainable == io["trainable_param_count"]
 
 
 @pytest.mark.parametrize("weights", ["ema", "model"])
@@ -159,7 +161,8 @@ def test_config_mapping_errors():
     import json
     ref = json.loads(Path(config).read_text())
     bad_model = dict(ref, model=dict(ref["model"], name="ncsnv2"))
-    with pytest.raises(ValueError, match=r"Unsupported reference model 'ncsnv2'; expected one of \['ncsnpp', 'ddpm'\]"):
+    message = r"Unsupported reference model 'ncsnv2'; expected one of \['ncsnpp', 'ddpm'\]"
+    with pytest.raises(ValueError, match=message):
         from_score_sde(FIXTURES / "ddpmpp_vp_continuous.pth", bad_model)
     bad_sigmas = dict(ref, model=dict(ref["model"], sigma_max=10.0))
     with pytest.raises(ValueError, match="sigmas do not match"):

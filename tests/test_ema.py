@@ -16,7 +16,8 @@ def _net():
 def _perturb(net, step):
     with torch.no_grad():
         for p in net.parameters():
-            p.add_(torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(step)))
+            generator = torch.Generator().manual_seed(step)
+            p.add_(torch.randn(p.shape, dtype=p.dtype, generator=generator))
 
 
 @pytest.mark.parametrize("use_num_updates", [True, False])

@@ -72,7 +72,8 @@ def test_save_and_load_score_model_round_trip(tmp_path):
     assert torch.load(path, weights_only=True)["format"] == FORMAT
     x, t = torch.randn(3, 2), torch.tensor([0.1, 0.5, 0.9])
     raw = load_score_model(path)
-    assert isinstance(raw.net, MLP) and isinstance(raw.sde, sde_lib.VESDE) and raw.sde.sigma_max == 10.0
+    assert isinstance(raw.net, MLP) and isinstance(raw.sde, sde_lib.VESDE)
+    assert raw.sde.sigma_max == 10.0
     assert torch.equal(raw(x, t), net.eval()(x, raw.labels(t)))
     averaged = load_score_model(path, use_ema=True)
     ema.copy_to(net.parameters())

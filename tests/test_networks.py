@@ -133,14 +133,16 @@ def test_ddpm_shapes_and_gradients():
 def test_mlp_shapes_gradients_and_scale_by_sigma():
     torch.manual_seed(0)
     for embedding in ("positional", "fourier"):
-        net = MLP(dim=2, width=32, num_res_blocks=2, nf=16, embedding_type=embedding, init_scale=1.0)
+        net = MLP(dim=2, width=32, num_res_blocks=2, nf=16, embedding_type=embedding,
+                  init_scale=1.0)
         x = torch.randn(5, 2, requires_grad=True)
         labels = torch.rand(5) * 10 + 0.1
         out = net(x, labels)
         assert out.shape == (5, 2)
         out.square().sum().backward()
         assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
-    scaled = MLP(dim=2, width=32, nf=16, embedding_type="fourier", scale_by_sigma=True, init_scale=1.0)
+    scaled = MLP(dim=2, width=32, nf=16, embedding_type="fourier", scale_by_sigma=True,
+                 init_scale=1.0)
     unscaled = MLP(dim=2, width=32, nf=16, embedding_type="fourier", init_scale=1.0)
     unscaled.load_state_dict(scaled.state_dict())
     x, sigma = torch.randn(4, 2), torch.tensor([0.1, 1.0, 3.0, 40.0])
@@ -160,14 +162,17 @@ def test_build_model_maps_config_fields():
 @pytest.mark.parametrize("change, message", [
     (dict(name="ncsnv2"), "expected one of ['ddpm', 'mlp', 'ncsnpp']"),
     (dict(resblock_type="resnet"), "resblock_type 'resnet'; expected one of ['biggan', 'ddpm']"),
-    (dict(progressive="skip"), "progressive 'skip'; expected one of ['none', 'output_skip', 'residual']"),
+    (dict(progressive="skip"),
+     "progressive 'skip'; expected one of ['none', 'output_skip', 'residual']"),
     (dict(progressive_input="x"), "progressive_input 'x'; expected one of ['none', 'input_skip'"),
     (dict(progressive_combine="mul"), "progressive_combine 'mul'; expected one of ['sum', 'cat']"),
-    (dict(embedding_type="learned"), "embedding_type 'learned'; expected one of ['fourier', 'positional']"),
+    (dict(embedding_type="learned"),
+     "embedding_type 'learned'; expected one of ['fourier', 'positional']"),
     (dict(nonlinearity="gelu"), "nonlinearity 'gelu'"),
     (dict(image_size=20), "image_size=20 must be divisible by 2^(len(ch_mult) - 1) = 8"),
     (dict(attn_resolutions=(12,)), "attn_resolutions [12] are not among"),
-    (dict(normalization="InstanceNorm"), "normalization 'InstanceNorm'; expected one of ['groupnorm']"),
+    (dict(normalization="InstanceNorm"),
+     "normalization 'InstanceNorm'; expected one of ['groupnorm']"),
     (dict(nf_typo=3), "Unknown config.model field(s) ['nf_typo']"),
     (dict(image_size=None), "lacks the required field(s) ['image_size']"),
     (dict(fir=True, fir_kernel=[]), "fir_kernel must be a non-empty list"),

@@ -99,9 +99,9 @@ def test_labels_match_the_reference_conventions():
     assert vp.parametrization == "noise" and ve.parametrization == "score"
 
 
-@pytest.mark.parametrize("sde, expected", [(sde_lib.VPSDE(), "noise"), (sde_lib.subVPSDE(), "noise"),
-                                           (sde_lib.VPSDE(schedule="cosine"), "noise"),
-                                           (sde_lib.VESDE(), "score")])
+@pytest.mark.parametrize("sde, expected", [
+    (sde_lib.VPSDE(), "noise"), (sde_lib.subVPSDE(), "noise"),
+    (sde_lib.VPSDE(schedule="cosine"), "noise"), (sde_lib.VESDE(), "score")])
 def test_default_parametrization(sde, expected):
     assert default_parametrization(sde) == expected
 
