@@ -1,4 +1,4 @@
-"""FIR resampling against a literal upfirdn2d: zero insertion, padding, 2-D convolution, decimation."""
+"""FIR resampling against a literal upfirdn2d: zero insertion, padding, convolution, decimation."""
 import pytest
 import torch
 import torch.nn.functional as F
