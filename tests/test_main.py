@@ -1,4 +1,5 @@
 """main.py end to end: train → eval → sample on tiny configs, and sampler flags."""
+import ast
 import json
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def run_main(*args, check=True):
 def _tiny_image_flags(root):
     return ["--config.data.dataset=CIFAR10", f"--config.data.root={root}",
             "--config.data.image_size=8", "--config.model.nf=8", "--config.model.ch_mult=(1, 2)",
-            "--config.model.attn_resolutions=(4,)", "--config.eval.enable_sampling=True"]
+            "--config.model.attn_resolutions=(4,)", "--config.sampling.rtol=1e-3",
+            "--config.sampling.atol=1e-3"]
 
 
 @pytest.mark.slow
@@ -102,7 +104,8 @@ def test_sampler_options_are_reachable_from_flags(overrides):
     config = flag_values.config
     for flag in overrides:
         field, value = flag[len("--config.sampling."):].split("=")
-        assert str(config.sampling[field]) == value
+        expected = value if isinstance(config.sampling[field], str) else ast.literal_eval(value)
+        assert config.sampling[field] == expected
     sde = sde_lib.build_sde(config.sde)
     gm = GaussianMixture([1.0], [[0.5, -0.5]], [0.3])
     sampler = samplers.build_sampler(config.sampling)
