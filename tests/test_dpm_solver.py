@@ -7,6 +7,7 @@ from models.analytic import GaussianMixture
 from samplers import sample
 from samplers.dpm_solver import multistep_coefficients, step_orders
 from samplers.schedules import TIME_SCHEDULES, get_time_steps
+from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact
 
 POINT_MASS = GaussianMixture([1.0], [[0.7]], [1e-300])
 
@@ -31,6 +32,14 @@ def test_weights_integrate_constants_exactly(any_sde, order):
     torch.testing.assert_close(table[:, 1:].sum(1), -mean_coeff[1:] * torch.expm1(-h), rtol=1e-9, atol=1e-12)
     for row, k in zip(table, orders):
         assert bool((row[1 + k:] == 0).all())
+
+
+@pytest.mark.parametrize("order, num_steps", [(2, 100), (3, 50)])
+def test_matches_the_mixture(any_sde, order, num_steps):
+    result = sample(MIXTURE_16D.score_fn(any_sde), any_sde, (NUM_SAMPLES, 16), "dpm_solver",
+                    order=order, num_steps=num_steps, generator=torch.Generator().manual_seed(0),
+                    denoise=False)
+    assert_matches_exact(result.x, MIXTURE_16D, any_sde, 1e-3)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])

@@ -1,0 +1,202 @@
+"""Adaptive-step reverse-SDE solver (Jolicoeur-Martineau et al. 2021, "Gotta Go Fast", Alg. 1).
+
+With the reverse drift F(x, t) = f(x, t) − g(t)²·s(x, t) (Song et al. 2021, eq. 6), each sample
+tries a step of its own size h from t to t − h with a Brownian increment ΔW (≈ √h·z):
+    x'  = x − h·F(x, t) + g(t)·ΔW                              (Euler–Maruyama)
+    x̃   = x − h·F(x', t − h) + g(t − h)·ΔW,   x'' = ½(x' + x̃)    (improved Euler / Heun)
+    δ   = max(ε_abs, ε_rel·max(|x'|, |x'_prev|))  (elementwise; x'_prev: the last accepted x')
+    E   = ‖(x' − x'')/δ‖₂/√n   ("l2", the paper's), or max |(x' − x'')/δ| ("linf")
+accepted if E ≤ 1 (x ← x'', t ← t − h, x'_prev ← x'), and in every case
+    h ← min(θ·h·E^{−r}, t − eps)   (θ = `safety`, r = `exponent`).
+Each try costs two evaluations per sample.
+
+Noise after a rejection (`noise`): the paper draws a fresh z for every try ("redraw"). Since E
+depends on z, the increments that pass are not N(0, h): on a 1-D Gaussian (VP, 20k samples) the
+sample variance comes out 7% too high at ε_rel = 0.05 and 30% at 0.01, growing as the tolerance
+tightens. The default, "bridge", keeps each sample's Brownian path consistent instead (rejected
+increments are kept and bisected by Brownian bridges, `samplers.brownian`), so only a
+discretisation error remains, which vanishes as the tolerances do.
+
+Batching without per-step host synchronisation: accept/reject, h, t and the Brownian stacks are
+per-sample tensors updated with `torch.where`, so a try never reads a value back to the host.
+A sample that reaches eps gets h = 0 and stays put. Only every `check_every` tries does the loop
+read which samples are done (one synchronisation), write them out and drop them from the batch,
+so they cost no more evaluations; a finished sample wastes at most `check_every − 1` tries.
+Synchronisations = tries/check_every (in `stats`). When `generator` is a list of per-sample
+generators, the active samples' sub-list is passed on, so sample i draws the same noise
+whatever the batch.
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Optional, Sequence, Union
+
+import torch
+
+from samplers.brownian import BrownianStack, empty_stack, reveal, settle
+from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_positive, coeff,
+                             prior_sample, sample_noise, tweedie_denoise)
+from samplers.registry import SampleResult, register_sampler
+from sde_lib import SDE
+from sde_lib.utils import check_positive_int
+
+Generators = Union[None, torch.Generator, List[torch.Generator]]
+NORMS = ("l2", "linf")
+NOISE_MODES = ("bridge", "redraw")
+
+
+class State(NamedTuple):
+    """Per-sample solver state of the active samples (rows)."""
+    x: torch.Tensor          # [b, ...]
+    x_em_prev: torch.Tensor  # [b, ...] last accepted Euler–Maruyama proposal
+    t: torch.Tensor          # [b] float64
+    h: torch.Tensor          # [b] float64, 0 once t = eps
+    path: Optional[BrownianStack]
+
+
+def select_generators(generator: Generators, keep: Sequence[int]) -> Generators:
+    """The generators of the samples `keep` (batch indices): None and a single Generator pass through."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return [generator[i] for i in keep]
+
+
+def _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, max_depth) -> None:
+    check_eps(sde, eps)
+    for name, value in tolerances.items():
+        check_positive(name, value)
+    check_choice("norm", norm, NORMS)
+    check_choice("noise", noise, NOISE_MODES)
+    for name, value in (("check_every", check_every), ("max_steps", max_steps), ("max_depth", max_depth)):
+        check_positive_int(name, value)
+
+
+def _error_norm(diff: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample scaled error `[b, ...] -> [b]` (float64)."""
+    diff = diff.flatten(1).to(torch.float64)
+    return diff.pow(2).mean(1).sqrt() if norm == "l2" else diff.abs().amax(1)
+
+
+def _try_step(reverse, state: State, h, dw, abstol, reltol, norm):
+    """One embedded EM / Heun try from t to t − h for every sample: (x', x'', E `[b]`)."""
+    x, t = state.x, state.t
+    drift, diffusion = reverse.sde(x, t)
+    x_em = x - coeff(h, x) * drift.to(x.dtype) + coeff(diffusion, x) * dw
+    drift_next, diffusion_next = reverse.sde(x_em, t - h)
+    x_tilde = x - coeff(h, x) * drift_next.to(x.dtype) + coeff(diffusion_next, x) * dw
+    x_heun = 0.5 * (x_em + x_tilde)
+    delta = torch.clamp(reltol * torch.maximum(x_em.abs(), state.x_em_prev.abs()), min=abstol)
+    return x_em, x_heun, _error_norm((x_em - x_heun) / delta, norm)
+
+
+def _advance(state: State, h, x_em, x_heun, err, eps, safety, exponent):
+    """Accept where E ≤ 1 and propose the next step sizes, all with `torch.where` (no host read)."""
+    accept = err <= 1
+    mask = accept.view(-1, *([1] * (state.x.ndim - 1)))
+    x = torch.where(mask, x_heun, state.x)
+    x_em_prev = torch.where(mask, x_em, state.x_em_prev)
+    t = state.t
+    t = torch.where(accept, torch.where(h >= t - eps, torch.full_like(t, eps), t - h), t)
+    proposal = safety * h * err.pow(-exponent)            # E = 0 gives ∞, then the min below
+    h = torch.where(t > eps, torch.minimum(proposal, t - eps), torch.zeros_like(h))
+    return State(x, x_em_prev, t, h, state.path), accept
+
+
+def _one_try(reverse, state: State, noise, options):
+    """Reveal the increment, try the step, accept or reject, keep the path consistent."""
+    if state.path is None:                                # "redraw": a fresh √h·z every try
+        h, dw, full = state.h, coeff(state.h.sqrt(), noise) * noise, None
+    else:
+        h, dw, full = reveal(state.path, state.h, noise)
+    x_em, x_heun, err = _try_step(reverse, state, h, dw, *options[:3])
+    state, accept = _advance(state, h, x_em, x_heun, err, *options[3:])
+    if state.path is not None:
+        state = state._replace(path=settle(state.path, h, dw, full, accept))
+    return state, (err > 1).sum()
+
+
+def _compact(state: State, keep: torch.Tensor) -> State:
+    """The rows `keep` of every per-sample tensor."""
+    path = None if state.path is None else BrownianStack(*(p[keep] for p in state.path))
+    return State(state.x[keep], state.x_em_prev[keep], state.t[keep], state.h[keep], path)
+
+
+def _sync(state: State, eps: float):
+    """The one host read of a round: which samples are done, and whether anything broke."""
+    flags = [state.t <= eps, ~torch.isfinite(state.h)]
+    if state.path is not None:
+        flags.append(state.path.overflow)
+    flags = torch.stack(flags).cpu()
+    if bool(flags[1].any()):
+        raise RuntimeError("adaptive_sde: non-finite step size (a NaN or infinite score?)")
+    if len(flags) > 2 and bool(flags[2].any()):
+        raise RuntimeError("adaptive_sde: Brownian stack overflow; raise max_depth")
+    return flags[0]
+
+
+def _solve(reverse, state: State, generator: Generators, options, check_every: int, max_steps: int):
+    """Run tries in rounds of `check_every` until every sample is at eps: (x `[B, ...]`, stats)."""
+    eps = options[3]
+    batch = state.x.shape[0]
+    out, active = torch.empty_like(state.x), list(range(batch))
+    nfe_per_sample = torch.zeros(batch, dtype=torch.int64)
+    rejected = torch.zeros((), dtype=torch.int64, device=state.x.device)
+    tries = syncs = 0
+    while active:
+        if tries >= max_steps:
+            raise RuntimeError(f"adaptive_sde: {len(active)} samples did not reach eps in max_steps="
+                               f"{max_steps} tries; raise max_steps or abstol/reltol")
+        generators = select_generators(generator, active)
+        for _ in range(check_every):
+            state, num_rejected = _one_try(reverse, state, sample_noise(state.x, generators), options)
+            rejected += num_rejected
+        tries, syncs = tries + check_every, syncs + 1
+        nfe_per_sample[active] += 2 * check_every
+        # Synchronise: write out the finished samples and drop them from the batch.
+        done = _sync(state, eps)
+        if bool(done.any()):
+            index = torch.tensor(active, device=out.device)
+            out[index[done.to(out.device)]] = state.x[done.to(out.device)]
+            keep = (~done).nonzero().flatten()
+            active = [active[i] for i in keep.tolist()]
+            state = _compact(state, keep.to(out.device))
+    return out, dict(nfe_per_sample=nfe_per_sample, tries=tries, syncs=syncs, rejected=int(rejected))
+
+
+@register_sampler("adaptive_sde")
+def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+                         generator: Generators = None, device=None,
+                         dtype: torch.dtype = torch.float32, abstol: float = 0.0078,
+                         reltol: float = 0.01, safety: float = 0.9, exponent: float = 0.9,
+                         h_init: float = 0.01, norm: str = "l2", noise: str = "bridge",
+                         check_every: int = 8, max_steps: int = 100_000, max_depth: int = 16,
+                         eps: float = 1e-3, denoise: bool = True,
+                         stats: Optional[dict] = None) -> SampleResult:
+    """Adaptive reverse-SDE sampling (Jolicoeur-Martineau et al. 2021, Alg. 1): `[B, ...]` samples of p_eps (p_0 with `denoise`).
+
+    Args:
+        abstol, reltol: ε_abs, ε_rel of δ (defaults: the paper's 0.0078 and 0.01, for data in
+            [−1, 1]); safety: θ; exponent: r; h_init: first step size (in t).
+        norm: "l2" or "linf"; noise: "bridge" (consistent Brownian paths) or "redraw" (the
+            paper's fresh z per try, biased: see the module docstring).
+        check_every: tries between host reads of "done" (≥ 1); max_steps: most tries before a
+            RuntimeError; max_depth: Brownian stack slots per sample ("bridge").
+        eps: the last time; denoise: end with Tweedie's E[x_0 | x_eps] (one more evaluation).
+        stats: if a dict, filled with `nfe_per_sample` (int64 `[B]`: evaluations each sample
+            took part in), `tries`, `syncs` and `rejected` (tries rejected, summed over samples).
+    Returns nfe = score_fn calls (each on the samples still active), 2·tries + [denoise].
+    """
+    tolerances = dict(abstol=abstol, reltol=reltol, safety=safety, exponent=exponent, h_init=h_init)
+    _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, max_depth)
+    counted = CountedScore(score_fn)
+    x = prior_sample(sde, shape, generator, device, dtype)
+    t = torch.full((x.shape[0],), float(sde.T), dtype=torch.float64, device=x.device)
+    path = empty_stack(x, max_depth) if noise == "bridge" else None
+    state = State(x, x.clone(), t, torch.full_like(t, min(float(h_init), sde.T - eps)), path)
+    options = (float(abstol), float(reltol), norm, float(eps), float(safety), float(exponent))
+    x, run_stats = _solve(sde.reverse(counted), state, generator, options, check_every, max_steps)
+    if denoise:
+        x = tweedie_denoise(counted, sde, x, torch.full_like(t, eps))
+        run_stats["nfe_per_sample"] += 1
+    if stats is not None:
+        stats.update(run_stats)
+    return SampleResult(x, counted.nfe)
