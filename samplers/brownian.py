@@ -22,7 +22,7 @@ from sde_lib import append_dims
 
 
 class BrownianStack(NamedTuple):
-    """Known future intervals of each sample's path; rows index samples, slots `< depth` are live."""
+    """Known future intervals of each sample's path; rows are samples, slots `< depth` are live."""
     dt: torch.Tensor        # [b, D] float64 interval lengths (reverse time), top at slot depth − 1
     dw: torch.Tensor        # [b, D, ...] their increments, typed like x
     depth: torch.Tensor     # [b] int64
@@ -64,9 +64,9 @@ def reveal(stack: BrownianStack, h: torch.Tensor, noise: torch.Tensor
 
 def settle(stack: BrownianStack, h: torch.Tensor, dw: torch.Tensor, full: torch.Tensor,
            accept: torch.Tensor) -> BrownianStack:
-    """After a try over [t − h, t] with increment `dw`: consume it if accepted, else keep it on top."""
+    """After a try over [t − h, t] with increment `dw`: consume it if accepted, else keep it."""
     rows, slot, known = _top(stack)
-    dt, increments, depth = stack.dt, stack.dw, stack.depth   # updated in place: the caller owns them
+    dt, increments, depth = stack.dt, stack.dw, stack.depth   # in place: the caller owns them
     # The top interval loses its first h: what is left of it starts at t − h.
     dt[rows, slot] = torch.where(known, dt[rows, slot] - h, dt[rows, slot])
     mask = append_dims(known, dw.ndim)

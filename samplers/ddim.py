@@ -28,12 +28,13 @@ DEFAULT_NUM_STEPS = 50
 def check_eta(eta: float) -> float:
     """η must be a number in [0, 1] (0: deterministic DDIM, 1: ancestral)."""
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: ancestral), got {eta!r}")
+        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: ancestral), "
+                         f"got {eta!r}")
     return float(eta)
 
 
 def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
-    """Per-step (A, B, C) of x ← A·x + B·s(x, t_i) + C·z for the grid `times` `[K + 1]` (float64 `[K]`)."""
+    """Per-step (A, B, C) of x ← A·x + B·s(x, t_i) + C·z on `times` `[K + 1]` (float64 `[K]`)."""
     t, s = times[:-1], times[1:]
     mean_t, std_t = sde.marginal_coeffs(t)
     mean_s, std_s = sde.marginal_coeffs(s)
@@ -50,7 +51,9 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  dtype: torch.dtype = torch.float32, eta: float = 0.0, schedule: str = "uniform",
                  rho: float = 7.0, eps: float = 1e-3, num_steps: Optional[int] = None,
                  denoise: bool = True) -> SampleResult:
-    """DDIM sampling (Song et al. 2021a, eq. 12): `shape` `[B, ...]` samples of p_eps (p_0 with `denoise`).
+    """DDIM sampling (Song et al. 2021a, eq. 12): `shape` `[B, ...]` samples of p_eps.
+
+    With `denoise`, samples of p_0.
 
     Args:
         eta: η ∈ [0, 1]; 0 draws no noise after the prior sample (deterministic given x_T).

@@ -1,4 +1,4 @@
-"""DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++", Alg. 2) for any SDE, in data-prediction form.
+"""DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++", Alg. 2) in data-prediction form, any SDE.
 
 With a(t), σ(t) from `sde.marginal_coeffs`, the half log-SNR ℓ = log(a/σ) = `sde.log_snr`/2 and the
 data prediction x̂_0(x, t) = (x + σ²·s(x, t))/a (Tweedie), the probability-flow ODE has the exact
@@ -81,7 +81,9 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                        schedule: str = "logsnr", rho: float = 7.0, lower_order_final: bool = True,
                        eps: float = 1e-3, num_steps: Optional[int] = None,
                        denoise: bool = True) -> SampleResult:
-    """DPM-Solver++(order)M: `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`), deterministic given x_T.
+    """DPM-Solver++(order)M: `shape` `[B, ...]` samples of p_eps (p_0 with `denoise`).
+
+    Deterministic given x_T: no random number is drawn after the prior sample.
 
     Args:
         order: 1, 2 or 3; schedule: a name in `samplers.schedules.TIME_SCHEDULES` ("logsnr",
@@ -97,13 +99,16 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                            eps, rho=rho)
     orders = step_orders(times.shape[0] - 1, order, lower_order_final)
     table = multistep_coefficients(sde, times, orders).tolist()
+    mean_coeff, std = sde.marginal_coeffs(times[:-1])
+    variances, mean_coeff = (std ** 2).tolist(), mean_coeff.tolist()
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype)
+    t_x = times.to(device=x.device, dtype=x.dtype)
     history = []                                                     # m₀, m₁, m₂: newest first
     for i, (k, (c, *weights)) in enumerate(zip(orders, table)):
-        t = times[i:i + 1].to(x.device).expand(x.shape[0])
-        # Data prediction at t_i, then the step t_i -> t_{i+1} from the last k predictions.
-        history = [tweedie_denoise(score_fn, sde, x, t)] + history[:2]
+        # Data prediction x̂_0 = (x + σ²·s)/a at t_i (Tweedie), then the step from the last k.
+        score = score_fn(x, t_x[i].expand(x.shape[0]))
+        history = [x.add(score, alpha=variances[i]).div_(mean_coeff[i])] + history[:2]
         x = x * c
         for weight, m in zip(weights[:k], history):
             x = x.add_(m, alpha=weight)

@@ -13,8 +13,8 @@ which lands exactly on D(x̄; σ̄_{N−1}), i.e. Tweedie denoising (`denoise`).
 (2N − 2 without `denoise`), as in EDM.
 
 Stochastic churn (Alg. 2, lines 4–6): where S_tmin ≤ σ̄_i ≤ S_tmax, γ_i = min(S_churn/N, √2 − 1),
-σ̂_i = (1 + γ_i)·σ̄_i and x̄ ← x̄ + √(σ̂_i² − σ̄_i²)·S_noise·z before the step. σ̂ is capped at σ̄(T)
-(the SDE, and a network trained on it, stops at T). s_tmin / s_tmax are in σ̄ units.
+σ̂_i = (1 + γ_i)·σ̄_i and x̄ ← x̄ + √(σ̂_i² − σ̄_i²)·S_noise·z before the step. σ̂ is capped at
+σ̄(T) (the SDE, and a network trained on it, stops at T). s_tmin / s_tmax are in σ̄ units.
 """
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                  s_noise: float = 1.0, eps: float = 1e-3, num_steps: Optional[int] = None,
                  denoise: bool = True) -> SampleResult:
-    """EDM Heun sampler (Karras et al. 2022, Alg. 2): `shape` `[B, ...]` samples of p_0 (p_eps without `denoise`).
+    """EDM Heun sampler (Karras et al. 2022, Alg. 2): `shape` `[B, ...]` samples of p_0.
+
+    Without `denoise`, samples of p_eps.
 
     Args:
         schedule: a name in `samplers.schedules.TIME_SCHEDULES` (default "edm"); rho: its ρ.

@@ -41,7 +41,7 @@ def _end_times(sde: SDE, eps: float) -> torch.Tensor:
 
 
 def _from_log_snr(sde: SDE, lam: torch.Tensor, eps: float) -> torch.Tensor:
-    """Times for log-SNRs `lam` `[N + 1]`, with the end points set exactly (no inversion round-off)."""
+    """Times for log-SNRs `lam` `[N + 1]`, end points set exactly (no inversion round-off)."""
     times = sde.t_from_log_snr(lam)
     times[0], times[-1] = sde.T, eps
     return times
@@ -57,7 +57,8 @@ def uniform(sde: SDE, num_steps: int, eps: float) -> torch.Tensor:
 def logsnr(sde: SDE, num_steps: int, eps: float) -> torch.Tensor:
     """Uniform in λ = log(a²/σ²)."""
     lam_T, lam_eps = sde.log_snr(_end_times(sde, eps)).tolist()
-    return _from_log_snr(sde, torch.linspace(lam_T, lam_eps, num_steps + 1, dtype=torch.float64), eps)
+    lam = torch.linspace(lam_T, lam_eps, num_steps + 1, dtype=torch.float64)
+    return _from_log_snr(sde, lam, eps)
 
 
 @register_schedule("edm")

@@ -1,4 +1,4 @@
-"""Shared problems with known solutions for the fast-sampler tests (DDIM, Heun, DPM-Solver, adaptive).
+"""Problems with known solutions shared by the fast-sampler tests (DDIM, Heun, DPM-Solver, ...).
 
 - A 1-D Gaussian N(μ, s²): its probability-flow ODE is linear and maps x_T to
   x_eps = a_eps·μ + (std_eps/std_T)·(x_T − a_T·μ), std_t² = a_t²s² + σ_t² (the flow carries the
@@ -28,7 +28,7 @@ def exact_flow(sde, x_T: torch.Tensor, eps: float, var: float = GAUSS_VAR) -> to
 
 
 def flow_errors(sample_fn, sde, steps, eps=1e-3, batch=32, seed=0):
-    """Max |x − exact| over a batch for each step count, ODE sampler `sample_fn(num_steps, generator)`."""
+    """Max |x − exact| over a batch per step count, for an ODE `sample_fn(num_steps, generator)`."""
     x_T = sde.prior_sampling((batch, 1), generator=torch.Generator().manual_seed(seed),
                              dtype=torch.float64)
     target = exact_flow(sde, x_T, eps)

@@ -1,4 +1,4 @@
-"""Adaptive reverse-SDE solver: distribution, samples dropping out, no host reads per step, options."""
+"""Adaptive reverse-SDE solver: distribution, samples leaving the batch, no host reads, options."""
 import pytest
 import torch
 
@@ -79,7 +79,8 @@ def test_a_try_reads_nothing_back_to_the_host(any_sde, noise, monkeypatch):
     for name in ("item", "tolist", "__bool__", "cpu", "numpy", "nonzero"):
         monkeypatch.setattr(torch.Tensor, name, host_read)
     for noise_draw in noises:
-        state, _ = adaptive_sde._one_try(reverse, state, noise_draw, (0.0078, 0.01, "l2", 1e-3, 0.9, 0.9))
+        options = (0.0078, 0.01, "l2", 1e-3, 0.9, 0.9)
+        state, _ = adaptive_sde._one_try(reverse, state, noise_draw, options)
 
 
 def _adversarial_walk(rows: int, bridge: bool, seed: int = 0) -> torch.Tensor:

@@ -26,11 +26,13 @@ def test_matches_the_mixture(any_sde, eta):
 def test_eta0_is_exact_on_a_point_mass(any_sde, schedule):
     # x̂_0 ≡ μ, so each DDIM step is the exact flow whatever the step count.
     shape, seed = (16, 1), 3
-    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.float64)
     result = sample(POINT_MASS.score_fn(any_sde), any_sde, shape, "ddim", dtype=torch.float64,
                     generator=torch.Generator().manual_seed(seed), num_steps=3, schedule=schedule,
                     denoise=False)
-    torch.testing.assert_close(result.x, exact_flow(any_sde, x_T, 1e-3, var=0.0), rtol=1e-10, atol=1e-10)
+    expected = exact_flow(any_sde, x_T, 1e-3, var=0.0)
+    torch.testing.assert_close(result.x, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_eta0_is_deterministic_given_the_prior_sample(any_sde):
@@ -58,7 +60,8 @@ def test_eta_positive_draws_noise(any_sde):
 def test_eta1_is_the_ancestral_step(any_sde):
     # c = (σ_s/σ_t)·√v makes DDIM's step the posterior q(x_s | x_t, x̂_0): the ancestral predictor.
     times = get_time_steps(any_sde, "logsnr", 12, 1e-3)
-    ddim, ancestral = ddim_coefficients(any_sde, times, 1.0), PREDICTORS["ancestral"](any_sde, times)
+    ddim = ddim_coefficients(any_sde, times, 1.0)
+    ancestral = PREDICTORS["ancestral"](any_sde, times)
     for mine, theirs in zip(ddim, ancestral):
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-12)
 
@@ -72,8 +75,8 @@ def test_nfe(any_sde, num_steps, denoise):
 
 
 def test_image_shaped_batches(any_sde):
-    mixture = GaussianMixture([0.5, 0.5], torch.randn(2, 12, generator=torch.Generator().manual_seed(0)),
-                              [0.1, 0.2])
+    means = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
+    mixture = GaussianMixture([0.5, 0.5], means, [0.1, 0.2])
     result = sample(mixture.score_fn(any_sde), any_sde, (3, 3, 2, 2), "ddim", num_steps=5, eta=1.0)
     assert result.x.shape == (3, 3, 2, 2) and result.x.dtype == torch.float32
 

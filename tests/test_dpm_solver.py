@@ -29,7 +29,8 @@ def test_weights_integrate_constants_exactly(any_sde, order):
     mean_coeff, std = any_sde.marginal_coeffs(times)
     h = 0.5 * (any_sde.log_snr(times[1:]) - any_sde.log_snr(times[:-1]))
     torch.testing.assert_close(table[:, 0], std[1:] / std[:-1], rtol=1e-12, atol=0)
-    torch.testing.assert_close(table[:, 1:].sum(1), -mean_coeff[1:] * torch.expm1(-h), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(table[:, 1:].sum(1), -mean_coeff[1:] * torch.expm1(-h),
+                               rtol=1e-9, atol=1e-12)
     for row, k in zip(table, orders):
         assert bool((row[1 + k:] == 0).all())
 
@@ -46,11 +47,13 @@ def test_matches_the_mixture(any_sde, order, num_steps):
 @pytest.mark.parametrize("schedule", sorted(TIME_SCHEDULES))
 def test_exact_on_a_point_mass(any_sde, order, schedule):
     shape, seed = (16, 1), 1
-    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.float64)
     result = sample(POINT_MASS.score_fn(any_sde), any_sde, shape, "dpm_solver", order=order,
                     schedule=schedule, dtype=torch.float64, num_steps=5, denoise=False,
                     generator=torch.Generator().manual_seed(seed))
-    torch.testing.assert_close(result.x, exact_flow(any_sde, x_T, 1e-3, var=0.0), rtol=1e-10, atol=1e-10)
+    expected = exact_flow(any_sde, x_T, 1e-3, var=0.0)
+    torch.testing.assert_close(result.x, expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("num_steps, denoise", [(1, True), (4, False), (20, True)])
@@ -70,7 +73,8 @@ def _never_called(x, t):
 @pytest.mark.parametrize("options, match", [
     (dict(order=0), "order"), (dict(order=4), "order"), (dict(order="2"), "order"),
     (dict(order=True), "order"), (dict(schedule="time_uniform"), "schedule"),
-    (dict(schedule="edm", rho=-1.0), "rho"), (dict(num_steps=0), "num_steps"), (dict(eps=-1e-3), "eps"),
+    (dict(schedule="edm", rho=-1.0), "rho"), (dict(num_steps=0), "num_steps"),
+    (dict(eps=-1e-3), "eps"),
 ])
 def test_bad_options(any_sde, options, match):
     with pytest.raises(ValueError, match=match):
@@ -85,6 +89,29 @@ def test_converges_at_its_order(any_sde, order):
     steps, schedule = [40, 80, 160], "logsnr"
     errors = flow_errors(lambda n, g: sample(
         GAUSSIAN.score_fn(any_sde), any_sde, (32, 1), "dpm_solver", generator=g,
-        dtype=torch.float64, order=order, schedule=schedule, num_steps=n, denoise=False), any_sde, steps)
+        dtype=torch.float64, order=order, schedule=schedule, num_steps=n, denoise=False),
+        any_sde, steps)
     rates = torch.tensor(errors[:-1]).div(torch.tensor(errors[1:])).log2()
     assert bool((rates > order - 0.25).all()), (errors, rates)
+
+
+@pytest.mark.parametrize("config, method, options", [
+    (dict(method="ddim", eta=0.5, time_schedule="logsnr"), "ddim",
+     dict(eta=0.5, schedule="logsnr")),
+    (dict(method="heun", rho=5.0, s_churn=10.0, s_tmin=0.1, s_tmax=20.0, s_noise=1.0), "heun",
+     dict(rho=5.0, s_churn=10.0, s_tmin=0.1, s_tmax=20.0, s_noise=1.0)),
+    (dict(method="dpm_solver", order=3, time_schedule="quadratic"), "dpm_solver",
+     dict(order=3, schedule="quadratic")),
+    (dict(method="adaptive_sde", abstol=0.01, reltol=0.05, safety=0.8, rtol=1e-5), "adaptive_sde",
+     dict(abstol=0.01, reltol=0.05, safety=0.8)),
+])
+def test_build_sampler_passes_the_fast_sampler_options(config, method, options):
+    from samplers import build_sampler
+    sampler = build_sampler(config)
+    assert sampler.method == method and sampler.options == options
+
+
+def test_build_sampler_checks_the_time_schedule_name():
+    from samplers import build_sampler
+    with pytest.raises(ValueError, match="time_schedule"):
+        build_sampler(dict(method="dpm_solver", time_schedule="cosine"))

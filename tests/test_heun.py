@@ -25,8 +25,8 @@ def test_nfe_is_2n_minus_1(any_sde, num_steps, denoise):
 
 
 def test_matches_the_mixture(any_sde):
-    result = sample(MIXTURE_16D.score_fn(any_sde), any_sde, (NUM_SAMPLES, 16), "heun", num_steps=100,
-                    generator=torch.Generator().manual_seed(0), denoise=False)
+    result = sample(MIXTURE_16D.score_fn(any_sde), any_sde, (NUM_SAMPLES, 16), "heun",
+                    num_steps=100, generator=torch.Generator().manual_seed(0), denoise=False)
     assert_matches_exact(result.x, MIXTURE_16D, any_sde, 1e-3)
 
 
@@ -44,11 +44,13 @@ def test_churn_matches_the_mixture(sde):
 def test_exact_on_a_point_mass(any_sde, schedule):
     # D ≡ μ: the flow in σ̄ is a straight line, x̄ − μ ∝ σ̄, which Euler and Heun follow exactly.
     shape, seed = (16, 1), 2
-    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x_T = any_sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.float64)
     result = sample(POINT_MASS.score_fn(any_sde), any_sde, shape, "heun", dtype=torch.float64,
                     generator=torch.Generator().manual_seed(seed), num_steps=4, schedule=schedule,
                     denoise=False)
-    torch.testing.assert_close(result.x, exact_flow(any_sde, x_T, 1e-3, var=0.0), rtol=1e-10, atol=1e-10)
+    expected = exact_flow(any_sde, x_T, 1e-3, var=0.0)
+    torch.testing.assert_close(result.x, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_no_churn_is_deterministic(any_sde):
@@ -73,7 +75,8 @@ def test_churn_plan(any_sde):
     gamma = min(s_churn / num_levels, math.sqrt(2) - 1)
     expected = torch.where(inside, sigmas[:-1] * (1 + gamma), sigmas[:-1])
     torch.testing.assert_close(plan.sigma_hat, expected, rtol=1e-12, atol=0)
-    torch.testing.assert_close(plan.churn_std, (expected ** 2 - sigmas[:-1] ** 2).sqrt(), rtol=1e-9, atol=0)
+    churn_std = (expected ** 2 - sigmas[:-1] ** 2).sqrt()
+    torch.testing.assert_close(plan.churn_std, churn_std, rtol=1e-9, atol=0)
     # Each churned level's time is where σ̄ = σ̂.
     mean_hat, std_hat = any_sde.marginal_coeffs(plan.t_hat)
     torch.testing.assert_close(std_hat / mean_hat, plan.sigma_hat, rtol=1e-8, atol=0)
@@ -91,7 +94,8 @@ def test_churn_draws_noise(any_sde):
     generator = torch.Generator().manual_seed(seed)
     sample(GAUSSIAN.score_fn(any_sde), any_sde, shape, "heun", generator=generator,
            num_steps=6, s_churn=5.0)
-    assert not torch.equal(generator.get_state(), prior_only_state(any_sde, shape, seed, torch.float32))
+    prior_only = prior_only_state(any_sde, shape, seed, torch.float32)
+    assert not torch.equal(generator.get_state(), prior_only)
 
 
 def _never_called(x, t):
@@ -101,7 +105,8 @@ def _never_called(x, t):
 @pytest.mark.parametrize("options, match", [
     (dict(num_steps=1), "num_steps"), (dict(rho=0.0), "rho"), (dict(rho=-7.0), "rho"),
     (dict(schedule="sigmoid"), "schedule"), (dict(s_churn=-1.0), "s_churn"),
-    (dict(s_noise=-1.0), "s_noise"), (dict(s_tmin=2.0, s_tmax=1.0), "s_tmax"), (dict(eps=2.0), "eps"),
+    (dict(s_noise=-1.0), "s_noise"), (dict(s_tmin=2.0, s_tmax=1.0), "s_tmax"),
+    (dict(eps=2.0), "eps"),
 ])
 def test_bad_options(any_sde, options, match):
     with pytest.raises(ValueError, match=match):
