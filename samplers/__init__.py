@@ -7,6 +7,11 @@ methods in `SAMPLERS` on import (one import line per module, below).
 """
 from samplers.registry import SAMPLERS, LikelihoodResult, SampleResult, register_sampler, sample
 from samplers import langevin, ode, pc, sdeint  # noqa: F401, E402  (each registers its methods)
+from samplers import ddim  # noqa: F401, E402  (issue 8: "ddim")
+from samplers import heun  # noqa: F401, E402  (issue 8: "heun")
+from samplers import dpm_solver  # noqa: F401, E402  (issue 8: "dpm_solver")
+from samplers import adaptive_sde  # noqa: F401, E402  (issue 8: "adaptive_sde")
+from samplers.schedules import TIME_SCHEDULES, get_time_steps  # noqa: F401, E402  (issue 8)
 from samplers.bpd import bits_per_dim
 from samplers.config import build_sampler
 from samplers.correctors import CORRECTORS

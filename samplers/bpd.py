@@ -8,7 +8,8 @@ import torch
 from samplers.common import check_positive_int
 
 
-def bits_per_dim(logp: torch.Tensor, num_dims: int, *, centered: bool, bins: int = 256) -> torch.Tensor:
+def bits_per_dim(logp: torch.Tensor, num_dims: int, *, centered: bool,
+                 bins: int = 256) -> torch.Tensor:
     """−log₂ P(k)/D for discrete data k with `bins` levels per dim, from log p(x) in nats `[B]`.
 
     Data with `bins` levels is scaled to an interval of width w, [0, 1] (`centered=False`, w = 1)

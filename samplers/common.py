@@ -5,13 +5,16 @@ float64 and cast to the state's dtype where they meet `x`.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
-from sde_lib import SDE, append_dims
+from sde_lib import SDE, append_dims, randn
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Randomness: None (the global RNG), a torch.Generator, or a list of one generator per sample,
+# so that sample i gets the same noise in any batch (`sde_lib.randn`).
+Generator = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> None:
@@ -42,7 +45,8 @@ def check_positive_int(field: str, value) -> int:
 
 def check_positive(field: str, value) -> float:
     """A finite float > 0 (snr, step_lr, rtol, atol, dt)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < float("inf"):
         raise ValueError(f"{field} must be a positive number, got {value!r}")
     return float(value)
 
@@ -50,11 +54,6 @@ def check_positive(field: str, value) -> float:
 def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor:
     """`num_steps + 1` decreasing times from T to eps, uniform in t, float64 `[num_steps + 1]`."""
     return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
-
-
-def batch_times(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A scalar time as a `[B]` tensor in float64 on `x`'s device (coefficients are computed from it)."""
-    return t.to(device=x.device, dtype=torch.float64).expand(x.shape[0])
 
 
 class CountedScore:
@@ -84,11 +83,11 @@ def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tenso
     return (x + coeff(std ** 2, x) * score) / coeff(mean_coeff, x)
 
 
-def sample_noise(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise shaped and typed like `x`, drawn from `generator`."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def sample_noise(x: torch.Tensor, generator: Generator) -> torch.Tensor:
+    """Standard normal noise shaped and typed like `x`, from `generator` (one or one per sample)."""
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
-def prior_sample(sde: SDE, shape, generator, device, dtype) -> torch.Tensor:
+def prior_sample(sde: SDE, shape, generator: Generator, device, dtype) -> torch.Tensor:
     """x_T from the prior, on `device` (or the generator's device)."""
     return sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)

@@ -5,15 +5,16 @@ The config stops here: the returned callable passes explicit, typed options to t
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import torch
 
-from samplers.common import ScoreFn, check_choice
+from samplers.common import Generator, ScoreFn, check_choice
 from samplers.ode import ODE_METHODS
 from samplers.pc import check_pc_options
 from samplers.predictors import PREDICTORS
 from samplers.registry import SAMPLERS, SampleResult
+from samplers.schedules import TIME_SCHEDULES
 from samplers.sdeint import SDE_METHODS
 from sde_lib import SDE
 
@@ -33,6 +34,18 @@ CONFIG_FIELDS = {
     "sde_method": ("sde_method",),
     "step_lr": ("step_lr",),
     "adaptive": ("adaptive",),
+    # Fast samplers (issue 8): "ddim", "heun", "dpm_solver", "adaptive_sde".
+    "eta": ("eta",),
+    "time_schedule": ("schedule",),
+    "rho": ("rho",),
+    "s_churn": ("s_churn",),
+    "s_tmin": ("s_tmin",),
+    "s_tmax": ("s_tmax",),
+    "s_noise": ("s_noise",),
+    "order": ("order",),
+    "abstol": ("abstol",),
+    "reltol": ("reltol",),
+    "safety": ("safety",),
 }
 
 
@@ -43,16 +56,19 @@ def method_options(method: str) -> set:
 
 
 def _check_names(method: str, options: Dict[str, Any]) -> None:
-    """Check the name-valued options (and the predictor / probability_flow pairing) before any work."""
+    """Check name-valued options (and the predictor / probability_flow pairing) before any work."""
     if "predictor" in options or "corrector" in options:
         check_pc_options(options.get("predictor", "reverse_diffusion"),
-                         options.get("corrector", "langevin"), options.get("probability_flow", False))
+                         options.get("corrector", "langevin"),
+                         options.get("probability_flow", False))
     elif method in PREDICTORS:  # a predictor run alone
         check_pc_options(method, "none", options.get("probability_flow", False))
     if "ode_method" in options:
         check_choice("ode_method", options["ode_method"], ODE_METHODS)
     if "sde_method" in options:
         check_choice("sde_method", options["sde_method"], SDE_METHODS)
+    if "schedule" in options:
+        check_choice("time_schedule", options["schedule"], TIME_SCHEDULES)
 
 
 class ConfiguredSampler:
@@ -62,10 +78,10 @@ class ConfiguredSampler:
         self.method, self.options = method, dict(options)
 
     def __call__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                 generator: Optional[torch.Generator] = None, device=None,
+                 generator: Generator = None, device=None,
                  dtype: torch.dtype = torch.float32) -> SampleResult:
-        return SAMPLERS[self.method](score_fn, sde, tuple(shape), generator=generator, device=device,
-                                     dtype=dtype, **self.options)
+        return SAMPLERS[self.method](score_fn, sde, tuple(shape), generator=generator,
+                                     device=device, dtype=dtype, **self.options)
 
     def __repr__(self) -> str:
         return f"ConfiguredSampler({self.method!r}, {self.options})"
@@ -94,4 +110,3 @@ def build_sampler(sampling_config) -> ConfiguredSampler:
                 options[target] = value
     _check_names(method, options)
     return ConfiguredSampler(method, options)
-

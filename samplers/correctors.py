@@ -10,7 +10,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
-from samplers.common import ScoreFn, sample_noise
+from samplers.common import Generator, ScoreFn, sample_noise
 from sde_lib import SDE
 
 
@@ -35,7 +35,7 @@ def _langevin_scale(sde: SDE, times: torch.Tensor, snr: float) -> torch.Tensor:
 
 
 def _langevin_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, scale: float, n_steps: int,
-                   generator: Optional[torch.Generator]) -> torch.Tensor:
+                   generator: Generator) -> torch.Tensor:
     """Song et al. 2021, Alg. 4 (VE) / 5 (VP): ε = 2α·(snr·‖z‖/‖s‖)², `scale` = 2α·snr².
 
     As in the reference code, ‖z‖ and ‖s‖ are averages of per-sample norms over the batch: a
@@ -57,10 +57,11 @@ def _ald_scale(sde: SDE, times: torch.Tensor, snr: float) -> torch.Tensor:
 
 
 def langevin_steps(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, scale: float, n_steps: int,
-                   generator: Optional[torch.Generator]) -> torch.Tensor:
+                   generator: Generator) -> torch.Tensor:
     """`n_steps` Langevin steps of the fixed size ε = `scale` at time `t` `[B]`."""
     for _ in range(n_steps):
-        x = x.add(score_fn(x, t), alpha=scale).add_(sample_noise(x, generator), alpha=(2 * scale) ** 0.5)
+        noise = sample_noise(x, generator)
+        x = x.add(score_fn(x, t), alpha=scale).add_(noise, alpha=(2 * scale) ** 0.5)
     return x
 
 
@@ -69,7 +70,7 @@ CORRECTORS: Dict[str, Optional[Corrector]] = {
     # (1 − βᵢ for VP, 1 for VE, the VP value for sub-VP).
     "langevin": Corrector(_langevin_scale, _langevin_step),
     # Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1, whose step αᵢ is 2ε here) with the
-    # step tied to the noise level, ε = 2α(snr·σ_t)², as the NCSN configurations of Song et al. use it.
+    # step tied to the noise level, ε = 2α(snr·σ_t)², as Song et al.'s NCSN configurations use it.
     "ald": Corrector(_ald_scale, langevin_steps),
     "none": None,
 }

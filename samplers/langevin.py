@@ -5,8 +5,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, ScoreFn, check_eps, check_num_steps, check_positive,
-                             check_positive_int, prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_eps, check_num_steps,
+                             check_positive, check_positive_int, prior_sample, tweedie_denoise)
 from samplers.correctors import langevin_steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -17,9 +17,9 @@ DEFAULT_RELATIVE_STEP = 2e-5 / 0.01 ** 2
 
 @register_sampler("annealed_langevin")
 def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                      generator: Optional[torch.Generator] = None, device=None,
+                      generator: Generator = None, device=None,
                       dtype: torch.dtype = torch.float32, step_lr: Optional[float] = None,
-                      n_steps_each: int = 1, eps: float = 1e-3, num_steps: Optional[int] = None,
+                      n_steps_each: int = 5, eps: float = 1e-3, num_steps: Optional[int] = None,
                       denoise: bool = True) -> SampleResult:
     """Annealed Langevin dynamics: `n_steps_each` Langevin steps at each of `num_steps` levels.
 
@@ -27,10 +27,14 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     those of Song & Ermon's family p_0 * N(0, σ̄²), scaled by a_t. The `num_steps` levels (default
     `sde.N`) form a geometric sequence from σ̄(T) down to σ̄_L = σ̄(eps), as the paper's do (for VE,
     times uniform from T to eps; in general, uniform in log-SNR λ = −2 log σ̄). At level i,
-    αᵢ = step_lr·σ̄ᵢ²/σ̄_L² and x̄ ← x̄ + ½αᵢ·∇log p̄(x̄) + √αᵢ·z (Song & Ermon 2019, Alg. 1), run on
-    x = a·x̄ (step a²αᵢ, score ∇log p_t = ∇log p̄ / a); between levels x̄ = x/a is kept, so x is
-    rescaled by a_{i+1}/a_i (the identity for VE, where this is exactly Alg. 1). `step_lr` defaults
-    to 0.2·σ̄_L², the paper's 2e-5 at σ_L = 0.01, keeping its relative step αᵢ/σ̄ᵢ² = 0.2.
+    αᵢ = step_lr·σ̄ᵢ²/σ̄_L² and x̄ ← x̄ + ½αᵢ·∇log p̄(x̄) + √αᵢ·z (Song & Ermon 2019, Alg. 1),
+    run on x = a·x̄ (step a²αᵢ, score ∇log p_t = ∇log p̄ / a); between levels x̄ = x/a is kept, so
+    x is rescaled by a_{i+1}/a_i (the identity for VE, where this is exactly Alg. 1). `step_lr`
+    defaults to 0.2·σ̄_L², the paper's 2e-5 at σ_L = 0.01, keeping its relative step αᵢ/σ̄ᵢ² = 0.2.
+    Too few steps per level leave the chain behind the annealing: variance frozen in at levels
+    where it can no longer relax. On the 16-D mixture of the tests (4000 samples, VP and VE), the
+    mean log p_eps of the samples falls short of exact samples' by 0.8 nats with 1 step per level,
+    0.27 with 3 and 0.10 with 5 (one standard error: 0.06), hence the default 5.
     `denoise` ends with Tweedie's E[x_0 | x_eps]. NFE = num_steps·n_steps_each + [denoise].
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
     """
@@ -52,7 +56,8 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     t_x = times.to(device=x.device, dtype=x.dtype)
     for i in range(num_steps):
         # Langevin steps at noise level σ̄ᵢ.
-        x = langevin_steps(score_fn, x, t_x[i].expand(x.shape[0]), step_sizes[i], n_steps_each, generator)
+        t = t_x[i].expand(x.shape[0])
+        x = langevin_steps(score_fn, x, t, step_sizes[i], n_steps_each, generator)
         # Next level: keep x̄ = x/a.
         x = x * rescale[i]
     if denoise:

@@ -8,33 +8,30 @@ where log p_T(z) is replaced by `sde.prior_logp(z)`, z the end of the flow.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import CountedScore, ScoreFn, check_choice, check_positive_int
+from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_positive_int
 from samplers.flow import VPFlow, to_numpy
 from samplers.ode import check_ode_options
 from samplers.registry import LikelihoodResult
-from sde_lib import SDE
+from sde_lib import SDE, randn
 
 DIVERGENCES = ("rademacher", "gaussian", "exact")
 EXACT_CHUNK = 2 ** 22  # elements of basis probes per backward pass in "exact" mode
 
 
 def draw_probes(x: torch.Tensor, divergence: str, num_probes: int,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
+                generator: Generator) -> torch.Tensor:
     """Probe vectors `[P, B, ...]`: P Rademacher or Gaussian draws, or the d basis vectors."""
     if divergence == "exact":
         basis = torch.eye(x[0].numel(), dtype=x.dtype, device=x.device)          # [d, d]
         return basis[:, None, :].expand(-1, x.shape[0], -1).reshape(-1, *x.shape)
-    shape = (num_probes, *x.shape)
-    if divergence == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
-    bits = torch.randint(0, 2, shape, generator=generator, device=x.device)
-    return (2 * bits - 1).to(x.dtype)
+    # [B, P, ...] so that a list of per-sample generators draws sample i's probes.
+    gaussian = randn((x.shape[0], num_probes) + tuple(x.shape[1:]), generator, x.device, x.dtype)
+    gaussian = gaussian.transpose(0, 1)
+    return gaussian if divergence == "gaussian" else torch.sign(gaussian)   # sign: Rademacher
 
 
 def trace_estimate(output: torch.Tensor, inputs: torch.Tensor, probes: torch.Tensor,
@@ -76,7 +73,7 @@ def _ode_function(flow: VPFlow, probes: torch.Tensor, exact: bool):
 def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float = 1e-5,
                    rtol: float = 1e-5, atol: float = 1e-5, ode_method: str = "RK45",
                    divergence: str = "rademacher", num_probes: int = 1,
-                   generator: Optional[torch.Generator] = None) -> LikelihoodResult:
+                   generator: Generator = None) -> LikelihoodResult:
     """log p_eps(x) in nats `[B]` (float64) for x `[B, ...]`, by the probability-flow ODE.
 
     Args:

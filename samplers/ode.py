@@ -1,14 +1,14 @@
 """Probability-flow ODE sampling with scipy's `solve_ivp` (Song et al. 2021, eq. 13)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_positive,
-                             prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
+                             check_positive, prior_sample, tweedie_denoise)
 from samplers.flow import VPFlow
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -27,7 +27,7 @@ def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method
 
 @register_sampler("ode")
 def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                generator: Optional[torch.Generator] = None, device=None,
+                generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, rtol: float = 1e-5, atol: float = 1e-5,
                 ode_method: str = "RK45", eps: float = 1e-3, denoise: bool = True) -> SampleResult:
     """Solve the probability-flow ODE from x_T ~ prior at T down to eps with `solve_ivp`.

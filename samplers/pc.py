@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_num_steps,
-                             check_positive, check_positive_int, prior_sample, time_grid,
-                             tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
+                             check_num_steps, check_positive, check_positive_int, prior_sample,
+                             time_grid, tweedie_denoise)
 from samplers.correctors import CORRECTORS
 from samplers.predictors import PREDICTORS, STOCHASTIC_ONLY, affine_step
 from samplers.registry import SampleResult, register_sampler
@@ -27,13 +27,13 @@ def check_pc_options(predictor: str, corrector: str, probability_flow: bool) -> 
     if predictor == "none" and corrector == "none":
         raise ValueError("predictor and corrector cannot both be 'none': nothing would be sampled")
     if probability_flow and predictor in STOCHASTIC_ONLY:
-        raise ValueError(f"probability_flow is not defined for predictor {predictor!r}; expected one "
-                         f"of {sorted(set(PREDICTORS) - STOCHASTIC_ONLY - {'none'})}")
+        raise ValueError(f"probability_flow is not defined for predictor {predictor!r}; "
+                         f"expected one of {sorted(set(PREDICTORS) - STOCHASTIC_ONLY - {'none'})}")
 
 
 @register_sampler("pc")
 def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-               generator: Optional[torch.Generator] = None, device=None,
+               generator: Generator = None, device=None,
                dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
                corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
                probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
@@ -75,7 +75,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
 def _predictor_only(name: str):
     """The sampler running predictor `name` alone (PC with corrector "none")."""
     def sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                generator: Optional[torch.Generator] = None, device=None,
+                generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, probability_flow: bool = False,
                 eps: float = 1e-3, num_steps: Optional[int] = None,
                 denoise: bool = True) -> SampleResult:

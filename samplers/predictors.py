@@ -15,7 +15,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
-from samplers.common import ScoreFn, sample_noise
+from samplers.common import Generator, ScoreFn, sample_noise
 from sde_lib import SDE
 
 
@@ -27,12 +27,13 @@ class AffineSteps(NamedTuple):
 
     def as_floats(self):
         """Per-step (A, B, C) Python floats, so that a step costs no tensor bookkeeping."""
-        return list(zip(self.x_coeff.tolist(), self.score_coeff.tolist(), self.noise_coeff.tolist()))
+        columns = (self.x_coeff, self.score_coeff, self.noise_coeff)
+        return list(zip(*(c.tolist() for c in columns)))
 
 
 def affine_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, coeffs,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
-    """x ← A·x + B·s(x, t) + C·z for one step's floats (A, B, C); `t` `[B]`; one score evaluation."""
+                generator: Generator) -> torch.Tensor:
+    """x ← A·x + B·s(x, t) + C·z for one step's floats (A, B, C) at `t` `[B]`: one evaluation."""
     x_coeff, score_coeff, noise_coeff = coeffs
     x_next = x.mul(x_coeff).add_(score_fn(x, t), alpha=score_coeff)
     if noise_coeff != 0:
@@ -67,7 +68,7 @@ def euler_maruyama(sde: SDE, times: torch.Tensor, probability_flow: bool = False
 
 @register_predictor("reverse_diffusion")
 def reverse_diffusion(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
-    """Reverse diffusion (Song et al. 2021, eq. 46): discretise the reverse SDE like the forward one.
+    """Reverse diffusion (Song et al. 2021, eq. 46): the reverse SDE discretised like the forward.
 
     The forward step x_t = x_s + f + G·z has f = (r − 1)·x_s and G = v^½ (s = t_{i+1}), so
     x_s ← x_t − f(x_t) + w·G²·s(x_t, t) + G·z, with w = 1, or w = ½ and no z for the ODE.

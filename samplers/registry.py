@@ -21,7 +21,7 @@ class SampleResult(NamedTuple):
 
 
 class LikelihoodResult(NamedTuple):
-    """log p_eps(x) in nats `[B]`, the end point `z` of the flow, and the number of score evaluations."""
+    """log p_eps(x) in nats `[B]`, the end point `z` of the flow, and the score evaluations."""
     logp: torch.Tensor
     z: torch.Tensor
     nfe: int
@@ -39,7 +39,11 @@ def register_sampler(name: str):
 
 def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,
            **options) -> SampleResult:
-    """Draw samples of `shape` by the named `method`; see each method for its options."""
+    """Draw samples of `shape` `[B, ...]` by the named `method`; see each method for its options.
+
+    `generator`: None (the global RNG), a torch.Generator, or a list of B per-sample generators.
+    """
     if method not in SAMPLERS:
         raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device, **options)
+    return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device,
+                            **options)

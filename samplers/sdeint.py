@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import torch
 import torchsde
 
-from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_num_steps,
-                             check_positive, prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
+                             check_num_steps, check_positive, prior_sample, tweedie_denoise)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -33,7 +33,8 @@ class _ReverseInU(torch.nn.Module):
 
     def __init__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int]):
         super().__init__()
-        self.reverse, self.forward_sde, self.shape, self.T = sde.reverse(score_fn), sde, shape, sde.T
+        self.reverse, self.forward_sde = sde.reverse(score_fn), sde
+        self.shape, self.T = shape, sde.T
         self._last = (None, None, None)
 
     def _state_and_time(self, u: torch.Tensor, y: torch.Tensor):
@@ -56,9 +57,58 @@ class _ReverseInU(torch.nn.Module):
         return self.forward_sde.sde(x, t)[1][:, None].expand_as(y)       # no score needed
 
 
+def _entropy(generator: Optional[torch.Generator]) -> int:
+    """A seed for a torchsde Brownian path, drawn from `generator` (None: the global RNG)."""
+    device = generator.device if generator is not None else None
+    return int(torch.randint(2 ** 31 - 1, (1,), generator=generator, device=device).item())
+
+
+class _PerSampleBrownian(torchsde.BaseBrownian):
+    """Brownian paths `[B, d]` with row i from its own BrownianInterval, seeded by generator i."""
+
+    def __init__(self, paths: Sequence[torchsde.BrownianInterval]):
+        self.paths = list(paths)
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        parts = [path(ta, tb, return_U=return_U, return_A=return_A) for path in self.paths]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(group) for group in zip(*parts))
+        return torch.cat(parts)
+
+    def __repr__(self) -> str:
+        return f"_PerSampleBrownian({len(self.paths)} paths)"
+
+    @property
+    def dtype(self):
+        return self.paths[0].dtype
+
+    @property
+    def device(self):
+        return self.paths[0].device
+
+    @property
+    def shape(self):
+        return torch.Size((len(self.paths),) + tuple(self.paths[0].shape[1:]))
+
+    @property
+    def levy_area_approximation(self):
+        return self.paths[0].levy_area_approximation
+
+
+def brownian_path(generator: Generator, shape, t1: float, dtype, device, levy_area: str):
+    """W on [0, t1] of `shape` `[B, d]`: one path seeded from `generator`, or one per sample."""
+    def interval(size, seed):
+        return torchsde.BrownianInterval(t0=0.0, t1=t1, size=size, dtype=dtype, device=device,
+                                         entropy=seed, levy_area_approximation=levy_area)
+    if isinstance(generator, (list, tuple)):
+        row = (1,) + tuple(shape[1:])
+        return _PerSampleBrownian([interval(row, _entropy(g)) for g in generator])
+    return interval(tuple(shape), _entropy(generator))
+
+
 @register_sampler("sdeint")
 def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                   generator: Optional[torch.Generator] = None, device=None,
+                   generator: Generator = None, device=None,
                    dtype: torch.dtype = torch.float32, sde_method: str = "euler",
                    num_steps: Optional[int] = None, adaptive: bool = False, rtol: float = 1e-5,
                    atol: float = 1e-4, eps: float = 1e-3, denoise: bool = True) -> SampleResult:
@@ -69,7 +119,8 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         num_steps: fixed steps of dt = (T − eps)/num_steps (default `sde.N`); with `adaptive`, dt
             is the first step and torchsde's error control (`rtol`, `atol`) picks the others.
         denoise: end with Tweedie's E[x_0 | x_eps].
-    The Brownian path is a `torchsde.BrownianInterval` seeded from `generator`, so runs reproduce.
+    The Brownian path is a `torchsde.BrownianInterval` seeded from `generator` (one per sample
+    for a list of per-sample generators), so runs reproduce.
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`) and the exact NFE.
     """
     check_choice("sde_method", sde_method, SDE_METHODS)
@@ -79,12 +130,8 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype)
     y0 = x.flatten(1)
-    seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator, device=generator.device
-                             if generator is not None else None).item())
     levy_area = "space-time" if sde_method == "srk" else "none"
-    brownian = torchsde.BrownianInterval(t0=0.0, t1=sde.T - eps, size=tuple(y0.shape), dtype=y0.dtype,
-                                         device=y0.device, entropy=seed,
-                                         levy_area_approximation=levy_area)
+    brownian = brownian_path(generator, y0.shape, sde.T - eps, y0.dtype, y0.device, levy_area)
     # Float64 times, and dt a hair over (T − eps)/num_steps so that rounding in torchsde's running
     # sum of steps cannot add a step of length ~1e-16 (and a score evaluation) at the end.
     us = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)

@@ -65,8 +65,9 @@ class SDE(abc.ABC):
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         """Inverse of `log_snr`."""
 
-    def transition_coeffs(self, s: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Ratio r and std v^½ (both `[B]`) of the forward transition x_t | x_s ~ N(r·x_s, v·I), s ≤ t.
+    def transition_coeffs(self, s: torch.Tensor,
+                          t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Ratio r and std v^½ (both `[B]`) of the transition x_t | x_s ~ N(r·x_s, v·I), s ≤ t.
 
         Exact for every SDE with an affine drift (all of ours): x_t = a_t·x_0 + σ_t·z and
         x_s = a_s·x_0 + σ_s·z' give r = a_t/a_s and v = σ_t² − r²σ_s², written as

@@ -21,6 +21,7 @@ from models.analytic import GaussianMixture
 ALPHA = 1e-3           # overall false-alarm rate of `assert_matches_exact`
 NUM_PERMUTATIONS = 1999  # so that p = 1/2000 = ALPHA/2 is reachable
 NUM_SAMPLES = 500      # per set
+EPS = 1e-3             # the samplers' last time
 
 f64 = torch.float64
 
@@ -28,7 +29,7 @@ MIXTURE_2D = GaussianMixture([0.3, 0.7], [[2.0, 2.0], [-1.0, -1.5]], [[0.05, 0.3
 
 
 def _mixture_16d() -> GaussianMixture:
-    """Three components in 16-D, means ~1.5 apart per coordinate, diagonal variances in [0.1, 0.6]."""
+    """Three components in 16-D, means ~1.5 apart per coordinate, variances in [0.1, 0.6]."""
     generator = torch.Generator().manual_seed(5)
     means = 1.5 * torch.randn(3, 16, generator=generator, dtype=f64)
     variances = 0.1 + 0.5 * torch.rand(3, 16, generator=generator, dtype=f64)
@@ -37,6 +38,14 @@ def _mixture_16d() -> GaussianMixture:
 
 MIXTURE_16D = _mixture_16d()
 MIXTURES = {2: MIXTURE_2D, 16: MIXTURE_16D}
+
+
+def run_sampler(sde, mixture: GaussianMixture, method: str, seed: int = 0, **options):
+    """`method` on the mixture's exact score: NUM_SAMPLES float64 samples of p_EPS, no denoising."""
+    import samplers
+    return samplers.sample(mixture.score_fn(sde), sde, (NUM_SAMPLES, mixture.dim), method,
+                           dtype=f64, denoise=False, generator=torch.Generator().manual_seed(seed),
+                           **options)
 
 
 def exact_samples(mixture: GaussianMixture, sde, t: float, n: int,
@@ -71,11 +80,13 @@ def energy_test(x: torch.Tensor, y: torch.Tensor, num_permutations: int = NUM_PE
 
 def assert_matches_exact(samples: torch.Tensor, mixture: GaussianMixture, sde, t: float,
                          seed: int = 0) -> None:
-    """Samples `[n, d]` of p_t pass both energy tests against as many exact samples (level ALPHA)."""
+    """Samples `[n, d]` of p_t pass both energy tests against as many exact ones (level ALPHA)."""
     assert torch.isfinite(samples).all()
-    exact = exact_samples(mixture, sde, t, len(samples), torch.Generator().manual_seed(10_000 + seed))
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    exact = exact_samples(mixture, sde, t, len(samples), generator)
     energy, p_value = energy_test(samples, exact, seed=seed)
     assert p_value > ALPHA / 2, f"energy distance {energy:.4g} of x beyond the null (p = {p_value})"
     log_density = [mixture.log_prob(z.to(f64), t, sde)[:, None] for z in (samples, exact)]
     energy, p_value = energy_test(*log_density, seed=seed)
-    assert p_value > ALPHA / 2, f"energy distance {energy:.4g} of log p_t(x) beyond the null (p = {p_value})"
+    assert p_value > ALPHA / 2, \
+        f"energy distance {energy:.4g} of log p_t(x) beyond the null (p = {p_value})"

@@ -1,0 +1,57 @@
+"""build_sampler: config.sampling fields onto method options, defaults, and early errors."""
+import ml_collections
+import pytest
+import torch
+
+import samplers
+from tests.conftest import SDE_FACTORIES
+
+
+def _config(**fields):
+    base = dict(method="pc", predictor="reverse_diffusion", corrector="langevin", snr=0.16,
+                n_steps_each=1, noise_removal=True, probability_flow=False, rtol=1e-5, atol=1e-5,
+                eps=1e-3, num_steps=None)
+    base.update(fields)
+    return ml_collections.ConfigDict(base)
+
+
+def test_fields_map_onto_the_method_options():
+    sampler = samplers.build_sampler(_config(predictor="ancestral", corrector="ald", snr=0.1,
+                                             n_steps_each=2, noise_removal=False, num_steps=10))
+    assert sampler.method == "pc"
+    assert sampler.options == dict(predictor="ancestral", corrector="ald", snr=0.1, n_steps=2,
+                                   denoise=False, probability_flow=False, eps=1e-3, num_steps=10)
+    # Each method takes only its own options; None and absent fields keep the method's defaults.
+    assert samplers.build_sampler(_config(method="ode", ode_method="DOP853")).options == dict(
+        denoise=True, rtol=1e-5, atol=1e-5, eps=1e-3, ode_method="DOP853")
+    langevin = samplers.build_sampler(_config(method="annealed_langevin", step_lr=1e-5))
+    assert langevin.options == dict(n_steps_each=1, denoise=True, eps=1e-3, step_lr=1e-5)
+    assert samplers.build_sampler({"method": "sdeint", "sde_method": "srk"}).options == dict(
+        sde_method="srk")
+    assert samplers.build_sampler({}).method == "pc"
+
+
+def test_the_sampler_runs_with_the_shared_signature():
+    sampler = samplers.build_sampler(_config(num_steps=5, corrector="none"))
+    sde = SDE_FACTORIES["vp"]()
+    result = sampler(lambda x, t: -x, sde, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert result.x.shape == (3, 1, 2, 2) and result.nfe == 6
+    expected = samplers.sample(lambda x, t: -x, sde, (3, 1, 2, 2), "pc", num_steps=5,
+                               corrector="none", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(result.x, expected.x)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(method="dpm"), "config.sampling.method"),
+    (dict(predictor="heun"), "predictor"),
+    (dict(corrector="hmc"), "corrector"),
+    (dict(predictor="none", corrector="none"), "both be 'none'"),
+    (dict(method="ancestral", probability_flow=True), "probability_flow"),
+    (dict(predictor="ancestral", probability_flow=True), "probability_flow"),
+    (dict(method="ode", ode_method="euler"), "ode_method"),
+    (dict(method="sdeint", sde_method="heun"), "sde_method"),
+])
+def test_unknown_names_fail_at_build_time_listing_the_valid_ones(fields, message):
+    with pytest.raises(ValueError, match=message) as info:
+        samplers.build_sampler(_config(**fields))
+    assert "expected" in str(info.value) or "none" in str(info.value)
