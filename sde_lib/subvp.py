@@ -53,6 +53,10 @@ class subVPSDE(SDE):
         two_lmc = 2 * self.schedule.log_mean_coeff(t)
         return two_lmc - 2 * torch.log(-torch.expm1(two_lmc))
 
+    def ancestral_variance(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """As VP, whose drift it shares: the transition's own variance v (see `SDE`)."""
+        return self.transition_coeffs(s, t)[1] ** 2
+
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         # Solve e^λ(1 − u)² = u for the root u ∈ (0, 1):
         # u = 2e^λ / (2e^λ + 1 + √(4e^λ + 1)); log u is written per sign of λ to avoid overflow.

@@ -72,6 +72,10 @@ class VPSDE(SDE):
         index = index.cpu()
         return self.sqrt_alphas_cumprod[index], self.sqrt_1m_alphas_cumprod[index]
 
+    def ancestral_variance(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """DDPM's σ² = β: the transition's own variance v = 1 − a_t²/a_s² (see `SDE`)."""
+        return self.transition_coeffs(s, t)[1] ** 2
+
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """DDPM forward step x_{i+1} = √(1 − βᵢ)·x_i + √βᵢ·z (Ho et al. 2020, eq. 2)."""
         beta = self.discrete_betas.to(x)[self.timestep_index(t).to(x.device)]

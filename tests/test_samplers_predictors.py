@@ -12,7 +12,7 @@ from two_sample import EPS, MIXTURE_2D, assert_matches_exact, run_sampler
 f64 = torch.float64
 
 
-def test_ancestral_step_is_smld_for_ve_and_ddpm_for_vp():
+def test_ancestral_step_is_smld_for_ve_and_ddpm_for_vp_and_subvp():
     times = torch.linspace(1.0, EPS, 11, dtype=f64)
     ve = SDE_FACTORIES["ve"]()
     sigma = ve.sigma(times)
@@ -22,15 +22,19 @@ def test_ancestral_step_is_smld_for_ve_and_ddpm_for_vp():
     torch.testing.assert_close(steps.x_coeff, torch.ones(10, dtype=f64))
     torch.testing.assert_close(steps.score_coeff, jump)
     torch.testing.assert_close(steps.noise_coeff, (sigma[1:] ** 2 * jump / sigma[:-1] ** 2).sqrt())
-    # DDPM (Ho et al. 2020, Alg. 2 with σ² = β̃): (x + βs)/√(1 − β) + √β̃ z, 1 − β = ᾱᵢ/ᾱᵢ₋₁.
-    vp = SDE_FACTORIES["vp"]()
-    alpha_bar = vp.marginal_coeffs(times)[0] ** 2
-    beta = 1 - alpha_bar[:-1] / alpha_bar[1:]
-    beta_tilde = beta * (1 - alpha_bar[1:]) / (1 - alpha_bar[:-1])
-    steps = PREDICTORS["ancestral"](vp, times)
-    torch.testing.assert_close(steps.x_coeff, 1 / (1 - beta).sqrt())
-    torch.testing.assert_close(steps.score_coeff, beta / (1 - beta).sqrt())
-    torch.testing.assert_close(steps.noise_coeff, beta_tilde.sqrt())
+    # DDPM (Ho et al. 2020, Alg. 2 with σ² = β; Song et al. eq. 47): (x + βs)/√(1 − β) + √β z,
+    # 1 − β = ᾱᵢ/ᾱᵢ₋₁; sub-VP, with VP's drift, has the same steps.
+    for vp in (SDE_FACTORIES["vp"](), SDE_FACTORIES["subvp"]()):
+        alpha_bar = vp.marginal_coeffs(times)[0] ** 2
+        beta = 1 - alpha_bar[:-1] / alpha_bar[1:]
+        steps = PREDICTORS["ancestral"](vp, times)
+        _, std = vp.marginal_coeffs(times)
+        v = std[:-1] ** 2 - (1 - beta) * std[1:] ** 2                   # VP: v = β
+        torch.testing.assert_close(steps.x_coeff, 1 / (1 - beta).sqrt())
+        torch.testing.assert_close(steps.score_coeff, v / (1 - beta).sqrt())
+        torch.testing.assert_close(steps.noise_coeff, v.sqrt())
+        if isinstance(vp, sde_lib.VPSDE):
+            torch.testing.assert_close(v, beta)
 
 
 def test_reverse_diffusion_is_the_reverse_of_the_smld_chain():

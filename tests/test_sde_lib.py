@@ -268,7 +268,8 @@ def test_transition_coeffs_compose_with_marginals(any_sde):
     mean_t, std_t = any_sde.marginal_coeffs(t)
     ratio, std = any_sde.transition_coeffs(s, t)
     torch.testing.assert_close(ratio * mean_s, mean_t, rtol=1e-12, atol=0)
-    torch.testing.assert_close(ratio ** 2 * std_s ** 2 + std ** 2, std_t ** 2, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(ratio ** 2 * std_s ** 2 + std ** 2, std_t ** 2,
+                               rtol=1e-10, atol=1e-14)
     r_su, v_su = any_sde.transition_coeffs(s, u)
     r_ut, v_ut = any_sde.transition_coeffs(u, t)
     torch.testing.assert_close(r_ut * r_su, ratio, rtol=1e-12, atol=0)
@@ -298,3 +299,26 @@ def test_per_sample_generators_do_not_depend_on_the_batch():
     assert sde_lib.select_generators(gens(range(3)), torch.tensor([True, False, True]))[1].initial_seed() == 102
     with pytest.raises(ValueError, match="per-sample generators"):
         sde_lib.randn((4, 2), gens(range(3)))
+
+
+def test_ancestral_variance_lies_between_the_posterior_and_the_transition(any_sde):
+    """VE: SMLD's posterior σ_s²v/σ_t²; VP and sub-VP: v (DDPM's β); always within [posterior, v]."""
+    s = torch.tensor([1e-3, 0.2, 0.6, 0.98], dtype=f64)
+    t = s + torch.tensor([1e-3, 0.05, 0.2, 0.02], dtype=f64)
+    _, std = any_sde.transition_coeffs(s, t)
+    _, std_s = any_sde.marginal_coeffs(s)
+    _, std_t = any_sde.marginal_coeffs(t)
+    posterior = (std * std_s / std_t) ** 2
+    variance = any_sde.ancestral_variance(s, t)
+    assert torch.all(variance >= posterior * (1 - 1e-12))
+    assert torch.all(variance <= std ** 2 * (1 + 1e-12))
+    if isinstance(any_sde, sde_lib.VESDE):
+        sigma_s, sigma_t = any_sde.sigma(s), any_sde.sigma(t)
+        smld = sigma_s ** 2 * (sigma_t ** 2 - sigma_s ** 2) / sigma_t ** 2
+        torch.testing.assert_close(variance, smld)
+    else:
+        torch.testing.assert_close(variance, std ** 2)
+    if isinstance(any_sde, sde_lib.VPSDE):
+        mean_s, _ = any_sde.marginal_coeffs(s)
+        mean_t, _ = any_sde.marginal_coeffs(t)
+        torch.testing.assert_close(variance, 1 - mean_t ** 2 / mean_s ** 2)
