@@ -13,7 +13,7 @@ import torch
 from scipy import integrate
 
 from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_positive_int
-from samplers.flow import VPFlow, to_numpy
+from samplers.flow import VPFlow, announcing_solver, to_numpy
 from samplers.ode import check_ode_options
 from samplers.registry import LikelihoodResult
 from sde_lib import SDE, randn
@@ -96,7 +96,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     y0 = np.concatenate([to_numpy(x) / k_eps, np.zeros(x.shape[0])])
     solution = integrate.solve_ivp(_ode_function(flow, probes, divergence == "exact"),
                                    (flow.tau(eps), flow.tau(sde.T)), y0, rtol=rtol, atol=atol,
-                                   method=ode_method)
+                                   method=announcing_solver(ode_method, flow))
     if not solution.success:
         raise RuntimeError(f"solve_ivp failed: {solution.message}")
     end = torch.from_numpy(np.ascontiguousarray(solution.y[:, -1])).to(x.device)

@@ -9,7 +9,7 @@ from scipy import integrate
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
                              check_positive, prior_sample, tweedie_denoise)
-from samplers.flow import VPFlow
+from samplers.flow import VPFlow, announcing_solver
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -44,8 +44,9 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     # Reference-VP times and scales of the two ends: x = k·w.
     tau_T, tau_eps = flow.tau(sde.T), flow.tau(eps)
     w_T = x.double().cpu().reshape(-1).numpy() / flow.scale(sde.T)
-    solution = integrate.solve_ivp(flow.drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
-                                   method=ode_method)
+    with torch.no_grad():
+        solution = integrate.solve_ivp(flow.drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
+                                       method=announcing_solver(ode_method, flow))
     if not solution.success:
         raise RuntimeError(f"solve_ivp failed: {solution.message}")
     w_eps = torch.from_numpy(np.ascontiguousarray(solution.y[:, -1]))

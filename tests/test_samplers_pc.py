@@ -41,12 +41,29 @@ COMBINATIONS = [(p, c) for p, c in itertools.product(sorted(PREDICTORS), sorted(
                 if (p, c) != ("none", "none")]
 
 
+CORRECTOR_ONLY_LAG = (
+    "ALD alone, one step of ε = 2α(0.16σ_t)² per time, cannot carry VP's and sub-VP's means "
+    "a(t)·μ as fast as they move (no predictor transports them): the samples' mean log p_eps "
+    "falls 0.55 nats short; 3 and 10 corrector steps bring it to 0.26 and 0.08 (see the next test)")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("predictor, corrector", COMBINATIONS)
-def test_every_predictor_corrector_combination(any_sde, predictor, corrector):
+def test_every_predictor_corrector_combination(any_sde, predictor, corrector, request):
     """Each pair on each SDE (the reference crashes on sub-VP with Langevin or ancestral)."""
+    if (predictor, corrector) == ("none", "ald") and \
+            request.node.callspec.params["any_sde"] in ("vp", "subvp"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=CORRECTOR_ONLY_LAG))
     result = run_sampler(any_sde, MIXTURE_2D, "pc", predictor=predictor, corrector=corrector)
     assert_matches_exact(result.x, MIXTURE_2D, any_sde, EPS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vp", "subvp"])
+def test_corrector_only_sampling_converges_with_corrector_steps(name):
+    sde = SDE_FACTORIES[name]()
+    result = run_sampler(sde, MIXTURE_2D, "pc", predictor="none", corrector="ald", n_steps=10)
+    assert_matches_exact(result.x, MIXTURE_2D, sde, EPS)
 
 
 # --- NFE, reproducibility, bad input --------------------------------------------------------
