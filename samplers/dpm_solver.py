@@ -18,6 +18,7 @@ Works on VE (a = 1, ℓ = −log σ) as on VP and sub-VP: only `marginal_coeffs`
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -49,29 +50,27 @@ def step_orders(num_steps: int, order: int, lower_order_final: bool) -> list:
 
 def multistep_coefficients(sde: SDE, times: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
     """Per-step (c, w₀, w₁, w₂) of x ← c·x + w₀·m₀ + w₁·m₁ + w₂·m₂ (float64 `[K, 4]`)."""
-    mean_coeff, std = sde.marginal_coeffs(times)
-    ell = 0.5 * sde.log_snr(times)                                  # ℓ_i, increasing
-    steps = ell[1:] - ell[:-1]                                       # h_i > 0
-    table = torch.zeros(len(orders), 4, dtype=torch.float64)
+    mean_coeff, std = (c.tolist() for c in sde.marginal_coeffs(times))
+    ell = (0.5 * sde.log_snr(times)).tolist()                       # ℓ_i, increasing
+    steps = [b - a for a, b in zip(ell[:-1], ell[1:])]               # h_i > 0
+    rows = []
     for i, k in enumerate(orders):
         h, a_t = steps[i], mean_coeff[i + 1]
-        phi1 = torch.expm1(-h)
-        table[i, 0] = std[i + 1] / std[i]
-        table[i, 1] = -a_t * phi1
+        phi1 = math.expm1(-h)
+        row = [std[i + 1] / std[i], -a_t * phi1, 0.0, 0.0]
         if k == 2:
             r = steps[i - 1] / h
-            table[i, 1] = -a_t * phi1 * (1 + 0.5 / r)
-            table[i, 2] = a_t * phi1 * 0.5 / r
+            row[1:3] = [-a_t * phi1 * (1 + 0.5 / r), a_t * phi1 * 0.5 / r]
         elif k == 3:
             h0, h1 = steps[i - 1], steps[i - 2]
             phi2 = phi1 / h + 1
             phi3 = phi2 / h - 0.5
-            first = a_t * phi2 * h                   # multiplies x̂_0' = [m₀,m₁] + h₀·[m₀,m₁,m₂]
-            second = (first * h0 - 2 * a_t * phi3 * h ** 2) / (h0 + h1)   # on ([m₀,m₁] − [m₁,m₂])
-            table[i, 1] += (first + second) / h0
-            table[i, 2] = -(first + second) / h0 - second / h1
-            table[i, 3] = second / h1
-    return table
+            first = a_t * phi2 * h              # multiplies x̂_0' = [m₀,m₁] + h₀·[m₀,m₁,m₂]
+            second = (first * h0 - 2 * a_t * phi3 * h ** 2) / (h0 + h1)   # on [m₀,m₁] − [m₁,m₂]
+            row[1:] = [row[1] + (first + second) / h0, -(first + second) / h0 - second / h1,
+                       second / h1]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 @register_sampler("dpm_solver")

@@ -26,7 +26,7 @@ import torch
 from samplers.common import CountedScore, ScoreFn, prior_sample, sample_noise, tweedie_denoise
 from samplers.registry import SampleResult, register_sampler
 from samplers.schedules import check_schedule_options, get_time_steps
-from sde_lib import SDE, append_dims
+from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 18   # EDM's CIFAR-10 setting: 35 NFE
 
@@ -64,11 +64,10 @@ def heun_plan(sde: SDE, times: torch.Tensor, s_churn: float, s_tmin: float, s_tm
     return HeunPlan(t_hat, sigma_hat, times[1:], sigmas[1:], churn_std)
 
 
-def _slope(score_fn: ScoreFn, sde: SDE, x_bar: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """dx̄/dσ̄ = −σ(t)·s(a(t)·x̄, t) at `t` `[B]` (float64)."""
-    mean_coeff, std = sde.marginal_coeffs(t)
-    score = score_fn(x_bar * append_dims(mean_coeff.to(x_bar.dtype), x_bar.ndim), t)
-    return -append_dims(std.to(x_bar.dtype), x_bar.ndim) * score
+def _slope(score_fn: ScoreFn, x_bar: torch.Tensor, t: torch.Tensor, mean_coeff: float,
+           std: float) -> torch.Tensor:
+    """dx̄/dσ̄ = −σ(t)·s(a(t)·x̄, t), with a(t), σ(t) given as floats and `t` `[B]`."""
+    return score_fn(x_bar * mean_coeff, t).mul(-std)
 
 
 @register_sampler("heun")
@@ -98,22 +97,25 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     plan = heun_plan(sde, times, s_churn, s_tmin, s_tmax, s_noise)
     churn_std, sigma_hat, sigma_next = (plan.churn_std.tolist(), plan.sigma_hat.tolist(),
                                         plan.sigma_next.tolist())
+    # a(t), σ(t) at the times of both evaluations of each step, as floats.
+    (mean_hat, std_hat), (mean_next, std_next) = (
+        (c.tolist() for c in sde.marginal_coeffs(t)) for t in (plan.t_hat, plan.t_next))
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype)
+    t_hat, t_next = (t.to(device=x.device, dtype=x.dtype) for t in (plan.t_hat, plan.t_next))
     x_bar = x / (sde.marginal_coeffs(times[:1])[0].item())            # x̄ = x/a at T
     for i in range(num_steps - 1):
-        t_hat = plan.t_hat[i:i + 1].to(x.device).expand(x.shape[0])
-        t_next = plan.t_next[i:i + 1].to(x.device).expand(x.shape[0])
         if churn_std[i] > 0:
             # Increase noise temporarily: σ̄_i -> σ̂_i.
-            x_bar = x_bar + churn_std[i] * sample_noise(x_bar, generator)
+            x_bar = x_bar.add(sample_noise(x_bar, generator), alpha=churn_std[i])
         h = sigma_next[i] - sigma_hat[i]
         # Euler step.
-        slope = _slope(score_fn, sde, x_bar, t_hat)
-        x_euler = x_bar + h * slope
+        slope = _slope(score_fn, x_bar, t_hat[i].expand(x.shape[0]), mean_hat[i], std_hat[i])
+        x_euler = x_bar.add(slope, alpha=h)
         # Apply 2nd order correction.
-        slope_next = _slope(score_fn, sde, x_euler, t_next)
-        x_bar = x_bar + 0.5 * h * (slope + slope_next)
+        slope_next = _slope(score_fn, x_euler, t_next[i].expand(x.shape[0]), mean_next[i],
+                            std_next[i])
+        x_bar = x_bar.add(slope.add_(slope_next), alpha=0.5 * h)
     x = x_bar * sde.marginal_coeffs(times[-1:])[0].item()
     if denoise:
         # Euler step to σ̄ = 0: x̄ + (0 − σ̄)·(x̄ − D)/σ̄ = D = E[x_0 | x_eps].

@@ -6,7 +6,6 @@ from fast_sampler_cases import GAUSSIAN, exact_flow, flow_errors, prior_only_sta
 from models.analytic import GaussianMixture
 from samplers import sample
 from samplers.ddim import ddim_coefficients
-from samplers.predictors import PREDICTORS
 from samplers.schedules import TIME_SCHEDULES, get_time_steps
 from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact
 
@@ -57,12 +56,15 @@ def test_eta_positive_draws_noise(any_sde):
     assert not torch.equal(generator.get_state(), prior_only_state(any_sde, shape, seed))
 
 
-def test_eta1_is_the_ancestral_step(any_sde):
-    # c = (σ_s/σ_t)·√v makes DDIM's step the posterior q(x_s | x_t, x̂_0): the ancestral predictor.
+def test_eta1_is_the_posterior_step(any_sde):
+    # c = (σ_s/σ_t)·√v makes DDIM's step the posterior q(x_s | x_t, x̂_0) (Ho et al. 2020, eq. 7):
+    # mean (x_t + v·s)/r (Tweedie), variance v·σ_s²/σ_t², with x_t | x_s ~ N(r·x_s, v).
     times = get_time_steps(any_sde, "logsnr", 12, 1e-3)
-    ddim = ddim_coefficients(any_sde, times, 1.0)
-    ancestral = PREDICTORS["ancestral"](any_sde, times)
-    for mine, theirs in zip(ddim, ancestral):
+    ratio, std = any_sde.transition_coeffs(times[1:], times[:-1])
+    _, std_s = any_sde.marginal_coeffs(times[1:])
+    _, std_t = any_sde.marginal_coeffs(times[:-1])
+    expected = (1 / ratio, std ** 2 / ratio, std * std_s / std_t)
+    for mine, theirs in zip(ddim_coefficients(any_sde, times, 1.0), expected):
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-12)
 
 
@@ -104,3 +106,11 @@ def test_eta0_converges_at_first_order(any_sde, schedule):
                                              schedule=schedule, denoise=False), any_sde, steps)
     rates = torch.tensor(errors[:-1]).div(torch.tensor(errors[1:])).log2()
     assert bool((rates > 0.8).all()) and bool((rates < 1.3).all()), (errors, rates)
+
+
+def test_per_sample_generators_make_samples_independent_of_the_batch(any_sde):
+    def run(seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return sample(GAUSSIAN.score_fn(any_sde), any_sde, (len(seeds), 1), "ddim", eta=1.0,
+                      num_steps=5, generator=generators).x
+    torch.testing.assert_close(run([4, 5, 6])[[0, 2]], run([4, 6]), rtol=0, atol=0)

@@ -121,3 +121,11 @@ def test_converges_at_second_order(any_sde):
                                              denoise=False), any_sde, steps)
     rates = torch.tensor(errors[:-1]).div(torch.tensor(errors[1:])).log2()
     assert bool((rates[1:] > 1.8).all()) and bool((rates < 2.6).all()), (errors, rates)
+
+
+def test_per_sample_generators_make_samples_independent_of_the_batch(any_sde):
+    def run(seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return sample(GAUSSIAN.score_fn(any_sde), any_sde, (len(seeds), 1), "heun", s_churn=5.0,
+                      num_steps=5, generator=generators).x
+    torch.testing.assert_close(run([4, 5, 6])[[0, 2]], run([4, 6]), rtol=0, atol=0)
