@@ -60,7 +60,7 @@ def run(argv: List[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from training.distributed import init_distributed, shutdown
+    from training.distributed import barrier, init_distributed, shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     info = init_distributed()  # world size 1 unless launched by torchrun
@@ -79,6 +79,7 @@ def run(argv: List[str]) -> int:
             path = run_sample(config, flag_values.workdir, info)
             if info.is_main:
                 print(f"samples written to {path}")
+        barrier(info)  # no rank tears the process group down while another still uses it
     except (ValueError, DatasetError, CheckpointError, InceptionError, NonFiniteLossError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
