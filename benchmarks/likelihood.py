@@ -13,9 +13,11 @@ Table 1 (exact divergence, default tolerances 1e-5): |log p − exact| in nats p
 against the exact value log p_eps(x) − log p_T(z) + prior_logp(z) (the flow ends at the true
 p_T, not the prior), NFE and wall time.
 
-Table 2 (Rademacher probes, as the reference): at each tolerance, NFE, wall time (fastest of
-`--repeats` runs; the CPU may be shared), overhead = wall / (NFE × the fastest of 20 forward +
-VJP evaluations of the score) and the solver error, |log p − log p at rtol =
+Table 2 (Rademacher probes, as the reference): at each tolerance, NFE, wall time, overhead =
+wall / (NFE × unit), the unit being one forward plus one VJP, timed inside the run (`Timed` of
+benchmarks/samplers.py) around our score function and around the reference's model (its
+rescaling wrapper is internal to it, so counts as its overhead; it evaluates the model twice per
+step, once without and once with the probe's VJP), and the solver error, |log p − log p at rtol =
 atol = 1e-8 with the same probes| per dimension (probes: same generator seed here; the same
 global seed for the reference, which draws them from the global RNG). The reference column is
 present when `--reference` points at a checkout of score_sde_pytorch; its code is imported from
@@ -73,15 +75,16 @@ class ReferenceConventionModel(nn.Module):
         return -score * self.sde.marginal_coeffs(t)[1].to(x.dtype)[:, None, None, None]
 
 
-def score_function(model: ReferenceConventionModel):
-    """This project's score_fn for `model`, the same rescaling as the reference's get_score_fn."""
-    sde = model.sde
+def score_function(model: ReferenceConventionModel, call=None):
+    """This project's score_fn for `model` (evaluated through `call`, default the model itself),
+    with the same rescaling as the reference's get_score_fn."""
+    sde, call = model.sde, call or model
 
     def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if model.variance_exploding:
-            return model(x, sde.marginal_coeffs(t)[1].to(x.dtype))
+            return call(x, sde.marginal_coeffs(t)[1].to(x.dtype))
         std = sde.marginal_coeffs(t)[1].to(x.dtype)[:, None, None, None]
-        return -model(x, t * 999) / std
+        return -call(x, t * 999) / std
     return score_fn
 
 
@@ -106,19 +109,6 @@ def reference_sde(reference_sde_lib, sde):
         return reference_sde_lib.VESDE(sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, N=sde.N)
     cls = reference_sde_lib.VPSDE if isinstance(sde, sde_lib.VPSDE) else reference_sde_lib.subVPSDE
     return cls(beta_min=sde.beta_0, beta_max=sde.beta_1, N=sde.N)
-
-
-def unit_cost(score_fn, x: torch.Tensor, repeats: int = 20) -> float:
-    """Fastest of `repeats` forward + vector–Jacobian products of the score at x, in seconds."""
-    t = torch.full((x.shape[0],), 0.5)
-    probe = torch.ones_like(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        inputs = x.detach().requires_grad_(True)
-        torch.autograd.grad(score_fn(inputs, t), inputs, probe)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def ours(score_fn, sde, x, tol, divergence="rademacher"):
@@ -153,7 +143,7 @@ def accuracy_table(mixture, net, sdes, x) -> None:
         print(f"| {name} | {nfe} | {wall:.2f} | {error:.1e} |", flush=True)
 
 
-def speed_table(mixture, net, sdes, x, tolerances, reference_modules, repeats: int) -> None:
+def speed_table(mixture, net, sdes, x, tolerances, reference_modules) -> None:
     d = mixture.dim
     columns = "NFE | wall s | overhead | solver error"
     header = f"| SDE | tol | ours: {columns} |"
@@ -165,26 +155,28 @@ def speed_table(mixture, net, sdes, x, tolerances, reference_modules, repeats: i
         sde = SDES[name]()
         model = ReferenceConventionModel(mixture, sde, net).eval()
         score_fn = score_function(model)
-        unit = unit_cost(score_fn, x)
-        runs = {"ours": lambda tol: ours(score_fn, sde, x, tol)}
+        # Timed: our score function; the reference's model (its score wrapper is internal).
+        runs = {"ours": (score_fn, lambda tol, timed: ours(timed, sde, x, tol))}
         if reference_modules and name != "vp_cosine":
             ref_sde = reference_sde(reference_modules[0], sde)
-            runs["reference"] = lambda tol: reference(reference_modules[1], ref_sde, model, x, tol)
-        tight = {key: run(TIGHT)[0] for key, run in runs.items()}
+            runs["reference"] = (model, lambda tol, timed: reference(
+                reference_modules[1], ref_sde, timed, x, tol))
+        tight = {key: run(TIGHT, timed)[0] for key, (timed, run) in runs.items()}
         for tol in tolerances:
             row = f"| {name} | {tol:g} |"
             walls = {}
-            for key, run in runs.items():
-                logp, _, nfe, wall = min((run(tol) for _ in range(repeats)), key=lambda r: r[3])
+            for key, (unit_of, run) in runs.items():
+                timed = problems.Timed(unit_of)
+                logp, _, nfe, wall = run(tol, timed)
                 walls[key] = wall
                 error = ((logp - tight[key]).abs().mean() / d).item()
-                row += f" {nfe} | {wall:.2f} | {wall / (nfe * unit):.3f} | {error:.1e} |"
+                overhead = wall / (nfe * timed.unit())
+                row += f" {nfe} | {wall:.2f} | {overhead:.3f} | {error:.1e} |"
             if "reference" in walls:
                 row += f" {walls['ours'] / walls['reference']:.2f} |"
             elif reference_modules:
                 row += " – | – | – | – | – |"
             print(row, flush=True)
-        print(f"|   | unit (forward + VJP) {unit * 1e3:.2f} ms |", flush=True)
 
 
 def main() -> None:
@@ -193,7 +185,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--accuracy-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the fastest counts")
     parser.add_argument("--sdes", nargs="+", default=list(SDES), choices=list(SDES))
     parser.add_argument("--tolerances", nargs="+", type=float, default=[1e-3, 1e-4, 1e-5])
     args = parser.parse_args()
@@ -216,7 +207,7 @@ def main() -> None:
           f"batch {args.accuracy_batch} (d vector–Jacobian products per evaluation):\n")
     accuracy_table(mixture, net, args.sdes, x[:args.accuracy_batch])
     print("\nRademacher probes:\n")
-    speed_table(mixture, net, args.sdes, x, args.tolerances, reference_modules, args.repeats)
+    speed_table(mixture, net, args.sdes, x, args.tolerances, reference_modules)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,20 @@
 """Every sampler of issue 3 on every SDE: NFE, wall time, overhead per score evaluation, error.
 
-    python benchmarks/samplers.py [--batch 64] [--quality-samples 1000] [--threads 1]
-        [--sdes vp vp_cosine subvp ve] [--methods pc ancestral ...] [--num-steps N]
+    python benchmarks/samplers.py [--batch 64] [--channels 16] [--quality-samples 1000]
+        [--threads 1] [--sdes vp vp_cosine subvp ve] [--methods pc ancestral ...] [--num-steps N]
 
 Ground truth: a 3-component Gaussian mixture of 1×8×8 images (d = 64) with its exact score.
 Timing: the score function is that exact score plus a small convolutional network
 (`ConvScoreNet`: three 3×3 convolutions, 16 channels, a time embedding; ~1 ms per forward at
 batch 64 on one CPU thread) whose output layer is zero, so the values stay exact while every
-evaluation costs a network forward. One evaluation of this score (the fastest of 30, timed
-beside each run) is the unit; overhead = wall / (NFE × unit), with the wall time of the fastest
-of `--repeats` runs (the CPU may be shared: minima are the least disturbed). Error: a second
-run of the same sampler with the exact score alone on `--quality-samples` samples, against as
-many exact samples of p_eps (eps = 1e-3, no final denoising): Δlog p, the mean exact log p_eps
-of the samples minus that of the exact samples in nats per dimension (± one standard error),
-and the p-values of the energy-distance permutation tests of the sampler tests
-(`tests/two_sample.py`, on x and on log p; the tests fail a sampler at p ≤ 5e-4).
+evaluation costs a network forward. The unit is the mean time of one evaluation of this score,
+timed inside the run (`Timed`); overhead = wall / (NFE × unit) is the wall time over the time
+spent in the score function. Error: a second run of the same sampler with the exact score alone
+on `--quality-samples` samples, against as many exact samples of p_eps (eps = 1e-3, no final
+denoising): Δlog p, the mean exact log p_eps of the samples minus that of the exact samples in
+nats per dimension (± one standard error), and the p-values of the energy-distance permutation
+tests of the sampler tests (`tests/two_sample.py`, on x and on log p; the tests fail a sampler
+at p ≤ 5e-4).
 """
 from __future__ import annotations
 
@@ -76,29 +76,67 @@ def timed_score(mixture: GaussianMixture, sde, net: nn.Module):
     return score_fn
 
 
-def unit_cost(score_fn, sde, batch: int, repeats: int = 30) -> float:
-    """Fastest of `repeats` score evaluations on a batch of prior samples, in seconds."""
-    x = sde.prior_sampling((batch,) + IMAGE, generator=torch.Generator().manual_seed(0))
-    t = torch.full((batch,), 0.5)
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            score_fn(x, t)
-            times.append(time.perf_counter() - start)
-    return min(times)
+class _BackwardStarts(torch.autograd.Function):
+    """Identity on a score output; its backward runs first in a VJP and starts the clock."""
+
+    @staticmethod
+    def forward(ctx, output, timer):
+        ctx.timer = timer
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.timer.backward_started = time.perf_counter()
+        return grad, None
 
 
-def fastest_run(run, repeats: int):
-    """(result, seconds) of the fastest of `repeats` calls of `run()`: the CPU is shared, and
-    the minimum is the least disturbed by other processes (the unit is a minimum too)."""
-    best = None
-    for _ in range(repeats):
+class _BackwardEnds(torch.autograd.Function):
+    """Identity on a score input; its backward runs last in a VJP and stops the clock."""
+
+    @staticmethod
+    def forward(ctx, inputs, timer):
+        ctx.timer = timer
+        return inputs.view_as(inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.timer.backward_time += time.perf_counter() - ctx.timer.backward_started
+        ctx.timer.backward_calls += 1
+        return grad, None
+
+
+class Timed:
+    """A score function (or a reference-style model) that times its own evaluations as it runs.
+
+    Timing the unit during the run, rather than apart, keeps the overhead ratio honest on a
+    shared CPU: other processes slow the score evaluations and the rest alike. Forwards are
+    timed around the call; vector–Jacobian products through it between two identity autograd
+    nodes placed at its output (first in the backward pass) and its input (last).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.forward_time = self.backward_time = 0.0
+        self.forward_calls = self.backward_calls = 0
+        self.backward_started = 0.0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        differentiated = torch.is_grad_enabled() and x.requires_grad
+        if differentiated:
+            x = _BackwardEnds.apply(x, self)
         start = time.perf_counter()
-        result = run()
-        wall = time.perf_counter() - start
-        best = (result, wall) if best is None or wall < best[1] else best
-    return best
+        output = self.fn(x, t)
+        self.forward_time += time.perf_counter() - start
+        self.forward_calls += 1
+        return _BackwardStarts.apply(output, self) if differentiated else output
+
+    def eval(self):
+        return self
+
+    def unit(self) -> float:
+        """Mean seconds of a forward, plus of a VJP when there were any."""
+        unit = self.forward_time / max(self.forward_calls, 1)
+        return unit + (self.backward_time / self.backward_calls if self.backward_calls else 0.0)
 
 
 def quality(mixture: GaussianMixture, sde, method: str, n: int, options: dict):
@@ -121,9 +159,10 @@ def run(args) -> None:
     # arithmetic would make its evaluations there several times slower than the unit.
     torch.set_flush_denormal(True)
     mixture = image_mixture()
-    net = ConvScoreNet().eval()
+    net = ConvScoreNet(args.channels).eval()
     options = {} if args.num_steps is None else {"num_steps": args.num_steps}
-    print(f"d = {mixture.dim} (1×8×8), timing batch {args.batch}, {args.threads} thread(s), "
+    print(f"d = {mixture.dim} (1×8×8), timing batch {args.batch}, ConvScoreNet({args.channels}), "
+          f"{args.threads} thread(s), "
           f"quality on {args.quality_samples} samples vs exact; eps = {EPS}\n")
     print("| method | SDE | NFE | wall s | unit ms | overhead | Δlog p (nats/dim) | p (x, log p) |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
@@ -132,15 +171,13 @@ def run(args) -> None:
             sde = SDES[name]()
             method_options = {k: v for k, v in options.items()
                               if not (method == "ode" and k == "num_steps")}
-            score_fn = timed_score(mixture, sde, net)
-
-            def run():
-                with torch.no_grad():
-                    return sample(score_fn, sde, (args.batch,) + IMAGE, method, denoise=False,
-                                  generator=torch.Generator().manual_seed(0), **method_options)
-            unit_before = unit_cost(score_fn, sde, args.batch)
-            result, wall = fastest_run(run, args.repeats)
-            unit = min(unit_before, unit_cost(score_fn, sde, args.batch))
+            score_fn = Timed(timed_score(mixture, sde, net))
+            with torch.no_grad():
+                start = time.perf_counter()
+                result = sample(score_fn, sde, (args.batch,) + IMAGE, method, denoise=False,
+                                generator=torch.Generator().manual_seed(0), **method_options)
+                wall = time.perf_counter() - start
+            unit = score_fn.unit()
             gap, se, p_x, p_logp = quality(mixture, sde, method, args.quality_samples,
                                            method_options)
             print(f"| {method} | {name} | {result.nfe} | {wall:.2f} | {unit * 1e3:.2f} | "
@@ -153,7 +190,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--quality-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the fastest counts")
+    parser.add_argument("--channels", type=int, default=16, help="width of ConvScoreNet")
     parser.add_argument("--sdes", nargs="+", default=list(SDES), choices=list(SDES))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--num-steps", type=int, default=None,

@@ -93,7 +93,8 @@ def build_sampler(sampling_config) -> ConfiguredSampler:
     Reads `method` (default "pc") and, for the methods that take them, the fields of
     `CONFIG_FIELDS` (`noise_removal` sets `denoise`; `n_steps_each` sets "pc"'s `n_steps` and
     "annealed_langevin"'s `n_steps_each`). Fields absent from the config, or None, keep the
-    method's defaults; other fields are ignored. Unknown method, predictor, corrector,
+    method's defaults (so does `num_steps` = 0, the configs' placeholder for the SDE's N); other
+    fields are ignored. Unknown method, predictor, corrector,
     ode_method or sde_method names raise ValueError listing the valid ones.
     """
     def field(name, default=None):
@@ -105,6 +106,8 @@ def build_sampler(sampling_config) -> ConfiguredSampler:
     options = {}
     for name, targets in CONFIG_FIELDS.items():
         value = field(name)
+        if name == "num_steps" and value == 0:   # configs' placeholder for "the SDE's N"
+            value = None
         for target in targets:
             if value is not None and target in accepted:
                 options[target] = value

@@ -40,33 +40,41 @@ def trace_estimate(output: torch.Tensor, inputs: torch.Tensor, probes: torch.Ten
 
     One vector–Jacobian product per probe, batched over probes; `[B]` float64.
     """
+    if probes.shape[0] == 1:                      # the common case: one backward pass, no vmap
+        vjp, = torch.autograd.grad(output, inputs, probes[0])
+        return torch.linalg.vecdot(vjp.flatten(1), probes[0].flatten(1)).double()
     chunk = max(1, EXACT_CHUNK // probes[0].numel())
     total = torch.zeros(inputs.shape[0], dtype=torch.float64, device=inputs.device)
     for start in range(0, probes.shape[0], chunk):
         v = probes[start:start + chunk]                                          # [p, B, ...]
-        last = start + chunk >= probes.shape[0]
-        if v.shape[0] == 1:
-            vjp = torch.autograd.grad(output, inputs, v[0], retain_graph=not last)[0][None]
-        else:
-            vjp = torch.autograd.grad(output, inputs, v, retain_graph=not last,
-                                      is_grads_batched=True)[0]
-        total += (vjp * v).flatten(2).sum(2).double().sum(0)                    # [p, B] -> [B]
+        vjp, = torch.autograd.grad(output, inputs, v, is_grads_batched=True,
+                                   retain_graph=start + chunk < probes.shape[0])
+        total += torch.linalg.vecdot(vjp.flatten(2), v.flatten(2)).double().sum(0)  # [p, B] -> [B]
     return total if exact else total / probes.shape[0]
 
 
 def _ode_function(flow: VPFlow, probes: torch.Tensor, exact: bool):
-    """scipy's fun(τ, [w, ∫∇·v]) for the likelihood: one score evaluation per call."""
+    """scipy's fun(τ, [w, ∫∇·v]) for the likelihood: one score evaluation per call.
+
+    With x = k·w, s_VP(w) = k·s(x) and tr ∂s_VP/∂w = k²·tr ∂s/∂x: the VJP is taken at x, so the
+    graph holds the score function alone.
+    """
     num = flow.shape[0] * flow.num_dims
 
     def fun(tau: float, y: np.ndarray) -> np.ndarray:
         t, k, beta = flow.coefficients(tau)
+        w = y[:num]
         with torch.enable_grad():
-            w = flow.to_torch(y, num).requires_grad_(True)
-            score = flow.vp_score(w, t, k)
-            trace = trace_estimate(score, w, probes, exact)
-        drift = -0.5 * beta * (w.detach() + score.detach())
-        divergence = -0.5 * beta * (flow.num_dims + trace)
-        return np.concatenate([to_numpy(drift), to_numpy(divergence)])
+            x = flow.to_torch(k * w, num).requires_grad_(True)
+            score = flow.score_fn(x, t)
+            trace = trace_estimate(score, x, probes, exact)
+        out = np.empty_like(y)
+        # dw/dτ = −½β(w + k·s) and ∇·v = −½β(d + k²·tr ∂s/∂x), in numpy on the state side.
+        np.multiply(to_numpy(score), k, out=out[:num])
+        out[:num] += w
+        out[num:] = flow.num_dims + k ** 2 * to_numpy(trace)
+        out *= -0.5 * beta
+        return out
     return fun
 
 

@@ -58,9 +58,9 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     corrector = CORRECTORS[corrector]
     scales = corrector.scale(sde, times[:-1], snr).tolist() if corrector is not None else None
     x = prior_sample(sde, shape, generator, device, dtype)
-    t_x = times.to(device=x.device, dtype=x.dtype)
+    t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])  # [K + 1, B]
     for i in range(num_steps):
-        t = t_x[i].expand(x.shape[0])
+        t = t_x[i]
         if corrector is not None:
             # Corrector: Langevin steps towards p_t.
             x = corrector.step(score_fn, x, t, scales[i], n_steps, generator)

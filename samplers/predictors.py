@@ -35,10 +35,12 @@ def affine_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, coeffs,
                 generator: Generator) -> torch.Tensor:
     """x ← A·x + B·s(x, t) + C·z for one step's floats (A, B, C) at `t` `[B]`: one evaluation."""
     x_coeff, score_coeff, noise_coeff = coeffs
-    x_next = x.mul(x_coeff).add_(score_fn(x, t), alpha=score_coeff)
-    if noise_coeff != 0:
-        x_next.add_(sample_noise(x, generator), alpha=noise_coeff)
-    return x_next
+    score = score_fn(x, t)
+    if noise_coeff == 0:
+        return x.mul(x_coeff).add_(score, alpha=score_coeff)
+    # Build on the fresh noise tensor: one allocation per step.
+    noise = sample_noise(x, generator)
+    return noise.mul_(noise_coeff).add_(score, alpha=score_coeff).add_(x, alpha=x_coeff)
 
 
 Predictor = Callable[[SDE, torch.Tensor, bool], Optional[AffineSteps]]

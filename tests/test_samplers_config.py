@@ -1,4 +1,7 @@
 """build_sampler: config.sampling fields onto method options, defaults, and early errors."""
+import importlib
+from pathlib import Path
+
 import ml_collections
 import pytest
 import torch
@@ -29,6 +32,17 @@ def test_fields_map_onto_the_method_options():
     assert samplers.build_sampler({"method": "sdeint", "sde_method": "srk"}).options == dict(
         sde_method="srk")
     assert samplers.build_sampler({}).method == "pc"
+    # num_steps = 0 is the configs' placeholder for the SDE's own N (configs/default.py).
+    assert "num_steps" not in samplers.build_sampler(_config(num_steps=0)).options
+
+
+def test_the_default_config_builds_and_runs():
+    from configs.default import get_default_config
+    sampler = samplers.build_sampler(get_default_config().sampling)
+    sde = SDE_FACTORIES["vp"]()
+    sde.N = 3
+    result = sampler(lambda x, t: -x, sde, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert result.x.shape == (2, 1, 2, 2) and torch.isfinite(result.x).all()
 
 
 def test_the_sampler_runs_with_the_shared_signature():
@@ -55,3 +69,15 @@ def test_unknown_names_fail_at_build_time_listing_the_valid_ones(fields, message
     with pytest.raises(ValueError, match=message) as info:
         samplers.build_sampler(_config(**fields))
     assert "expected" in str(info.value) or "none" in str(info.value)
+
+
+CONFIG_FILES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+                      if p.stem not in ("__init__", "default"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_file_names_a_valid_sampler(name):
+    module = importlib.import_module(f"configs.{name}")
+    if not hasattr(module, "get_config"):
+        pytest.skip(f"configs/{name}.py has no get_config")
+    samplers.build_sampler(module.get_config().sampling)
