@@ -17,7 +17,7 @@ def get_config():
     config.data.uniform_dequantization = True
 
     config.model = ml_collections.ConfigDict(dict(
-        name="ncsnpp", nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+        name="ncsnpp", nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
         dropout=0.0, resamp_with_conv=True, conditional=True, fir=False, skip_rescale=True,
         resblock_type="biggan", progressive="none", progressive_input="none",
         progressive_combine="sum", embedding_type="positional", init_scale=0.0,
@@ -25,7 +25,7 @@ def get_config():
 
     training = config.training
     training.batch_size = 64
-    training.n_iters = 6000
+    training.n_iters = 4000
     training.snapshot_freq = 2000
     training.snapshot_freq_for_preemption = 500
     training.log_freq = 50
