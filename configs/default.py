@@ -52,7 +52,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.probability_flow = False
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
-    sampling.ode_method = "RK45"
+    sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
+    sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
     sampling.eps = 1e-3
     sampling.num_steps = 0        # 0: the SDE's num_scales
 
