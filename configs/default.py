@@ -3,6 +3,7 @@
 Sections: sde, model, training, optim, sampling, eval, data (schema in shared/DESIGN.md).
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -55,7 +56,21 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
     sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
     sampling.eps = 1e-3
-    sampling.num_steps = 0        # 0: the SDE's num_scales
+    sampling.num_steps = 0        # 0: the method's default (the SDE's num_scales for pc & co.)
+    # Options of particular methods; None keeps the method's own default.
+    sampling.step_lr = placeholder(float)         # annealed_langevin
+    sampling.adaptive = placeholder(bool)         # sdeint
+    sampling.eta = placeholder(float)             # ddim: 0 deterministic, 1 ancestral
+    sampling.time_schedule = placeholder(str)     # ddim, heun, dpm_solver: uniform|logsnr|edm|quadratic
+    sampling.rho = placeholder(float)             # EDM ρ schedule
+    sampling.s_churn = placeholder(float)         # heun: stochastic churn
+    sampling.s_tmin = placeholder(float)
+    sampling.s_tmax = placeholder(float)
+    sampling.s_noise = placeholder(float)
+    sampling.order = placeholder(int)             # dpm_solver: 1, 2 or 3
+    sampling.abstol = placeholder(float)          # adaptive_sde
+    sampling.reltol = placeholder(float)
+    sampling.safety = placeholder(float)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256

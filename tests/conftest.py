@@ -15,3 +15,9 @@ SDE_FACTORIES = {
 def any_sde(request):
     """Each SDE of the library with its default parameters."""
     return SDE_FACTORIES[request.param]()
+
+
+def pytest_configure(config):
+    # The tests use small tensors, for which one thread is faster than two on these machines.
+    import torch
+    torch.set_num_threads(1)

@@ -62,7 +62,8 @@ def test_two_processes_match_one(tmp_path):
     s1 = np.load(single / "eval1" / "samples_6" / "samples.npz")["samples"]
     s2 = np.load(single / "eval2" / "samples_6" / "samples.npz")["samples"]
     assert s1.shape == (7, 2)
-    np.testing.assert_array_equal(s2, s1)
+    # Same noise per sample; only float rounding of differently sized batches may differ.
+    np.testing.assert_allclose(s2, s1, rtol=1e-5, atol=1e-6)
     # ... and they do not depend on the batch size either (per-sample seeds).
     _run(single, "eval", 1, "--eval_folder=eval3", "--config.eval.batch_size=2",
          "--config.eval.enable_bpd=False")

@@ -111,3 +111,16 @@ def test_sampler_options_are_reachable_from_flags(overrides):
     sampler = samplers.build_sampler(config.sampling)
     result = sampler(gm.score_fn(sde), sde, (16, 2), generator=torch.Generator().manual_seed(0))
     assert result.x.shape == (16, 2) and torch.isfinite(result.x).all() and result.nfe > 0
+
+
+FAST_SAMPLER_FLAGS = [
+    ["--config.sampling.method=ddim", "--config.sampling.eta=0.5", "--config.sampling.time_schedule=quadratic"],
+    ["--config.sampling.method=heun", "--config.sampling.s_churn=1.0", "--config.sampling.rho=5.0"],
+    ["--config.sampling.method=dpm_solver", "--config.sampling.order=3"],
+    ["--config.sampling.method=adaptive_sde", "--config.sampling.reltol=0.05", "--config.sampling.abstol=0.01"],
+]
+
+
+@pytest.mark.parametrize("overrides", FAST_SAMPLER_FLAGS, ids=lambda f: f[0].split("=")[1])
+def test_fast_sampler_options_are_reachable_from_flags(overrides):
+    test_sampler_options_are_reachable_from_flags(overrides)
