@@ -6,33 +6,21 @@ the std is the VP *variance*, so it is always below the VP std. a(t) = exp(−½
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 
-from sde_lib.base import SDE, sample_standard_normal, standard_normal_logp
-from sde_lib.schedules import make_schedule
-from sde_lib.utils import append_dims
+from sde_lib.vp_family import VPFamilySDE
 
 
-class subVPSDE(SDE):
-    """Sub-VP SDE with a "linear" (default) or "cosine" β schedule; discretised by Euler–Maruyama."""
+class subVPSDE(VPFamilySDE):
+    """Sub-VP SDE with a "linear" (default) or "cosine" β schedule; discretised by Euler–Maruyama.
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000,
-                 schedule: str = "linear", cosine_s: float = 0.008, cosine_beta_clip: float = 999.0):
-        super().__init__(N)
-        self.schedule_name = schedule
-        self.schedule = make_schedule(schedule, beta_min, beta_max, cosine_s, cosine_beta_clip)
-        self.beta_0 = float(beta_min)
-        self.beta_1 = float(beta_max)
-
-    @property
-    def T(self) -> float:
-        return 1.0
+    Arguments as `VPSDE` (beta_min, beta_max, N, schedule, cosine_s, cosine_beta_clip).
+    """
 
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        beta_t = self.schedule.beta(t)
-        drift = -0.5 * append_dims(beta_t, x.ndim) * x
+        drift, beta_t = self.drift_and_beta(x, t)
         # 1 − a⁴ = 1 − exp(−2∫β) = −expm1(4 log a)
         discount = -torch.expm1(4 * self.schedule.log_mean_coeff(t))
         return drift, torch.sqrt(beta_t * discount)
@@ -41,21 +29,10 @@ class subVPSDE(SDE):
         log_mean_coeff = self.schedule.log_mean_coeff(t)
         return torch.exp(log_mean_coeff), -torch.expm1(2 * log_mean_coeff)
 
-    def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                       device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return sample_standard_normal(shape, generator, device, dtype)
-
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        return standard_normal_logp(z)
-
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """λ = log(u/(1 − u)²) with u = a² = exp(2 log a)."""
         two_lmc = 2 * self.schedule.log_mean_coeff(t)
         return two_lmc - 2 * torch.log(-torch.expm1(two_lmc))
-
-    def ancestral_variance(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """As VP, whose drift it shares: the transition's own variance v (see `SDE`)."""
-        return self.transition_coeffs(s, t)[1] ** 2
 
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         # Solve e^λ(1 − u)² = u for the root u ∈ (0, 1):

@@ -5,17 +5,16 @@ a(t) = exp(−½∫₀ᵗβ), so a(t)² is DDPM's ᾱ. Its discrete chain is DDP
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 
-from sde_lib.base import SDE, sample_standard_normal, standard_normal_logp
-from sde_lib.schedules import make_schedule
 from sde_lib.utils import append_dims
+from sde_lib.vp_family import VPFamilySDE
 
 
-class VPSDE(SDE):
+class VPSDE(VPFamilySDE):
     """VP SDE with schedule "linear" (β from beta_min to beta_max) or "cosine" (Nichol & Dhariwal).
 
     Discrete chain tables (float64, CPU, length N; index i ↔ t_i = i·T/(N−1)):
@@ -26,37 +25,21 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000,
                  schedule: str = "linear", cosine_s: float = 0.008, cosine_beta_clip: float = 999.0):
-        super().__init__(N)
-        self.schedule_name = schedule
-        self.schedule = make_schedule(schedule, beta_min, beta_max, cosine_s, cosine_beta_clip)
-        self.beta_0 = float(beta_min)
-        self.beta_1 = float(beta_max)
+        super().__init__(beta_min, beta_max, N, schedule, cosine_s, cosine_beta_clip)
         self.discrete_betas = self.schedule.discrete_betas(self.N)
         self.alphas = 1.0 - self.discrete_betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.sqrt_alphas_cumprod = torch.sqrt(self.alphas_cumprod)
         self.sqrt_1m_alphas_cumprod = torch.sqrt(1.0 - self.alphas_cumprod)
 
-    @property
-    def T(self) -> float:
-        return 1.0
-
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        beta_t = self.schedule.beta(t)
-        drift = -0.5 * append_dims(beta_t, x.ndim) * x
+        drift, beta_t = self.drift_and_beta(x, t)
         return drift, torch.sqrt(beta_t)
 
     def marginal_coeffs(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         log_mean_coeff = self.schedule.log_mean_coeff(t)
         # std = √(1 − a²), with expm1 so that it stays accurate as t → 0.
         return torch.exp(log_mean_coeff), torch.sqrt(-torch.expm1(2 * log_mean_coeff))
-
-    def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                       device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return sample_standard_normal(shape, generator, device, dtype)
-
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        return standard_normal_logp(z)
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """λ = log(a²/(1 − a²)) = 2 log a − log(−expm1(2 log a))."""
@@ -71,10 +54,6 @@ class VPSDE(SDE):
         """DDPM kernel q(x_i | x_0) = N(√ᾱᵢ·x_0, (1 − ᾱᵢ)I): (√ᾱᵢ, √(1 − ᾱᵢ))."""
         index = index.cpu()
         return self.sqrt_alphas_cumprod[index], self.sqrt_1m_alphas_cumprod[index]
-
-    def ancestral_variance(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """DDPM's σ² = β: the transition's own variance v = 1 − a_t²/a_s² (see `SDE`)."""
-        return self.transition_coeffs(s, t)[1] ** 2
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """DDPM forward step x_{i+1} = √(1 − βᵢ)·x_i + √βᵢ·z (Ho et al. 2020, eq. 2)."""
