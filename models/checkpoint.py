@@ -18,7 +18,9 @@ This project's score-model checkpoint (written by `save_score_model`, e.g. by
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -59,6 +61,29 @@ def _import_attr(module_name: str, attr: str) -> Optional[Any]:
         return getattr(module, attr, None)
     except ImportError:
         return None
+
+
+def atomic_save(obj: Any, path: PathLike) -> None:
+    """`torch.save` to `path` atomically: written to a temporary file in the same directory,
+    fsynced, then renamed over `path`, so a kill at any moment leaves the old file or the new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
 
 
 def safe_load(path: PathLike, map_location: Any = "cpu") -> Any:
@@ -102,9 +127,7 @@ def save_score_model(path: PathLike, net: torch.nn.Module, config: Mapping[str, 
         "config": _plain(config),
         "meta": dict(meta or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
+    atomic_save(checkpoint, path)
 
 
 def load_score_model(path: PathLike, map_location: Any = "cpu", use_ema: bool = False):

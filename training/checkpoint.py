@@ -7,14 +7,10 @@ snapshot_freq) and `checkpoints-meta/checkpoint.pth` (the preemption checkpoint)
 """
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
+from models.checkpoint import atomic_save, safe_load
 
 
 class CheckpointError(RuntimeError):
@@ -22,36 +18,18 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path, state: Dict[str, Any]) -> None:
-    """Write `state` to `path` atomically: a kill at any moment leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    """Write `state` to `path` atomically (`models.checkpoint.atomic_save`)."""
+    atomic_save(state, path)
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; any failure names the file."""
+    """Load a checkpoint with `models.checkpoint.safe_load` (weights only); failures name the file."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = safe_load(path, map_location=map_location)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError, AttributeError, TypeError) as err:
+    except (ValueError, AttributeError, TypeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or unsafe to load: "
                               f"{first_line}") from None
