@@ -23,7 +23,8 @@ class DDPM(NCSNpp):
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1,
                  resamp_with_conv: bool = True, conditional: bool = True,
                  scale_by_sigma: bool = False, centered: bool = True, nonlinearity: str = "swish",
-                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000):
+                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000,
+                 num_classes: int = 0, learn_variance: bool = False):
         super().__init__(
             image_size=image_size, num_channels=num_channels, nf=nf, ch_mult=ch_mult,
             num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=dropout,
@@ -31,4 +32,5 @@ class DDPM(NCSNpp):
             skip_rescale=False, resblock_type="ddpm", progressive="none", progressive_input="none",
             embedding_type="positional", init_scale=0.0, scale_by_sigma=scale_by_sigma,
             centered=centered, nonlinearity=nonlinearity, sigma_min=sigma_min, sigma_max=sigma_max,
-            num_scales=num_scales, norm_groups=32)
+            num_scales=num_scales, norm_groups=32, num_classes=num_classes,
+            learn_variance=learn_variance)

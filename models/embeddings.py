@@ -66,11 +66,20 @@ class TimeEmbedding(nn.Module):
     "fourier" embeds log(label) (the label is σ); "positional" embeds the label itself.
     With `conditional=False` only the (parameter-free or frozen) embedding exists and
     `forward` returns None.
+
+    Class conditioning (`num_classes` > 0; Dhariwal & Nichol 2021): a learned embedding of the
+    class label `y` `[B]` is added to the conditioning vector. Label `num_classes` is the null
+    label (no class), used for classifier-free guidance; `y=None` means the null label.
     """
 
     def __init__(self, nf: int, act: Activation, embedding_type: str = "positional",
-                 fourier_scale: float = 16.0, conditional: bool = True):
+                 fourier_scale: float = 16.0, conditional: bool = True, num_classes: int = 0):
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if num_classes and not conditional:
+            raise ValueError("num_classes > 0 needs conditional=True (the class embedding is "
+                             "added to the time embedding)")
         self.embedding_type = check_embedding_type(embedding_type)
         self.nf = nf
         self.act = act
@@ -82,16 +91,43 @@ class TimeEmbedding(nn.Module):
             embed_dim = 2 * nf
         self.dense0 = dense(embed_dim, 4 * nf) if conditional else None
         self.dense1 = dense(4 * nf, 4 * nf) if conditional else None
+        self.num_classes = num_classes
+        self.class_embed = nn.Embedding(num_classes + 1, 4 * nf) if num_classes else None
 
-    def forward(self, labels: torch.Tensor) -> Optional[torch.Tensor]:
+    def forward(self, labels: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Conditioning vector `[B, 4·nf]` for noise labels `[B]` and class labels y `[B]`."""
         if not self.conditional:
             return None
+        temb = self._time_embedding(labels)
+        if self.class_embed is None:
+            if y is not None:
+                raise ValueError("class labels given to a network built with num_classes=0")
+            return temb
+        if y is None:
+            y = torch.full(labels.shape[:1], self.num_classes, dtype=torch.long,
+                           device=labels.device)
+        return temb + self.class_embed(check_class_labels(y, self.num_classes))
+
+    def _time_embedding(self, labels: torch.Tensor) -> torch.Tensor:
         if self.fourier is not None:
             emb = self.fourier(torch.log(labels))
         else:
             emb = positional_embedding(labels, self.nf)
         emb = emb.to(self.dense0.weight.dtype)
         return self.dense1(self.act(self.dense0(emb)))
+
+
+def check_class_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class labels as int64 `[B]` in 0 … num_classes (the last one being the null label)."""
+    if y.is_floating_point() or y.ndim != 1:
+        raise ValueError(f"class labels must be an integer tensor of shape [B], got "
+                         f"{y.dtype} {tuple(y.shape)}")
+    # The range check reads values back, so it runs on CPU tensors only (no device sync).
+    if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
+        raise ValueError(f"class labels must lie in 0 … {num_classes} ({num_classes} = the null "
+                         f"label), got values in {int(y.min())} … {int(y.max())}")
+    return y.long()
 
 
 def sigma_table(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:

@@ -46,14 +46,20 @@ class MLP(nn.Module):
         conditional: condition on the label at all.
         init_scale: scale of the last layer of each block and of the output layer (0 → 1e-10).
         scale_by_sigma: divide the output by σ of the label (as in `NCSNpp`).
+        num_classes, learn_variance: class conditioning and a learned-variance output
+            (`[B, 2·dim]`), as in `NCSNpp`.
     """
 
     def __init__(self, *, dim: int, width: int = 256, num_res_blocks: int = 3, nf: int = 64,
                  embedding_type: str = "positional", fourier_scale: float = 16.0,
                  conditional: bool = True, dropout: float = 0.0, init_scale: float = 0.0,
                  scale_by_sigma: bool = False, nonlinearity: str = "swish",
-                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000):
+                 sigma_min: float = 0.01, sigma_max: float = 50.0, num_scales: int = 1000,
+                 num_classes: int = 0, learn_variance: bool = False):
         super().__init__()
+        if learn_variance and scale_by_sigma:
+            raise ValueError("learn_variance=True cannot be combined with scale_by_sigma=True "
+                             "(learned variances belong to the VP noise parametrisation)")
         if dim < 1 or width < 1 or num_res_blocks < 0:
             raise ValueError(f"dim and width must be >= 1 and num_res_blocks >= 0, got dim={dim}, "
                              f"width={width}, num_res_blocks={num_res_blocks}")
@@ -63,22 +69,26 @@ class MLP(nn.Module):
         self.embedding_type = check_embedding_type(embedding_type)
         self.scale_by_sigma = scale_by_sigma
         self.act = act = get_act(nonlinearity)
-        self.embed = TimeEmbedding(nf, act, self.embedding_type, fourier_scale, conditional)
+        self.embed = TimeEmbedding(nf, act, self.embedding_type, fourier_scale, conditional,
+                                   num_classes)
         temb_dim = 4 * nf if conditional else None
         self.fc_in = dense(dim, width)
         self.blocks = nn.ModuleList(MLPBlock(width, temb_dim, act, dropout, init_scale)
                                     for _ in range(num_res_blocks))
         self.norm_out = nn.LayerNorm(width)
-        self.fc_out = dense(width, dim, init_scale)
+        self.num_classes, self.learn_variance = num_classes, learn_variance
+        self.out_channels = dim * (2 if learn_variance else 1)
+        self.fc_out = dense(width, self.out_channels, init_scale)
         needs_table = scale_by_sigma and self.embedding_type == "positional"
         self.register_buffer("sigmas", sigma_table(sigma_min, sigma_max, num_scales)
                              if needs_table else None, persistent=False)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Network output `[B, dim]` for `x` `[B, dim]` at labels `[B]`."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Output `[B, out_channels]` for `x` `[B, dim]` at labels `[B]` and classes y `[B]`."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected x of shape [B, {self.dim}], got {tuple(x.shape)}")
-        temb = self.embed(labels)
+        temb = self.embed(labels, y)
         h = self.fc_in(x)
         for block in self.blocks:
             h = block(h, temb)

@@ -108,6 +108,10 @@ class NCSNpp(nn.Module):
             else the σ of a label index into exp(linspace(log σ_max, log σ_min, num_scales)).
         centered: inputs are in [−1, 1]; else in [0, 1] and mapped to [−1, 1] first.
         norm_groups: GroupNorm groups; None gives min(C // 4, 32).
+        num_classes: class-conditional network with this many classes (0: unconditional);
+            `forward(x, labels, y)` takes class labels y `[B]`, num_classes being the null label.
+        learn_variance: output 2·C channels: the noise prediction and, in the last C, the
+            raw interpolation v of a learned reverse variance (Nichol & Dhariwal 2021).
     """
 
     def __init__(self, *, image_size: int, num_channels: int = 3, nf: int = 128,
@@ -120,8 +124,12 @@ class NCSNpp(nn.Module):
                  embedding_type: str = "positional", fourier_scale: float = 16.0,
                  init_scale: float = 0.0, scale_by_sigma: bool = False, centered: bool = True,
                  nonlinearity: str = "swish", sigma_min: float = 0.01, sigma_max: float = 50.0,
-                 num_scales: int = 1000, norm_groups: Optional[int] = None):
+                 num_scales: int = 1000, norm_groups: Optional[int] = None,
+                 num_classes: int = 0, learn_variance: bool = False):
         super().__init__()
+        if learn_variance and scale_by_sigma:
+            raise ValueError("learn_variance=True cannot be combined with scale_by_sigma=True "
+                             "(learned variances belong to the VP noise parametrisation)")
         self.resblock_type = check_choice("resblock_type", resblock_type, RESBLOCK_TYPES)
         self.progressive = check_choice("progressive", progressive, PROGRESSIVE)
         self.progressive_input = check_choice("progressive_input", progressive_input,
@@ -131,11 +139,14 @@ class NCSNpp(nn.Module):
         self.resolutions = self._check_sizes(image_size, ch_mult, attn_resolutions, dropout)
         self.num_channels, self.centered, self.skip_rescale = num_channels, centered, skip_rescale
         self.scale_by_sigma = scale_by_sigma
+        self.num_classes, self.learn_variance = num_classes, learn_variance
+        self.out_channels = num_channels * (2 if learn_variance else 1)
         self.act = get_act(nonlinearity)
         self.fir_taps = tuple(fir_kernel) if fir else None
         make = _Layers(self.act, 4 * nf if conditional else None, self.fir_taps, self.resblock_type,
                        resamp_with_conv, dropout, skip_rescale, init_scale, norm_groups)
-        self.embed = TimeEmbedding(nf, self.act, self.embedding_type, fourier_scale, conditional)
+        self.embed = TimeEmbedding(nf, self.act, self.embedding_type, fourier_scale, conditional,
+                                   num_classes)
         self.conv_in = conv3x3(num_channels, nf)
         skip_ch, in_ch, pyramid_ch = self._build_down(make, nf, ch_mult, num_res_blocks,
                                                       attn_resolutions)
@@ -147,7 +158,7 @@ class NCSNpp(nn.Module):
         self.out_norm = self.conv_out = None
         if self.progressive != "output_skip":
             self.out_norm = group_norm(in_ch, norm_groups)
-            self.conv_out = conv3x3(in_ch, num_channels, init_scale=init_scale)
+            self.conv_out = conv3x3(in_ch, self.out_channels, init_scale=init_scale)
         needs_table = scale_by_sigma and self.embedding_type == "positional"
         self.register_buffer("sigmas", sigma_table(sigma_min, sigma_max, num_scales)
                              if needs_table else None, persistent=False)
@@ -192,13 +203,13 @@ class NCSNpp(nn.Module):
             up = UpLevel(blocks, make.attn(in_ch) if with_attn else None)
             if self.progressive == "output_skip":
                 up.pyramid_norm = group_norm(in_ch)
-                up.pyramid_conv = conv3x3(in_ch, self.num_channels, init_scale=init_scale)
+                up.pyramid_conv = conv3x3(in_ch, self.out_channels, init_scale=init_scale)
             elif self.progressive == "residual" and level == len(ch_mult) - 1:
                 up.pyramid_norm, up.pyramid_conv = group_norm(in_ch), conv3x3(in_ch, in_ch)
             elif self.progressive == "residual":
                 up.pyramid_up = Upsample(pyramid_ch, in_ch, with_conv=True,
                                          fir_kernel=self.fir_taps)
-            pyramid_ch = self.num_channels if self.progressive == "output_skip" else in_ch
+            pyramid_ch = self.out_channels if self.progressive == "output_skip" else in_ch
             up.upsample = make.resample("up", in_ch) if level != 0 else None
             self.up.append(up)
         return in_ch
@@ -259,10 +270,12 @@ class NCSNpp(nn.Module):
             hs.append(h)
         return hs
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Network output for images `x` `[B, C, H, W]` at noise labels `[B]` (see `ScoreModel`)."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Network output `[B, out_channels, H, W]` for images `x` `[B, C, H, W]` at noise labels
+        `[B]` (see `ScoreModel`) and class labels y `[B]` (class-conditional networks only)."""
         self._check_input(x)
-        temb = self.embed(labels)
+        temb = self.embed(labels, y)
         if not self.centered:
             x = 2 * x - 1.0
         hs = self._encode(x, temb)

@@ -6,7 +6,7 @@ checkpoints give the same scores here.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,8 +41,18 @@ class ScoreModel(nn.Module):
       discrete:   label = round((T − t)·(N − 1)), an integer index into SMLD's σ table
                   ordered from σ_max (index 0) to σ_min.
 
+    Class-conditional networks (`net.num_classes` > 0) take class labels: `model(x, t, y)` with
+    y `[B]` in 0 … num_classes − 1, or `null_label` (= num_classes) / None for the unconditional
+    score that label dropout trains (Ho & Salimans 2022).
+
+    Learned variances (`net.learn_variance`, VP "noise" parametrisation only): the network's
+    output has twice x's channels, [ε̂, v_raw]; `forward` returns the score from ε̂ and
+    `forward_with_variance` also returns v = (v_raw + 1)/2, the interpolation of the reverse
+    variance Σ = exp(v·log β + (1 − v)·log β̃) (Nichol & Dhariwal 2021, eq. 15).
+
     Args:
-        net: `net(x, labels) -> Tensor` shaped like x.
+        net: `net(x, labels[, y]) -> Tensor` shaped like x (twice the channels with learned
+            variances).
         sde: the forward SDE (`sde_lib`).
         continuous: whether the network was trained with continuous time.
         parametrization: "noise" or "score"; None picks it from the SDE
@@ -62,6 +72,16 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.continuous = bool(continuous)
         self.parametrization = parametrization
+        self.num_classes = int(getattr(net, "num_classes", 0))
+        self.learn_variance = bool(getattr(net, "learn_variance", False))
+        if self.learn_variance and parametrization != "noise":
+            raise ValueError("a network with learn_variance=True needs the 'noise' "
+                             "parametrisation (VP or sub-VP SDE)")
+
+    @property
+    def null_label(self) -> int:
+        """The class label that means "no class" (classifier-free guidance's ∅)."""
+        return self.num_classes
 
     def labels(self, t: torch.Tensor) -> torch.Tensor:
         """The network's noise labels `[B]` for times t `[B]` (see the class docstring)."""
@@ -79,12 +99,33 @@ class ScoreModel(nn.Module):
             return self.sde.marginal_coeffs(t)[1]
         return self.sde.discrete_marginal_coeffs(labels.long())[1].to(t)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The score ∇ₓ log p_t(x), shaped like `x`; `t` is `[B]` or a scalar."""
+    def chain_time(self, index: torch.Tensor) -> torch.Tensor:
+        """The time `[B]` at which this model is evaluated for step `index` `[B]` of the SDE's
+        discrete (DDPM) chain: i·T/(N − 1) for a discrete-time model (its own label), else the
+        time whose continuous marginal has the chain's log-SNR log(ᾱᵢ/(1 − ᾱᵢ))."""
+        if not self.continuous:
+            return index.to(torch.float64) * self.sde.T / max(self.sde.N - 1, 1)
+        mean_coeff, std = self.sde.discrete_marginal_coeffs(index)
+        return self.sde.t_from_log_snr(2 * (mean_coeff.log() - std.log()))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The score ∇ₓ log p_t(x) (∇ₓ log p_t(x | y) given class labels y `[B]`), shaped like
+        `x`; `t` is `[B]` or a scalar."""
+        return self.forward_with_variance(x, t, y)[0]
+
+    def forward_with_variance(self, x: torch.Tensor, t: torch.Tensor,
+                              y: Optional[torch.Tensor] = None
+                              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(score, v): v `[B, ...]` is the learned variance interpolation (None without)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         labels = self.labels(t)
-        out = self.net(x, labels)
+        out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        v = None
+        if self.learn_variance:
+            out, v_raw = out.chunk(2, dim=1)   # [B, 2C, ...] -> two [B, C, ...]
+            v = (v_raw + 1) / 2
         if self.parametrization == "score":
-            return out
-        return -out / append_dims(self.std(t, labels), x.ndim).to(out.dtype)
+            return out, v
+        return -out / append_dims(self.std(t, labels), x.ndim).to(out.dtype), v

@@ -195,3 +195,73 @@ def test_bad_input_shape_raises_value_error():
         net(torch.randn(1, 1, 16, 16), torch.zeros(1))
     with pytest.raises(ValueError, match=r"shape \[B, 2\]"):
         MLP(dim=2)(torch.randn(3, 4), torch.zeros(3))
+
+
+# Class conditioning and learned variances (issues 9 and 10).
+
+def _small_nets(**kwargs):
+    common = dict(image_size=8, num_channels=3, nf=32, ch_mult=(1, 2), num_res_blocks=1,
+                  attn_resolutions=(4,), dropout=0.0)
+    return {
+        "ncsnpp": lambda: NCSNpp(**common, **kwargs),
+        "ncsnpp_output_skip": lambda: NCSNpp(**common, progressive="output_skip", **kwargs),
+        "ddpm": lambda: DDPM(**common, **kwargs),
+    }
+
+
+@pytest.mark.parametrize("name", ["ncsnpp", "ncsnpp_output_skip", "ddpm", "mlp"])
+def test_class_labels_change_the_output_and_none_is_the_null_label(name):
+    torch.manual_seed(0)
+    if name == "mlp":
+        net, x = MLP(dim=4, width=16, num_res_blocks=1, nf=8, init_scale=1.0, num_classes=3), \
+            torch.randn(4, 4)
+    else:
+        net, x = _small_nets(num_classes=3)[name](), torch.randn(4, 3, 8, 8)
+    # Output layers start near zero (init_scale 0 → 1e-10), so compare bitwise.
+    labels = torch.full((4,), 100.0)
+    y = torch.tensor([0, 1, 2, 3])
+    out = net(x, labels, y)
+    assert out.shape == x.shape
+    other = net(x, labels, torch.tensor([1, 1, 2, 3]))
+    assert not torch.equal(out[0], other[0]) and torch.equal(out[1:], other[1:])
+    assert torch.equal(net(x, labels), net(x, labels, torch.full((4,), 3)))
+    with pytest.raises(ValueError, match="class labels must lie in 0 … 3"):
+        net(x, labels, torch.tensor([0, 1, 2, 4]))
+
+
+def test_class_labels_to_an_unconditional_network_raise():
+    net = MLP(dim=2, width=8, num_res_blocks=1, nf=8)
+    with pytest.raises(ValueError, match="num_classes=0"):
+        net(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", ["ncsnpp", "ncsnpp_output_skip", "ddpm", "mlp"])
+def test_learn_variance_doubles_the_output_channels(name):
+    if name == "mlp":
+        net = MLP(dim=4, width=16, num_res_blocks=1, nf=8, learn_variance=True)
+        x = torch.randn(2, 4)
+    else:
+        net, x = _small_nets(learn_variance=True)[name](), torch.randn(2, 3, 8, 8)
+    out = net(x, torch.full((2,), 10.0))
+    assert out.shape == (2, 2 * x.shape[1]) + x.shape[2:]
+    out.sum().backward()
+
+
+def test_unconditional_networks_keep_their_parameters():
+    """num_classes=0 and learn_variance=False leave the architecture (and checkpoints) as before."""
+    base = _small_nets()["ncsnpp"]()
+    names = set(dict(base.named_parameters()))
+    assert not any("class_embed" in n for n in names)
+    cond = _small_nets(num_classes=10)["ncsnpp"]()
+    extra = set(dict(cond.named_parameters())) - names
+    assert extra == {"embed.class_embed.weight"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_classes=-1), "num_classes must be an integer >= 0"),
+    (dict(num_classes=2, conditional=False), "needs conditional=True"),
+    (dict(learn_variance=True, scale_by_sigma=True), "cannot be combined with scale_by_sigma"),
+])
+def test_bad_conditioning_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MLP(dim=2, **kwargs)

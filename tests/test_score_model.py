@@ -120,3 +120,46 @@ def test_vector_data_scalar_time_and_mode():
 def test_unknown_parametrization_raises():
     with pytest.raises(ValueError, match=r"expected one of \['noise', 'score'\]"):
         ScoreModel(nn.Identity(), sde_lib.VPSDE(), parametrization="eps")
+
+
+# Learned variances, class labels and the chain's times (issues 9 and 10).
+
+class _TwoHeaded(nn.Module):
+    """A stand-in network: output [x·label-independent noise guess, v_raw], optionally by class."""
+    num_classes, learn_variance = 2, True
+
+    def forward(self, x, labels, y=None):
+        shift = 0.0 if y is None else y.to(x.dtype)[:, None]
+        return torch.cat([0.5 * x + shift, torch.tanh(x)], dim=1)
+
+
+def test_forward_with_variance_splits_the_output():
+    sde = sde_lib.VPSDE()
+    model = ScoreModel(_TwoHeaded(), sde)
+    x, t = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.9 + 0.05
+    score, v = model.forward_with_variance(x, t)
+    std = sde.marginal_coeffs(t)[1][:, None]
+    torch.testing.assert_close(score, -0.5 * x / std)
+    torch.testing.assert_close(v, (torch.tanh(x) + 1) / 2)
+    torch.testing.assert_close(model(x, t), score)
+    y = torch.tensor([0, 1, 1, 0, 2])
+    torch.testing.assert_close(model(x, t, y), -(0.5 * x + y[:, None]) / std)
+    assert model.num_classes == 2 and model.null_label == 2 and model.learn_variance
+
+
+def test_learned_variance_needs_the_noise_parametrisation():
+    with pytest.raises(ValueError, match="learn_variance=True needs the 'noise'"):
+        ScoreModel(_TwoHeaded(), sde_lib.VESDE())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_chain_time_matches_the_discrete_chain(schedule):
+    sde = sde_lib.VPSDE(schedule=schedule, N=100)
+    index = torch.arange(100)
+    discrete = ScoreModel(_TwoHeaded(), sde, continuous=False)
+    torch.testing.assert_close(discrete.chain_time(index), index.double() / 99)
+    # Continuous models: the continuous marginal at chain_time(i) is the chain's marginal at i.
+    t = ScoreModel(_TwoHeaded(), sde, continuous=True).chain_time(index)
+    mean_coeff, std = sde.marginal_coeffs(t)
+    torch.testing.assert_close(mean_coeff, sde.sqrt_alphas_cumprod, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(std, sde.sqrt_1m_alphas_cumprod, rtol=1e-9, atol=1e-12)
