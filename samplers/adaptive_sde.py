@@ -25,7 +25,8 @@ read which samples are done (one synchronisation), write them out and drop them 
 so they cost no more evaluations; a finished sample wastes at most `check_every − 1` tries.
 Synchronisations = tries/check_every (in `stats`). When `generator` is a list of per-sample
 generators, the active samples' sub-list is passed on, so sample i draws the same noise
-whatever the batch.
+whatever the batch; a score function with per-sample conditioning (class labels, guidance) is
+narrowed to the active rows the same way (`samplers.common.select_rows`).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch
 
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
 from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_positive, coeff,
-                             prior_sample, sample_noise, tweedie_denoise)
+                             prior_sample, sample_noise, select_rows, tweedie_denoise)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 from sde_lib.utils import check_positive_int
@@ -148,9 +149,12 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
             raise RuntimeError(f"adaptive_sde: {len(active)} samples did not reach eps in "
                                f"max_steps={max_steps} tries; raise max_steps or abstol/reltol")
         generators = select_generators(generator, active)
+        # Per-sample conditioning of the score follows the active rows (`common.select_rows`).
+        rows = reverse.forward.reverse(select_rows(reverse.score_fn, active),
+                                       reverse.probability_flow)
         for _ in range(check_every):
             noise = sample_noise(state.x, generators)
-            state, num_rejected = _one_try(reverse, state, noise, options)
+            state, num_rejected = _one_try(rows, state, noise, options)
             rejected += num_rejected
         tries, syncs = tries + check_every, syncs + 1
         nfe_per_sample[active] += 2 * check_every

@@ -56,16 +56,36 @@ def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor
     return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
 
 
+def select_rows(score_fn: ScoreFn, index: Sequence[int]) -> ScoreFn:
+    """`score_fn` for a batch made of the rows `index` of the batch it was built for.
+
+    A score function that carries per-sample conditioning (class labels, `samplers.guidance`)
+    defines `select_rows(index) -> ScoreFn`, so that the conditioning follows the rows; for any
+    other score function this is the identity. A sampler that evaluates a subset of its rows
+    (`adaptive_sde` drops finished samples) calls this, as it selects the generators.
+    """
+    select = getattr(score_fn, "select_rows", None)
+    return score_fn if select is None else select(index)
+
+
 class CountedScore:
     """Wraps a score_fn, calling it with `t` in `x`'s dtype and counting the calls (`nfe`)."""
 
-    def __init__(self, score_fn: ScoreFn):
+    def __init__(self, score_fn: ScoreFn, parent: Optional["CountedScore"] = None):
         self.score_fn = score_fn
         self.nfe = 0
+        self.parent = parent
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
+        counter = self
+        while counter is not None:  # a row view counts into the score it was selected from
+            counter.nfe += 1
+            counter = counter.parent
         return self.score_fn(x, t.to(x.dtype))
+
+    def select_rows(self, index: Sequence[int]) -> "CountedScore":
+        """A view on the rows `index` (`select_rows`) whose calls also count here."""
+        return CountedScore(select_rows(self.score_fn, index), parent=self)
 
 
 def coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
