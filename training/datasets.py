@@ -1,7 +1,8 @@
 """Data sets by `config.data.dataset`: CIFAR10, DIGITS and the 2-D toy sets.
 
 Images are kept as uint8 `[N, C, H, W]` (what the files hold); `training.pipeline` turns a
-batch into model inputs. Toy sets are float32 `[N, 2]`.
+batch into model inputs. Toy sets are float32 `[N, 2]`. Class labels, where the set has them
+(`NUM_CLASSES`), are int64 `[N]` aligned with the examples.
 """
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.toy_data import TOY_SETS, make_toy, toy_gaussian_mixture
+from training.toy_data import TOY_NUM_CLASSES, TOY_SETS, make_toy_labeled, toy_gaussian_mixture
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 SPLITS = ("train", "test")
 IMAGE_SETS = ("CIFAR10", "DIGITS")
 DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS))
+# Classes per data set (0: unlabeled); known without loading the data.
+NUM_CLASSES = {"CIFAR10": 10, "DIGITS": 10, **TOY_NUM_CLASSES}
+LABELED_DATASETS = sorted(name for name, k in NUM_CLASSES.items() if k > 0)
 
 
 class DatasetError(RuntimeError):
@@ -33,11 +37,21 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class Dataset:
-    """`data`: uint8 `[N, C, H, W]` images or float32 `[N, d]` vectors; `log_prob`: exact density, if known."""
+    """`data`: uint8 `[N, C, H, W]` images or float32 `[N, d]` vectors; `log_prob`: exact density,
+    if known; `labels`: int64 `[N]` classes in 0 … num_classes − 1, or None (num_classes = 0)."""
     name: str
     data: torch.Tensor
     is_image: bool
     log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    labels: Optional[torch.Tensor] = None
+    num_classes: int = 0
+
+    def __post_init__(self):
+        if (self.labels is None) != (self.num_classes == 0):
+            raise ValueError(f"{self.name}: labels and num_classes={self.num_classes} disagree")
+        if self.labels is not None and self.labels.shape != (len(self.data),):
+            raise ValueError(f"{self.name}: labels {tuple(self.labels.shape)} for "
+                             f"{len(self.data)} examples")
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -45,7 +59,8 @@ class Dataset:
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR batches (dicts of numpy arrays and lists) and nothing else."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
@@ -75,11 +90,13 @@ def _download_cifar10(root: Path) -> None:
         urllib.request.urlretrieve(CIFAR10_URL, partial)
     except OSError as err:
         raise DatasetError(f"could not download CIFAR-10 from {CIFAR10_URL} ({err}); download it "
-                           f"yourself and extract it so that {root / 'cifar-10-batches-py'} exists") from None
+                           f"yourself and extract it so that {root / 'cifar-10-batches-py'} "
+                           f"exists") from None
     digest = hashlib.md5(partial.read_bytes()).hexdigest()
     if digest != CIFAR10_MD5:
         partial.unlink()
-        raise DatasetError(f"CIFAR-10 archive checksum {digest} != expected {CIFAR10_MD5}; deleted it")
+        raise DatasetError(f"CIFAR-10 archive checksum {digest} != expected {CIFAR10_MD5}; "
+                           f"deleted it")
     os.replace(partial, archive)
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")
@@ -87,17 +104,26 @@ def _download_cifar10(root: Path) -> None:
 
 def load_cifar10(root: str, split: str, download: bool = False) -> torch.Tensor:
     """uint8 `[N, 3, 32, 32]` from `root/cifar-10-batches-py/` (the python-pickle batches)."""
+    return load_cifar10_labeled(root, split, download)[0]
+
+
+def load_cifar10_labeled(root: str, split: str, download: bool = False):
+    """(uint8 images `[N, 3, 32, 32]`, int64 labels `[N]` in 0 … 9) of a CIFAR-10 split."""
     folder = Path(root).expanduser() / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     if not all((folder / n).exists() for n in names):
         if not download:
             raise DatasetError(
                 f"CIFAR-10 not found: expected {', '.join(names)} in {folder}. Set "
-                f"config.data.root to the directory holding cifar-10-batches-py/ (as torchvision lays "
-                f"it out), or set config.data.download=True to fetch it ({CIFAR10_URL}).")
+                f"config.data.root to the directory holding cifar-10-batches-py/ (as torchvision "
+                f"lays it out), or set config.data.download=True to fetch it ({CIFAR10_URL}).")
         _download_cifar10(Path(root).expanduser())
-    images = [_read_cifar_batch(folder / n)[0] for n in names]
-    return torch.from_numpy(np.concatenate(images))
+    batches = [_read_cifar_batch(folder / n) for n in names]
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DatasetError(f"CIFAR-10 labels in {folder} lie outside 0 … 9")
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def load_digits(split: str) -> torch.Tensor:
@@ -105,13 +131,20 @@ def load_digits(split: str) -> torch.Tensor:
 
     A fixed permutation (seed 0) puts 297 images in `test` and 1500 in `train`.
     """
+    return load_digits_labeled(split)[0]
+
+
+def load_digits_labeled(split: str):
+    """(uint8 images `[N, 1, 8, 8]`, int64 labels `[N]`: sklearn's targets 0 … 9) of a split."""
     from sklearn.datasets import load_digits as sklearn_digits
 
-    images = sklearn_digits().images                                   # [1797, 8, 8] in 0..16
+    bunch = sklearn_digits()
+    images = bunch.images                                              # [1797, 8, 8] in 0..16
     order = np.random.default_rng(0).permutation(len(images))
     chosen = order[:297] if split == "test" else order[297:]
     pixels = np.rint(images[chosen] * (255.0 / 16.0)).astype(np.uint8)
-    return torch.from_numpy(pixels[:, None])
+    labels = np.asarray(bunch.target[chosen], dtype=np.int64)
+    return torch.from_numpy(pixels[:, None]), torch.from_numpy(labels)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -127,14 +160,19 @@ def build_dataset(data_config, split: str) -> Dataset:
     name = data_config.dataset
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
-    if name == "CIFAR10":
-        images = load_cifar10(data_config.root, split, data_config.get("download", False))
-        return Dataset(name, _resize(images, data_config.image_size), True)
-    if name == "DIGITS":
-        return Dataset(name, _resize(load_digits(split), data_config.image_size), True)
+    if name in IMAGE_SETS:
+        if name == "CIFAR10":
+            images, labels = load_cifar10_labeled(data_config.root, split,
+                                                  data_config.get("download", False))
+        else:
+            images, labels = load_digits_labeled(split)
+        return Dataset(name, _resize(images, data_config.image_size), True, labels=labels,
+                       num_classes=NUM_CLASSES[name])
     if name in TOY_SETS:
-        size = data_config.get("num_train", 50_000) if split == "train" else data_config.get("num_test", 10_000)
+        size = (data_config.get("num_train", 50_000) if split == "train"
+                else data_config.get("num_test", 10_000))
         seed = data_config.get("seed", 0) * 2 + (split == "test")
         log_prob = toy_gaussian_mixture().log_prob if name == "gaussian_mixture" else None
-        return Dataset(name, make_toy(name, size, seed), False, log_prob)
+        points, labels = make_toy_labeled(name, size, seed)
+        return Dataset(name, points, False, log_prob, labels, NUM_CLASSES[name])
     raise ValueError(f"Unknown config.data.dataset {name!r}; expected one of {DATASETS}")
