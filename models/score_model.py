@@ -72,8 +72,9 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.continuous = bool(continuous)
         self.parametrization = parametrization
-        self.num_classes = int(getattr(net, "num_classes", 0))
-        self.learn_variance = bool(getattr(net, "learn_variance", False))
+        inner = getattr(net, "module", net)  # the network itself under DistributedDataParallel
+        self.num_classes = int(getattr(inner, "num_classes", 0))
+        self.learn_variance = bool(getattr(inner, "learn_variance", False))
         if self.learn_variance and parametrization != "noise":
             raise ValueError("a network with learn_variance=True needs the 'noise' "
                              "parametrisation (VP or sub-VP SDE)")
@@ -108,16 +109,22 @@ class ScoreModel(nn.Module):
         mean_coeff, std = self.sde.discrete_marginal_coeffs(index)
         return self.sde.t_from_log_snr(2 * (mean_coeff.log() - std.log()))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor,
-                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None,
+                return_variance: bool = False):
         """The score ∇ₓ log p_t(x) (∇ₓ log p_t(x | y) given class labels y `[B]`), shaped like
-        `x`; `t` is `[B]` or a scalar."""
-        return self.forward_with_variance(x, t, y)[0]
+        `x`; `t` is `[B]` or a scalar. With `return_variance`, the pair (score, v) of
+        `forward_with_variance` (through `forward`, so that DDP's hooks see the call)."""
+        score, v = self._score_and_variance(x, t, y)
+        return (score, v) if return_variance else score
 
     def forward_with_variance(self, x: torch.Tensor, t: torch.Tensor,
                               y: Optional[torch.Tensor] = None
                               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(score, v): v `[B, ...]` is the learned variance interpolation (None without)."""
+        return self(x, t, y, return_variance=True)
+
+    def _score_and_variance(self, x: torch.Tensor, t: torch.Tensor,
+                            y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         labels = self.labels(t)

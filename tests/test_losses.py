@@ -135,3 +135,51 @@ def test_shards_reproduce_the_global_batch(continuous):
     shards = [loss_fn(score_fn, x0[r * 4:(r + 1) * 4], torch.Generator().manual_seed(11), (r, 3))
               for r in range(3)]
     torch.testing.assert_close(torch.cat(shards), full, rtol=0, atol=0)
+
+
+# Class labels and label dropout (issue 10).
+
+def test_label_dropout_replaces_the_expected_fraction_and_passes_labels_on():
+    from training.losses import LabelDropout
+    sde = sde_lib.VPSDE()
+    seen = []
+
+    def score_fn(x, t, y):
+        seen.append(y.clone())
+        return torch.zeros_like(x)
+
+    loss = LabelDropout(DiscreteDSMLoss(sde), p=0.2, null_label=10)
+    y = torch.arange(20_000) % 10
+    loss(score_fn, torch.zeros(20_000, 2), torch.Generator().manual_seed(0), (0, 1), y)
+    dropped = seen[0] == 10
+    # Binomial(20000, 0.2): the fraction's standard deviation is 0.0028; 5 SD.
+    assert abs(dropped.float().mean().item() - 0.2) < 5 * math.sqrt(0.2 * 0.8 / 20_000)
+    assert torch.equal(seen[0][~dropped], y[~dropped])
+
+
+def test_label_dropout_draws_for_the_global_batch():
+    """Rank r of a 2-process run drops exactly the labels the single process drops in its rows."""
+    from training.losses import LabelDropout
+    sde = sde_lib.VPSDE()
+    seen = {}
+
+    def recorder(key):
+        def score_fn(x, t, y):
+            seen[key] = y.clone()
+            return torch.zeros_like(x)
+        return score_fn
+
+    loss = LabelDropout(DiscreteDSMLoss(sde), p=0.5, null_label=3)
+    y = torch.arange(8) % 3
+    loss(recorder("one"), torch.zeros(8, 2), torch.Generator().manual_seed(1), (0, 1), y)
+    loss(recorder("rank1"), torch.zeros(4, 2), torch.Generator().manual_seed(1), (1, 2), y[4:])
+    assert torch.equal(seen["rank1"], seen["one"][4:])
+
+
+def test_conditional_loss_without_labels_raises():
+    from training.losses import LabelDropout
+    loss = LabelDropout(DiscreteDSMLoss(sde_lib.VPSDE()), p=0.1, null_label=3)
+    with pytest.raises(ValueError, match="needs class labels"):
+        loss(lambda x, t, y: x, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"label_dropout must lie in \[0, 1\]"):
+        LabelDropout(loss, p=1.5, null_label=3)

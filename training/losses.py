@@ -1,7 +1,9 @@
 """Denoising score-matching losses (Song et al. 2021; Ho et al. 2020; Song & Ermon 2019).
 
-Each loss is a callable `loss(score_fn, x0, generator=None, shard=(rank, world_size)) -> [B]`
-per-example losses; the training step averages them over the batch. Under data parallelism
+Each loss is a callable `loss(score_fn, x0, generator=None, shard=(rank, world_size), y=None)
+-> [B]` per-example losses; the training step averages them over the batch. Class labels y
+`[B]` (class-conditional models) are passed on to `score_fn(x, t, y)`; `LabelDropout` replaces
+a random fraction of them by the null label. Under data parallelism
 x0 is this rank's share of the global batch and the noise is drawn for the global batch. With z ~ N(0, I) and x_t = a(t)·x0 + σ(t)·z, the
 optimal score is −z/σ(t) in expectation, so every loss below is a weighted ‖σ·s + z‖².
 """
@@ -36,6 +38,11 @@ def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator], shard: Sh
     device = generator.device if generator is not None else x.device
     return _draw(lambda n: torch.randn((n,) + tuple(x.shape[1:]), generator=generator, device=device,
                                        dtype=x.dtype), x, shard).to(x.device)
+
+
+def conditioned(score_fn: ScoreFn, y: Optional[torch.Tensor]) -> ScoreFn:
+    """`score_fn` itself, or `(x, t) -> score_fn(x, t, y)` for class labels y `[B]`."""
+    return score_fn if y is None else (lambda x, t: score_fn(x, t, y))
 
 
 def _reduce(squared_error: torch.Tensor, reduce_mean: bool) -> torch.Tensor:
@@ -100,7 +107,8 @@ class ContinuousDSMLoss:
         return self.eps + (self.sde.T - self.eps) * u
 
     def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 shard: Shard = (0, 1)) -> torch.Tensor:
+                 shard: Shard = (0, 1), y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        score_fn = conditioned(score_fn, y)
         t = _draw(lambda n: self.sample_t(n, generator), x0, shard).to(x0.device)
         z = _randn_like(x0, generator, shard)
         mean_coeff, std = (c.to(x0) for c in self.sde.marginal_coeffs(t))
@@ -128,7 +136,8 @@ class DiscreteDSMLoss:
         self.sde, self.reduce_mean, self.weight = sde, reduce_mean, weight
 
     def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 shard: Shard = (0, 1)) -> torch.Tensor:
+                 shard: Shard = (0, 1), y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        score_fn = conditioned(score_fn, y)
         device = generator.device if generator is not None else None
         index = _draw(lambda n: torch.randint(0, self.sde.N, (n,), generator=generator, device=device),
                       x0, shard).cpu()
@@ -139,6 +148,36 @@ class DiscreteDSMLoss:
         t = (index.to(x0.dtype) * self.sde.T / max(self.sde.N - 1, 1)).to(x0.device)
         score = score_fn(x_t, t)
         return self.weight * _reduce((score * std_ + z) ** 2, self.reduce_mean)
+
+
+class LabelDropout:
+    """Classifier-free guidance training (Ho & Salimans 2022): each example's class label is
+    replaced by the null label with probability `p` before the wrapped loss sees it, so one
+    network learns both the conditional and the unconditional score.
+
+    The drop decisions are drawn for the global batch before the loss's own draws, like t and z.
+    """
+
+    def __init__(self, loss, p: float, null_label: int):
+        if not 0 <= p <= 1:
+            raise ValueError(f"training.label_dropout must lie in [0, 1], got {p!r}")
+        self.loss, self.p, self.null_label = loss, float(p), int(null_label)
+
+    def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 shard: Shard = (0, 1), y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("a class-conditional loss needs class labels y; the data set has none")
+        if self.p > 0:
+            device = generator.device if generator is not None else None
+            u = _draw(lambda n: torch.rand(n, generator=generator, device=device), x0, shard)
+            y = torch.where(u.to(y.device) < self.p, torch.full_like(y, self.null_label), y)
+        return self.loss(score_fn, x0, generator, shard, y)
+
+    def __getattr__(self, name):
+        # The wrapped loss's attributes and methods (e.g. a hybrid loss's sampler state).
+        if name == "loss":
+            raise AttributeError(name)
+        return getattr(self.loss, name)
 
 
 def build_loss(sde: SDE, *, continuous: bool, reduce_mean: bool, likelihood_weighting: bool,

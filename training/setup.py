@@ -7,7 +7,7 @@ import torch
 
 import sde_lib
 from models import ExponentialMovingAverage, ScoreModel, build_model
-from training.losses import build_loss
+from training.losses import LabelDropout, build_loss
 
 
 def default_device() -> torch.device:
@@ -61,11 +61,25 @@ def learning_rate(config, step: int) -> float:
 
 
 def build_training_loss(config, sde: sde_lib.SDE):
+    """`training.loss`: "dsm" (continuous or discrete DSM), or "hybrid" / "vlb" (DDPM with
+    learned variances, `training.hybrid_loss`); wrapped in label dropout for class-conditional
+    models (`model.num_classes` > 0)."""
     training = config.training
-    return build_loss(sde, continuous=training.continuous, reduce_mean=training.reduce_mean,
-                      likelihood_weighting=training.likelihood_weighting,
-                      importance_sampling=training.get("importance_sampling", False),
-                      discrete_weight=0.5 if config.sde.name == "vesde" else 1.0)
+    loss_type = training.get("loss", "dsm")
+    if loss_type == "dsm":
+        loss = build_loss(sde, continuous=training.continuous, reduce_mean=training.reduce_mean,
+                          likelihood_weighting=training.likelihood_weighting,
+                          importance_sampling=training.get("importance_sampling", False),
+                          discrete_weight=0.5 if config.sde.name == "vesde" else 1.0)
+    else:
+        from training.hybrid_loss import VLBLoss
+        loss = VLBLoss(sde, loss_type=loss_type, vlb_weight=training.get("vlb_weight", 0.001),
+                       reduce_mean=training.reduce_mean,
+                       timestep_sampling=training.get("timestep_sampling", "uniform"))
+    num_classes = config.model.get("num_classes", 0)
+    if num_classes:
+        loss = LabelDropout(loss, training.get("label_dropout", 0.0), null_label=num_classes)
+    return loss
 
 
 def build_ema(config, model: ScoreModel) -> ExponentialMovingAverage:

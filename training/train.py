@@ -35,6 +35,7 @@ class TrainState:
         self.model = setup.build_score_model(config, self.sde, device)
         self.ema = setup.build_ema(config, self.model)
         self.optimizer = setup.build_optimizer(config, self.model.parameters())
+        self.loss_fn = setup.build_training_loss(config, self.sde)
         self.step = 0
         self.generator = torch.Generator(device).manual_seed(config.training.seed)
 
@@ -43,6 +44,7 @@ class TrainState:
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "loss": getattr(self.loss_fn, "state_dict", dict)(),
                 "config": _plain_config(self.config)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -50,6 +52,8 @@ class TrainState:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        if state.get("loss"):
+            self.loss_fn.load_state_dict(state["loss"])  # e.g. the timestep sampler's history
         self.generator.set_state(state["rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())  # dropout draws from the global RNG
         if state.get("cuda_rng") and torch.cuda.is_available():
@@ -98,7 +102,7 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None) -> TrainState:
     test_set = build_dataset(config.data, "test")
     order = BatchOrder(len(train_set), training.batch_size, training.seed)
     eval_order = BatchOrder(len(test_set), min(training.batch_size, len(test_set)), training.seed + 1)
-    loss_fn = setup.build_training_loss(config, state.sde)
+    loss_fn = state.loss_fn
     forward_model = _data_parallel(state, info)
     writer = SummaryWriter(str(workdir / "tensorboard")) if info.is_main else _NullWriter()
     progress = tqdm(total=training.n_iters, initial=state.step, desc="train", dynamic_ncols=True,
@@ -106,8 +110,9 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None) -> TrainState:
     tick, tick_step = time.perf_counter(), state.step
     try:
         while state.step < training.n_iters:
-            batch = _batch(train_set, order, state, config, info)
-            loss, grad_norm, lr = train_step(state, loss_fn, batch, forward_model, info.shard)
+            batch, labels = _batch(train_set, order, state, config, info)
+            loss, grad_norm, lr = train_step(state, loss_fn, batch, forward_model, info.shard,
+                                             labels)
             state.step += 1
             progress.update(1)
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -164,17 +169,34 @@ def _data_parallel(state: TrainState, info: DistInfo):
 
     from models import ScoreModel
     device_ids = [info.device.index] if info.device.type == "cuda" else None
-    ddp = DistributedDataParallel(state.model.net, device_ids=device_ids)
+    # find_unused_parameters: label dropout can leave the class embedding out of a batch.
+    ddp = DistributedDataParallel(state.model.net, device_ids=device_ids,
+                                  find_unused_parameters=state.model.num_classes > 0)
     return ScoreModel(ddp, state.sde, continuous=state.model.continuous,
                       parametrization=state.model.parametrization)
 
 
-def _batch(dataset, order: BatchOrder, state: TrainState, config, info: DistInfo) -> torch.Tensor:
-    """This rank's share of global batch `state.step`, augmented as the whole batch would be."""
-    raw = dataset.data[order.indices(state.step)]
-    batch = prepare_batch(raw, config.data, train=True, generator=_cpu_generator(state))
+def _batch(dataset, order: BatchOrder, state: TrainState, config, info: DistInfo):
+    """This rank's share of global batch `state.step`, augmented as the whole batch would be,
+    and its class labels (None unless the model is class-conditional)."""
+    indices = order.indices(state.step)
+    batch = prepare_batch(dataset.data[indices], config.data, train=True,
+                          generator=_cpu_generator(state))
     share = batch.shape[0] // info.world_size
-    return batch[info.rank * share:(info.rank + 1) * share].to(state.device)
+    rows = slice(info.rank * share, (info.rank + 1) * share)
+    labels = _labels(dataset, indices, state)
+    return batch[rows].to(state.device), None if labels is None else labels[rows]
+
+
+def _labels(dataset, indices: torch.Tensor, state: TrainState) -> Optional[torch.Tensor]:
+    """The class labels of `indices` on the model's device, for class-conditional models."""
+    if not state.model.num_classes:
+        return None
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise ValueError(f"config.model.num_classes={state.model.num_classes} needs class labels; "
+                         f"data set {dataset.name!r} has none")
+    return labels[indices].to(state.device)
 
 
 def _cpu_generator(state: TrainState) -> torch.Generator:
@@ -182,16 +204,20 @@ def _cpu_generator(state: TrainState) -> torch.Generator:
     return torch.Generator().manual_seed(state.config.training.seed * 7919 + state.step)
 
 
-def train_step(state: TrainState, loss_fn, batch: torch.Tensor, model=None, shard=(0, 1)):
+def train_step(state: TrainState, loss_fn, batch: torch.Tensor, model=None, shard=(0, 1),
+               labels: Optional[torch.Tensor] = None):
     """One optimizer step; returns (loss, gradient norm before clipping, learning rate).
 
     `model` is what the loss calls (a DDP view of `state.model` under torchrun); the returned
-    loss is averaged over all ranks, so every rank takes the same NaN decision.
+    loss is averaged over all ranks, so every rank takes the same NaN decision. `labels`: the
+    batch's class labels for class-conditional models.
     """
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model or state.model, batch, state.generator, shard).mean()
+    loss = loss_fn(model or state.model, batch, state.generator, shard, labels).mean()
     loss.backward()
+    if hasattr(loss_fn, "update_sampler"):   # the hybrid loss's timestep sampler learns L_t
+        loss_fn.update_sampler(_gather_fn(shard))
     if shard[1] > 1:
         import torch.distributed as dist
         loss = loss.detach().clone()
@@ -210,6 +236,19 @@ def train_step(state: TrainState, loss_fn, batch: torch.Tensor, model=None, shar
     return loss_value, grad_value, lr
 
 
+def _gather_fn(shard):
+    """Concatenation over ranks in rank order (the identity for one process)."""
+    if shard[1] == 1:
+        return lambda x: x
+
+    def gather(x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        parts = [torch.empty_like(x) for _ in range(shard[1])]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+    return gather
+
+
 @torch.no_grad()
 def eval_loss(state: TrainState, loss_fn, test_set, order: BatchOrder) -> float:
     """The loss on one test batch with the EMA weights (a fixed-seed generator for its noise)."""
@@ -217,10 +256,12 @@ def eval_loss(state: TrainState, loss_fn, test_set, order: BatchOrder) -> float:
     state.ema.copy_to(state.model.parameters())
     state.model.eval()
     try:
-        batch = prepare_batch(test_set.data[order.indices(state.step)], state.config.data, train=False,
+        indices = order.indices(state.step)
+        batch = prepare_batch(test_set.data[indices], state.config.data, train=False,
                               generator=_cpu_generator(state)).to(state.device)
         generator = torch.Generator(state.device).manual_seed(state.step)
-        return loss_fn(state.model, batch, generator).mean().item()
+        return loss_fn(state.model, batch, generator, (0, 1),
+                       _labels(test_set, indices, state)).mean().item()
     finally:
         state.ema.restore(state.model.parameters())
 
