@@ -4,6 +4,7 @@
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode eval
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode sample \
         --config.sampling.method=ode
+    python main.py --config configs/vp_digits.py --workdir runs/digits --mode train_classifier
 
 Every config field can be overridden as --config.<section>.<field>=value. The whole config
 and the workdir are checked before any work starts; a bad value exits with status 2 and one
@@ -16,7 +17,7 @@ from typing import List
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ["train", "eval", "sample"]
+MODES = ["train", "eval", "sample", "train_classifier"]
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
@@ -68,6 +69,12 @@ def run(argv: List[str]) -> int:
         if flag_values.mode == "train":
             from training.train import train
             train(config, flag_values.workdir, info)
+        elif flag_values.mode == "train_classifier":
+            from training.classifier import train_classifier
+            metrics = train_classifier(config, flag_values.workdir, info).metrics
+            if info.is_main:
+                print("test accuracy at t: " + " ".join(
+                    f"{t}={acc:.4f}" for t, acc in metrics["accuracy"].items()))
         elif flag_values.mode == "eval":
             from evaluation.run import run_eval
             metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder, info)

@@ -88,6 +88,28 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.inception_path = ""   # TorchScript inception-2015-12-05.pt (see evaluation/fid.py)
     evaluate.seed = 0
 
+    # Time-conditional classifier for classifier guidance (--mode train_classifier); images use
+    # the encoder fields, vectors `width`. Labels follow the SDE (999·t for VP, σ(t) for VE).
+    config.classifier = classifier = ml_collections.ConfigDict()
+    classifier.nf = 32
+    classifier.ch_mult = (1, 2, 2)     # channels nf·ch_mult[i] at resolution image_size / 2^i
+    classifier.num_res_blocks = 1
+    classifier.attn_resolutions = (8,)
+    classifier.dropout = 0.1
+    classifier.nonlinearity = "swish"
+    classifier.width = 128             # vector data: MLP width
+    classifier.batch_size = 128
+    classifier.n_iters = 2000
+    classifier.lr = 1e-3               # Adam, linear warm-up over `warmup` steps
+    classifier.warmup = 100
+    classifier.eps = 1e-3              # t ~ U(eps, T)
+    classifier.log_freq = 50
+    classifier.eval_freq = 500
+    classifier.snapshot_freq = 500
+    classifier.eval_t = (0.05, 0.25, 0.5, 0.75)  # test accuracy at these times
+    classifier.eval_num_examples = 0   # 0: the whole test split
+    classifier.seed = 42
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "CIFAR10"
     data.root = "data"             # holds cifar-10-batches-py/

@@ -13,6 +13,7 @@ from tests.test_datasets import write_fake_cifar10
 ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "configs" / "toy_gmm.py")
 DIGITS = str(ROOT / "configs" / "vp_digits.py")
+CLF = "--mode=train_classifier"
 
 # (config file, extra flags, expected exit status, words the message must contain)
 CASES = [
@@ -52,6 +53,24 @@ CASES = [
     (DIGITS, ["--config.data.num_channels=2"], 2, ["config.data.num_channels", "3"]),
     (DIGITS, ["--config.data.dataset=CIFAR10", "--config.data.root=/nonexistent/data",
               "--config.data.num_channels=3"], 2, ["CIFAR-10", "/nonexistent/data", "download"]),
+    # --mode train_classifier: the classifier section and a labelled data set.
+    (TOY, [CLF, "--config.data.dataset=swiss_roll"], 2,
+     ["config.data.dataset", "no class labels", "gaussian_mixture", "moons", "DIGITS"]),
+    (TOY, [CLF, "--config.classifier.lr=0.0"], 2, ["config.classifier.lr", "> 0"]),
+    (TOY, [CLF, "--config.classifier.eps=0.0"], 2, ["config.classifier.eps", "(0, T=1"]),
+    (TOY, [CLF, "--config.classifier.eps=1.5"], 2, ["config.classifier.eps"]),
+    (TOY, [CLF, "--config.classifier.eval_t=(0.0, 0.5)"], 2, ["config.classifier.eval_t"]),
+    (TOY, [CLF, "--config.classifier.batch_size=0"], 2, ["config.classifier.batch_size", ">= 1"]),
+    (TOY, [CLF, "--config.classifier.n_iters=-1"], 2, ["config.classifier.n_iters", ">= 0"]),
+    (TOY, [CLF, "--config.classifier.width=0"], 2, ["config.classifier.width"]),
+    (TOY, [CLF, "--config.classifier.eval_freq=0"], 2, ["config.classifier.eval_freq"]),
+    (TOY, [CLF, "--config.classifier.dropout=1.0"], 2, ["config.classifier.dropout", "[0, 1)"]),
+    (TOY, [CLF, "--config.classifier.nonlinearity=tanh"], 2,
+     ["config.classifier.nonlinearity", "swish"]),
+    (DIGITS, [CLF, "--config.classifier.attn_resolutions=(3,)"], 2,
+     ["config.classifier", "attn_resolutions", "[8, 4, 2]"]),
+    (DIGITS, [CLF, "--config.classifier.ch_mult=(1, 2, 2, 2, 2)"], 2,
+     ["config.classifier", "image_size=8", "16"]),
 ]
 
 
@@ -124,3 +143,25 @@ def test_wrong_format_dataset_file(capsys, tmp_path):
                                         "--config.data.num_channels=3"], workdir)
     assert status == 1 and "data_batch_3" in err and len(err.splitlines()) == 1, err
     assert not workdir.exists()
+
+
+def test_classifier_section_is_checked_only_for_its_mode(tmp_path):
+    """A score-model run does not depend on the classifier section (nor on labels)."""
+    from training.validate import validate
+    argv = ["main.py", f"--config={TOY}", "--config.classifier.lr=-1.0", "--workdir=x"]
+    flag_values = main._define_flags(argv)
+    flag_values(argv)
+    validate(flag_values.config, "train", tmp_path)
+    with pytest.raises(ValueError, match="config.classifier.lr"):
+        validate(flag_values.config, "train_classifier", tmp_path)
+
+
+def test_class_conditional_model_needs_labeled_data(tmp_path):
+    from configs.toy_gmm import get_config
+    from training.validate import ConfigError, validate
+
+    config = get_config()
+    config.model.num_classes = 2
+    config.data.dataset = "swiss_roll"
+    with pytest.raises(ConfigError, match="num_classes=2 needs a data set with class labels"):
+        validate(config, "train", tmp_path)

@@ -12,7 +12,7 @@ import torch
 
 import sde_lib
 from training import setup
-from training.datasets import DATASETS, IMAGE_SETS, SPLITS
+from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, SPLITS
 
 NAN_POLICIES = ("stop", "skip")
 DIVERGENCES = ("exact", "rademacher", "gaussian")
@@ -87,6 +87,38 @@ def validate_data(config, mode: str) -> None:
                                   f"batches there or set config.data.download=True")
 
 
+def validate_classifier(config, sde) -> None:
+    """The `classifier` section, and a data set with class labels (--mode train_classifier)."""
+    from models.classifier import build_classifier
+    from models.layers import ACTIVATIONS
+
+    section = config.get("classifier")
+    if section is None:
+        raise ConfigError("config.classifier is missing; add the section of configs/default.py")
+    if config.data.dataset not in LABELED_DATASETS:
+        raise ConfigError(f"config.data.dataset={config.data.dataset!r} has no class labels; "
+                          f"a classifier needs one of {LABELED_DATASETS}")
+    for field in ("nf", "width", "batch_size", "log_freq", "eval_freq", "snapshot_freq"):
+        _positive_int(f"config.classifier.{field}", section[field])
+    for field in ("num_res_blocks", "n_iters", "warmup", "eval_num_examples", "seed"):
+        _positive_int(f"config.classifier.{field}", section[field], minimum=0)
+    if not section.lr > 0:
+        raise ConfigError(f"config.classifier.lr must be > 0, got {section.lr!r}")
+    if not 0 < section.eps < sde.T:
+        raise ConfigError(f"config.classifier.eps must lie in (0, T={sde.T}), "
+                          f"got {section.eps!r}")
+    times = section.eval_t
+    if (not isinstance(times, (list, tuple)) or not times
+            or not all(isinstance(v, (int, float)) and 0 < v <= sde.T for v in times)):
+        raise ConfigError(f"config.classifier.eval_t must be a non-empty tuple of times in "
+                          f"(0, T={sde.T}], got {times!r}")
+    if not 0 <= section.dropout < 1:
+        raise ConfigError(f"config.classifier.dropout must be in [0, 1), got {section.dropout!r}")
+    _choice("config.classifier.nonlinearity", section.nonlinearity, ACTIVATIONS)
+    with torch.device("meta"):
+        _wrapped("config.classifier", lambda: build_classifier(config, sde))
+
+
 def validate_workdir(workdir) -> None:
     """The workdir, or its nearest existing parent, must be a writable directory."""
     path = Path(workdir).expanduser().absolute()
@@ -96,7 +128,8 @@ def validate_workdir(workdir) -> None:
 
 
 def validate(config, mode: str, workdir) -> None:
-    """All checks for `mode` ("train", "eval" or "sample"); raises ConfigError."""
+    """All checks for `mode` ("train", "eval", "sample" or "train_classifier"); raises
+    ConfigError."""
     import samplers
 
     validate_workdir(workdir)
@@ -110,3 +143,5 @@ def validate(config, mode: str, workdir) -> None:
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
+    if mode == "train_classifier":
+        validate_classifier(config, sde)
