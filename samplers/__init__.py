@@ -19,7 +19,9 @@ from samplers.likelihood import DIVERGENCES, log_likelihood
 from samplers.ode import ODE_METHODS
 from samplers.predictors import PREDICTORS
 from samplers.sdeint import SDE_METHODS
+from samplers.vlb import VARIANCES, VLBResult, vlb_bits_per_dim  # issue 9
 
 __all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "ODE_METHODS", "SDE_METHODS", "DIVERGENCES",
            "SampleResult", "LikelihoodResult", "register_sampler", "sample", "build_sampler",
            "log_likelihood", "bits_per_dim"]
+__all__ += ["vlb_bits_per_dim", "VLBResult", "VARIANCES"]  # issue 9

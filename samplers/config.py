@@ -34,6 +34,7 @@ CONFIG_FIELDS = {
     "sde_method": ("sde_method",),
     "step_lr": ("step_lr",),
     "adaptive": ("adaptive",),
+    "variance": ("variance",),   # issue 9: the ancestral predictor's variance
     # Fast samplers (issue 8): "ddim", "heun", "dpm_solver", "adaptive_sde".
     "eta": ("eta",),
     "time_schedule": ("schedule",),
@@ -60,9 +61,10 @@ def _check_names(method: str, options: Dict[str, Any]) -> None:
     if "predictor" in options or "corrector" in options:
         check_pc_options(options.get("predictor", "reverse_diffusion"),
                          options.get("corrector", "langevin"),
-                         options.get("probability_flow", False))
+                         options.get("probability_flow", False), options.get("variance"))
     elif method in PREDICTORS:  # a predictor run alone
-        check_pc_options(method, "none", options.get("probability_flow", False))
+        check_pc_options(method, "none", options.get("probability_flow", False),
+                         options.get("variance"))
     if "ode_method" in options:
         check_choice("ode_method", options["ode_method"], ODE_METHODS)
     if "sde_method" in options:

@@ -15,13 +15,16 @@ from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, che
                              check_num_steps, check_positive, check_positive_int, prior_sample,
                              time_grid, tweedie_denoise)
 from samplers.correctors import CORRECTORS
-from samplers.predictors import PREDICTORS, STOCHASTIC_ONLY, affine_step
+from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
+                                 CountedVarianceScore, affine_step, ancestral_log_variances,
+                                 learned_variance_step)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
 
-def check_pc_options(predictor: str, corrector: str, probability_flow: bool) -> None:
-    """Validate predictor / corrector names and their combination, before any work."""
+def check_pc_options(predictor: str, corrector: str, probability_flow: bool,
+                     variance: Optional[str] = None) -> None:
+    """Validate predictor / corrector / variance names and their combination, before any work."""
     check_choice("predictor", predictor, PREDICTORS)
     check_choice("corrector", corrector, CORRECTORS)
     if predictor == "none" and corrector == "none":
@@ -29,6 +32,11 @@ def check_pc_options(predictor: str, corrector: str, probability_flow: bool) -> 
     if probability_flow and predictor in STOCHASTIC_ONLY:
         raise ValueError(f"probability_flow is not defined for predictor {predictor!r}; "
                          f"expected one of {sorted(set(PREDICTORS) - STOCHASTIC_ONLY - {'none'})}")
+    if variance is not None:
+        check_choice("variance", variance, ANCESTRAL_VARIANCES)
+        if predictor != "ancestral":
+            raise ValueError(f"variance applies to predictor 'ancestral' only, "
+                             f"got predictor {predictor!r}")
 
 
 @register_sampler("pc")
@@ -37,7 +45,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
                corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
                probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
-               denoise: bool = True) -> SampleResult:
+               denoise: bool = True, variance: Optional[str] = None) -> SampleResult:
     """Predictor–corrector sampler: `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
 
     Args:
@@ -46,15 +54,24 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         probability_flow: predict along the probability-flow ODE instead of the reverse SDE.
         eps: the last time; num_steps: predictor steps (default `sde.N`).
         denoise: end with Tweedie's E[x_0 | x_eps] (one more score evaluation).
+        variance: the "ancestral" predictor's noise variance (`ANCESTRAL_VARIANCES`; None: the
+            SDE's `ancestral_variance`); "learned" needs `score_fn.forward_with_variance`.
     """
-    check_pc_options(predictor, corrector, probability_flow)
+    check_pc_options(predictor, corrector, probability_flow, variance)
+    if variance == "learned" and not callable(getattr(score_fn, "forward_with_variance", None)):
+        raise ValueError("variance 'learned' needs score_fn.forward_with_variance(x, t) "
+                         "-> (score, v)")
     snr = check_positive("snr", snr)
     n_steps = check_positive_int("n_steps", n_steps)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    score_fn = CountedScore(score_fn)
+    score_fn = CountedVarianceScore(score_fn) if variance == "learned" else CountedScore(score_fn)
     times = time_grid(sde, num_steps, eps)
-    steps = PREDICTORS[predictor](sde, times, probability_flow)
+    variance_option = {} if variance is None else {"variance": variance}
+    steps = PREDICTORS[predictor](sde, times, probability_flow, **variance_option)
     steps = steps.as_floats() if steps is not None else None
+    log_variances = None
+    if variance == "learned":   # per-element noise, N&D 2021, eq. 15
+        log_variances = list(zip(*(c.tolist() for c in ancestral_log_variances(sde, times))))
     corrector = CORRECTORS[corrector]
     scales = corrector.scale(sde, times[:-1], snr).tolist() if corrector is not None else None
     x = prior_sample(sde, shape, generator, device, dtype)
@@ -64,7 +81,10 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         if corrector is not None:
             # Corrector: Langevin steps towards p_t.
             x = corrector.step(score_fn, x, t, scales[i], n_steps, generator)
-        if steps is not None:
+        if log_variances is not None:
+            # Predictor: ancestral step with the model's variance.
+            x = learned_variance_step(score_fn, x, t, steps[i], log_variances[i], generator)
+        elif steps is not None:
             # Predictor: reverse-time step t_i -> t_{i+1}.
             x = affine_step(score_fn, x, t, steps[i], generator)
     if denoise:
@@ -88,5 +108,18 @@ def _predictor_only(name: str):
     return sampler
 
 
-for _name in ("ancestral", "reverse_diffusion", "euler_maruyama"):
+for _name in ("reverse_diffusion", "euler_maruyama"):
     register_sampler(_name)(_predictor_only(_name))
+
+
+@register_sampler("ancestral")
+def ancestral(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+              generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
+              probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
+              denoise: bool = True, variance: Optional[str] = None) -> SampleResult:
+    """Ancestral sampling (PC with predictor "ancestral", no corrector): `num_steps` score
+    evaluations (+1 with `denoise`). `variance`: None (the SDE's `ancestral_variance`), "beta",
+    "posterior" or "learned" (see `samplers.predictors.ancestral`). Options as in `pc_sampler`."""
+    return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
+                      predictor="ancestral", corrector="none", probability_flow=probability_flow,
+                      eps=eps, num_steps=num_steps, denoise=denoise, variance=variance)

@@ -15,7 +15,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
-from samplers.common import Generator, ScoreFn, sample_noise
+from samplers.common import CountedScore, Generator, ScoreFn, sample_noise
 from sde_lib import SDE
 
 
@@ -41,6 +41,33 @@ def affine_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, coeffs,
     # Build on the fresh noise tensor: one allocation per step.
     noise = sample_noise(x, generator)
     return noise.mul_(noise_coeff).add_(score, alpha=score_coeff).add_(x, alpha=x_coeff)
+
+
+class CountedVarianceScore(CountedScore):
+    """`CountedScore` that also counts `with_variance(x, t) -> (score, v)` calls (learned Σ)."""
+
+    def with_variance(self, x: torch.Tensor, t: torch.Tensor):
+        self.nfe += 1
+        score, v = self.score_fn.forward_with_variance(x, t.to(x.dtype))
+        if v is None:
+            raise ValueError("variance 'learned': forward_with_variance returned no v "
+                             "(a network without learned-variance channels)")
+        return score, v
+
+
+def learned_variance_step(score_fn: CountedVarianceScore, x: torch.Tensor, t: torch.Tensor,
+                          coeffs, log_variances, generator: Generator) -> torch.Tensor:
+    """x ← A·x + B·s + exp(½(v·log β + (1 − v)·log β̃))·z, with (s, v) from the model at `t`.
+
+    Nichol & Dhariwal 2021, eq. 15, per element; (A, B, _) one step's floats of `ancestral`,
+    (log β, log β̃) its floats of `ancestral_log_variances`. One evaluation.
+    """
+    x_coeff, score_coeff, _ = coeffs
+    log_beta, log_posterior = log_variances
+    score, v = score_fn.with_variance(x, t)
+    std = torch.exp(0.5 * (v * log_beta + (1 - v) * log_posterior)).to(x.dtype)
+    noise = sample_noise(x, generator)
+    return noise.mul_(std).add_(score, alpha=score_coeff).add_(x, alpha=x_coeff)
 
 
 Predictor = Callable[[SDE, torch.Tensor, bool], Optional[AffineSteps]]
@@ -81,8 +108,24 @@ def reverse_diffusion(sde: SDE, times: torch.Tensor, probability_flow: bool = Fa
     return AffineSteps(2 - ratio, weight * std ** 2, noise)
 
 
+ANCESTRAL_VARIANCES = ("beta", "posterior", "learned")
+
+
+def ancestral_log_variances(sde: SDE, times: torch.Tensor):
+    """Per-step log β and log β̃ (float64 `[K]`) of the step t = t_i → s = t_{i+1}.
+
+    β = v, the transition's variance (1 − r² for VP: DDPM's βᵢ on a uniform chain);
+    β̃ = σ_s²·v/σ_t², the variance of q(x_s | x_t, x_0) (Ho et al. 2020, eq. 7). Any grid.
+    """
+    s, t = times[1:], times[:-1]
+    log_beta = 2 * torch.log(sde.transition_coeffs(s, t)[1])
+    log_ratio = torch.log(sde.marginal_coeffs(s)[1]) - torch.log(sde.marginal_coeffs(t)[1])
+    return log_beta, log_beta + 2 * log_ratio
+
+
 @register_predictor("ancestral")
-def ancestral(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> AffineSteps:
+def ancestral(sde: SDE, times: torch.Tensor, probability_flow: bool = False,
+              variance: Optional[str] = None) -> AffineSteps:
     """Ancestral sampling: x_s ~ N(E[x_s | x_t], `sde.ancestral_variance(s, t)`), s = t_{i+1}.
 
     With x_t = r·x_s + v^½·z, Tweedie's formula gives the exact mean E[x_s | x_t] = (x_t + v·s)/r:
@@ -92,12 +135,20 @@ def ancestral(sde: SDE, times: torch.Tensor, probability_flow: bool = False) -> 
     variance 0.02 and 1000 steps, the posterior variance would leave VP's samples 2.4% too
     narrow where βᵢ leaves them 0.9% too wide. The reference code has no sub-VP step; this one
     holds for any SDE.
+
+    `variance` overrides the SDE's choice (`ancestral_log_variances`): "beta" (the transition's
+    v), "posterior" (β̃), or "learned", whose noise `learned_variance_step` sets per element
+    (the steps then carry β's).
     """
     if probability_flow:
         raise ValueError("probability_flow is not defined for the ancestral predictor; "
                          "use predictor 'reverse_diffusion' or 'euler_maruyama'")
     ratio, std = sde.transition_coeffs(times[1:], times[:-1])
-    noise = sde.ancestral_variance(times[1:], times[:-1]).sqrt()
+    if variance is None:
+        noise = sde.ancestral_variance(times[1:], times[:-1]).sqrt()
+    else:
+        log_beta, log_posterior = ancestral_log_variances(sde, times)
+        noise = torch.exp(0.5 * (log_posterior if variance == "posterior" else log_beta))
     return AffineSteps(1 / ratio, std ** 2 / ratio, noise)
 
 
