@@ -5,6 +5,11 @@ Every SDE here has a linear Gaussian kernel x_t = a(t)·x_0 + σ(t)·z, so a mix
     p_t(x) = Σ_k w_k N(x; a(t)μ_k, diag(a(t)²v_k + σ(t)²)),
 with a closed-form score ∇ₓ log p_t and log-density (nats). The mixture lives in the
 flattened space, so `x` may be `[B, d]` or an image batch `[B, C, H, W]` with C·H·W = d.
+
+Also exact ground truth for controllable generation (issue 10): the conditional law of the
+unknown coordinates given the known ones (`GaussianMixture.conditional`), and a class-conditional
+mixture, one component per class (`ClassConditionalMixture`), with its exact conditional score
+and noisy-data classifier log p_t(y | x).
 """
 from __future__ import annotations
 
@@ -96,9 +101,127 @@ class GaussianMixture:
         """Exact ∇ₓ log p_t(x), shaped and typed like `x`: Σ_k r_k(x)·(−(x − aμ_k)/var_k)."""
         log_joint, component_scores = self._component_terms(x, t, sde)
         responsibilities = torch.softmax(log_joint, dim=1)                 # [B, K]
-        score = (responsibilities[:, :, None] * component_scores).sum(1)  # [B, d]
-        return score.reshape(x.shape).to(x.dtype)
+        return _weighted_score(responsibilities, component_scores, x)
 
     def score_fn(self, sde) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """`score_fn(x, t)`: the exact score of p_t under `sde`."""
         return lambda x, t: self.score(x, t, sde)
+
+    def _known_log_weights(self, mask: torch.Tensor, x_known: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(c; μ_k, v_k) on the known coordinates `[B, K]`; c: `x_known` `[B, d]`."""
+        diff = (x_known[:, None, :] - self.means) * mask                     # [B, K, d]
+        var = self.variances.expand_as(diff)
+        log_normal = -0.5 * (mask * (diff ** 2 / var + torch.log(2 * math.pi * var))).sum(-1)
+        return torch.log(self.weights) + log_normal
+
+    def _check_mask(self, mask: ArrayLike) -> torch.Tensor:
+        mask = torch.as_tensor(mask).flatten().to(torch.float64)
+        if mask.numel() != self.dim or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"mask must hold {self.dim} values in {{0, 1}} (1 = known), got "
+                             f"{mask.numel()} values")
+        return mask
+
+    def conditional(self, mask: ArrayLike, x_known: ArrayLike) -> "GaussianMixture":
+        """The exact law of the unknown coordinates given the known ones, p_0(x_u | x_k = c).
+
+        With diagonal covariances each component factorizes, so the conditional is the mixture
+        Σ_k w'_k N(μ_k,u, diag(v_k,u)) over the unknown coordinates (mask = 0, in flattened
+        order), with w'_k ∝ w_k·N(c; μ_k,k, diag(v_k,k)). Components whose weight underflows to 0
+        in float64 are dropped. `mask`: d values in {0, 1} (1 = known); `x_known`: d values.
+        """
+        mask = self._check_mask(mask)
+        if bool((mask == 1).all()):
+            raise ValueError("mask marks every coordinate known: there is nothing to condition")
+        x_known = torch.as_tensor(x_known, dtype=torch.float64).reshape(1, self.dim)
+        weights = torch.softmax(self._known_log_weights(mask, x_known)[0], dim=0)
+        keep, unknown = weights > 0, mask == 0
+        return GaussianMixture(weights[keep] / weights[keep].sum(), self.means[keep][:, unknown],
+                               self.variances[keep][:, unknown])
+
+    def sample_conditional(self, mask: ArrayLike, x_known: torch.Tensor,
+                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Exact draws of p_0(x | x_k = c_i), one per row c_i of `x_known` `[B, ...]` (B·d values).
+
+        Returns a tensor shaped like `x_known` whose known entries are `x_known`'s and whose
+        unknown ones come from the component drawn with the weights w'_k of `conditional`.
+        """
+        mask = self._check_mask(mask)
+        flat = x_known.reshape(x_known.shape[0], -1).to(torch.float64)
+        if flat.shape[1] != self.dim:
+            raise ValueError(f"x_known has {flat.shape[1]} dims per sample, the mixture {self.dim}")
+        probs = torch.softmax(self._known_log_weights(mask, flat), dim=1)    # [B, K]
+        components = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        noise = torch.randn(flat.shape, generator=generator, dtype=torch.float64)
+        drawn = self.means[components] + self.variances[components].sqrt() * noise
+        return torch.where(mask.bool(), flat, drawn).reshape(x_known.shape).to(x_known.dtype)
+
+
+def _weighted_score(weights: torch.Tensor, component_scores: torch.Tensor,
+                    x: torch.Tensor) -> torch.Tensor:
+    """Σ_k r_k·s_k: weights `[B, K]`, component scores `[B, K, d]` → shaped and typed like `x`."""
+    score = (weights[:, :, None] * component_scores).sum(1)              # [B, d]
+    return score.reshape(x.shape).to(x.dtype)
+
+
+class ClassConditionalMixture(GaussianMixture):
+    """A mixture with one component per class: p(x | y = k) = N(μ_k, diag(v_k)), p(y = k) = w_k.
+
+    Labels are integers 0..K−1; the null label K (`null_label`) stands for "no class", the full
+    mixture, as a classifier-free-guidance model's label dropout does. Arguments as for
+    `GaussianMixture`.
+    """
+
+    @property
+    def num_classes(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def component(self, label: int) -> GaussianMixture:
+        """The class-`label` law p_0(x | y = label), a one-component mixture."""
+        if not 0 <= label < self.num_classes:
+            raise ValueError(f"label must be in [0, {self.num_classes}), got {label!r}")
+        return GaussianMixture([1.0], self.means[label:label + 1], self.variances[label:label + 1])
+
+    def _check_labels(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        y = torch.as_tensor(y)
+        if y.shape != (batch,) or y.dtype not in (torch.int32, torch.int64) \
+                or not bool(((y >= 0) & (y <= self.null_label)).all()):
+            raise ValueError(f"y must be an integer tensor [{batch}] of labels in "
+                             f"[0, {self.null_label}] ({self.null_label} = null), got {y!r}")
+        return y
+
+    def cond_score(self, x: torch.Tensor, t, sde, y: torch.Tensor) -> torch.Tensor:
+        """Exact ∇ₓ log p_t(x | y) per row: the component y's score, or for the null label the
+        mixture's (bit-identical to `score`). `y` `[B]` integer labels in [0, K]."""
+        log_joint, component_scores = self._component_terms(x, t, sde)
+        y = self._check_labels(y, x.shape[0]).to(x.device)
+        responsibilities = torch.softmax(log_joint, dim=1)                 # [B, K]
+        one_hot = torch.nn.functional.one_hot(y.clamp(max=self.num_classes - 1),
+                                              self.num_classes).to(responsibilities.dtype)
+        weights = torch.where((y == self.null_label)[:, None], responsibilities, one_hot)
+        return _weighted_score(weights, component_scores, x)
+
+    def cond_score_fn(self, sde) -> Callable[..., torch.Tensor]:
+        """`cond_score_fn(x, t, y)`: the exact class-conditional score under `sde`."""
+        return lambda x, t, y: self.cond_score(x, t, sde, y)
+
+    def classifier_log_prob(self, x: torch.Tensor, t, sde) -> torch.Tensor:
+        """Exact log p_t(y = k | x) = log w_k N_k,t(x) − log p_t(x), `[B, K]` in x's dtype."""
+        log_joint, _ = self._component_terms(x, t, sde)
+        return torch.log_softmax(log_joint, dim=1).to(x.dtype)
+
+    def classifier_log_prob_fn(self, sde) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`log_prob_fn(x, t) -> [B, K]`: the exact noisy-data classifier under `sde`."""
+        return lambda x, t: self.classifier_log_prob(x, t, sde)
+
+    def sample_class(self, labels: torch.Tensor,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Exact draws `[B, d]` (float64) of p_0(x | y), one per label in `labels` `[B]` (< K)."""
+        labels = self._check_labels(labels, len(labels))
+        if bool((labels == self.null_label).any()):
+            raise ValueError("sample_class needs class labels < num_classes; use sample() for null")
+        noise = torch.randn(len(labels), self.dim, generator=generator, dtype=torch.float64)
+        return self.means[labels] + self.variances[labels].sqrt() * noise

@@ -20,8 +20,13 @@ from samplers.ode import ODE_METHODS
 from samplers.predictors import PREDICTORS
 from samplers.sdeint import SDE_METHODS
 from samplers.vlb import VARIANCES, VLBResult, vlb_bits_per_dim  # issue 9
+from samplers.conditional import colorize, inpaint  # issue 10
+from samplers.encode import EncodeResult, decode, encode, slerp  # issue 10
+from samplers.guidance import classifier_free_guidance, classifier_guidance  # issue 10
 
 __all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "ODE_METHODS", "SDE_METHODS", "DIVERGENCES",
            "SampleResult", "LikelihoodResult", "register_sampler", "sample", "build_sampler",
            "log_likelihood", "bits_per_dim"]
+__all__ += ["inpaint", "colorize", "classifier_free_guidance", "classifier_guidance",  # issue 10
+            "encode", "decode", "slerp", "EncodeResult"]
 __all__ += ["vlb_bits_per_dim", "VLBResult", "VARIANCES"]  # issue 9
