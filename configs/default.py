@@ -33,6 +33,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.importance_sampling = False
     training.seed = 42
     training.nan_policy = "stop"  # stop | skip: what a non-finite loss does
+    training.loss = "dsm"         # dsm | hybrid | vlb (hybrid, vlb: DDPM with model.learn_variance)
+    training.vlb_weight = 0.001   # λ of L_simple + λ·L_vlb (loss=hybrid)
+    training.timestep_sampling = "uniform"  # hybrid, vlb: uniform | loss_second_moment
+    training.label_dropout = 0.1  # class-conditional models: P(label -> null label)
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"
@@ -71,6 +75,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.abstol = placeholder(float)          # adaptive_sde
     sampling.reltol = placeholder(float)
     sampling.safety = placeholder(float)
+    sampling.variance = placeholder(str)          # ancestral: beta | posterior | learned
+    # Class-conditional and guided sampling (--mode sample).
+    sampling.class_label = -1     # the class of every sample; -1: classes in turn
+    sampling.guidance_scale = 1.0  # classifier-free: s_∅ + γ(s_y − s_∅); 1 = conditional
+    sampling.classifier_scale = 0.0  # classifier guidance: s + γ·∇log p_t(y | x) (0: off)
+    sampling.task = "generate"    # generate | inpaint | colorize | interpolate
+    sampling.mask = "right_half"  # inpaint: right_half | bottom_half | center | random_pixels
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256
@@ -87,6 +98,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.enable_fid = False    # needs enable_sampling and a local Inception file:
     evaluate.inception_path = ""   # TorchScript inception-2015-12-05.pt (see evaluation/fid.py)
     evaluate.seed = 0
+    evaluate.enable_vlb = False    # DDPM variational bound (bits/dim) beside the ODE's (VP chain)
+    evaluate.vlb_num_timesteps = 0  # 0: the exact sum over all N steps; K: unbiased K-step estimate
 
     # Time-conditional classifier for classifier guidance (--mode train_classifier); images use
     # the encoder fields, vectors `width`. Labels follow the SDE (999·t for VP, σ(t) for VE).

@@ -32,4 +32,25 @@ def test_config_builds(name):
         assert config.training.batch_size == 128 and config.optim.lr == 2e-4
         assert config.optim.warmup == 5000 and config.optim.grad_clip == 1.0
         assert config.model.ema_rate == (0.999 if name.startswith("ve") else 0.9999)
-    assert set(config) == {"sde", "model", "training", "optim", "sampling", "eval", "data"}
+    assert set(config) == {"sde", "model", "training", "optim", "sampling", "eval", "data",
+                           "classifier"}
+
+
+def test_ddpm_configs_follow_the_papers():
+    """Ho et al. 2020: linear β from 1e-4 to 0.02, T = 1000, L_simple, the 35.7M U-Net;
+    Nichol & Dhariwal 2021: cosine schedule, T = 4000, learned variances, L_hybrid."""
+    ddpm = load("ddpm_cifar")
+    sde = sde_lib.build_sde(ddpm.sde)
+    torch.testing.assert_close(sde.discrete_betas[[0, -1]],
+                               torch.tensor([1e-4, 0.02], dtype=torch.float64))
+    assert sde.N == 1000 and not ddpm.training.continuous and ddpm.training.loss == "dsm"
+    with torch.device("meta"):
+        model = setup.build_score_model(ddpm, sde)
+    assert sum(p.numel() for p in model.parameters()) == 35_218_947
+    iddpm = load("iddpm_cifar")
+    sde = sde_lib.build_sde(iddpm.sde)
+    assert sde.N == 4000 and iddpm.sde.schedule == "cosine"
+    assert iddpm.training.loss == "hybrid" and iddpm.training.vlb_weight == 0.001
+    with torch.device("meta"):
+        model = setup.build_score_model(iddpm, sde)
+    assert model.learn_variance and iddpm.sampling.variance == "learned"

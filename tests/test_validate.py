@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "configs" / "toy_gmm.py")
 DIGITS = str(ROOT / "configs" / "vp_digits.py")
 CLF = "--mode=train_classifier"
+DDPM = str(ROOT / "configs" / "ddpm_digits.py")
+IDDPM = str(ROOT / "configs" / "iddpm_digits.py")
+COND = str(ROOT / "configs" / "cond_digits.py")
 
 # (config file, extra flags, expected exit status, words the message must contain)
 CASES = [
@@ -48,6 +51,24 @@ CASES = [
     (TOY, ["--config.nonexistent.field=1"], 2, ["nonexistent"]),
     (TOY, ["--mode=fit"], 2, ["mode"]),
     (str(ROOT / "configs" / "missing.py"), [], 2, ["missing.py"]),
+    # Issue 9: learned variances, hybrid loss, the bound.
+    (DDPM, ["--config.training.loss=l1"], 2, ["config.training.loss", "hybrid"]),
+    (DDPM, ["--config.training.loss=hybrid"], 2, ["learn_variance", "hybrid"]),
+    (IDDPM, ["--config.training.continuous=True"], 2, ["continuous=False", "vpsde"]),
+    (IDDPM, ["--config.sde.name=vesde"], 2, ["learn_variance", "VP"]),
+    (IDDPM, ["--config.training.timestep_sampling=fancy"], 2, ["timestep_sampling",
+                                                               "loss_second_moment"]),
+    (DDPM, ["--config.sampling.variance=large"], 2, ["config.sampling.variance", "posterior"]),
+    (DDPM, ["--config.sampling.variance=learned"], 2, ["learned", "learn_variance=True"]),
+    (DDPM, ["--config.eval.vlb_num_timesteps=5000"], 2, ["vlb_num_timesteps", "1000"]),
+    (TOY, ["--config.sde.name=vesde", "--config.eval.enable_vlb=True"], 2, ["enable_vlb",
+                                                                             "vpsde"]),
+    # Issue 10: class labels, guidance, sample tasks.
+    (COND, ["--config.sampling.class_label=10"], 2, ["class_label", "0 … 9"]),
+    (COND, ["--config.training.label_dropout=1.5"], 2, ["label_dropout", "[0, 1]"]),
+    (COND, ["--config.sampling.task=outpaint"], 2, ["config.sampling.task", "inpaint"]),
+    (COND, ["--config.sampling.classifier_scale=-1.0"], 2, ["classifier_scale", ">= 0"]),
+    (DIGITS, ["--config.sampling.class_label=3"], 2, ["class_label", "num_classes"]),
     (DIGITS, ["--config.data.image_size=7"], 2, ["config.model", "image_size"]),
     (DIGITS, ["--config.data.image_size=6"], 2, ["config.model", "attn_resolutions"]),
     (DIGITS, ["--config.data.num_channels=2"], 2, ["config.data.num_channels", "3"]),

@@ -12,7 +12,7 @@ import torch
 
 import sde_lib
 from training import setup
-from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, SPLITS
+from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
 
 NAN_POLICIES = ("stop", "skip")
 DIVERGENCES = ("exact", "rademacher", "gaussian")
@@ -119,6 +119,76 @@ def validate_classifier(config, sde) -> None:
         _wrapped("config.classifier", lambda: build_classifier(config, sde))
 
 
+LOSSES = ("dsm", "hybrid", "vlb")
+VARIANCES = ("beta", "posterior", "learned")
+TASKS = ("generate", "inpaint", "colorize", "interpolate")
+
+
+def validate_ddpm(config, sde) -> None:
+    """Learned variances, the hybrid / vlb losses and the variational bound (issue 9)."""
+    from training.hybrid_loss import TIMESTEP_SAMPLING
+
+    training, model = config.training, config.model
+    loss = training.get("loss", "dsm")
+    _choice("config.training.loss", loss, LOSSES)
+    learned = bool(model.get("learn_variance", False))
+    if loss != "dsm" or learned:
+        if config.sde.name != "vpsde" or training.continuous:
+            raise ConfigError(f"config.training.loss={loss!r} / config.model.learn_variance need "
+                              f"the DDPM chain: config.sde.name='vpsde' and "
+                              f"config.training.continuous=False")
+        if learned != (loss != "dsm"):
+            raise ConfigError("config.model.learn_variance=True goes with config.training.loss in "
+                              "['hybrid', 'vlb'] (the variance is trained only by the bound)")
+        _choice("config.training.timestep_sampling", training.get("timestep_sampling", "uniform"),
+                TIMESTEP_SAMPLING)
+        if not training.get("vlb_weight", 0.001) >= 0:
+            raise ConfigError(f"config.training.vlb_weight must be >= 0, "
+                              f"got {training.vlb_weight!r}")
+    variance = config.sampling.get("variance")
+    if variance is not None:
+        _choice("config.sampling.variance", variance, VARIANCES)
+        if variance == "learned" and not learned:
+            raise ConfigError("config.sampling.variance='learned' needs a network with "
+                              "config.model.learn_variance=True")
+    if config.eval.get("enable_vlb", False):
+        if config.sde.name != "vpsde":
+            raise ConfigError(f"config.eval.enable_vlb=True needs config.sde.name='vpsde' (the DDPM "
+                              f"chain), got {config.sde.name!r}")
+        _positive_int("config.eval.vlb_num_timesteps", config.eval.get("vlb_num_timesteps", 0),
+                      minimum=0)
+        if config.eval.vlb_num_timesteps > sde.N:
+            raise ConfigError(f"config.eval.vlb_num_timesteps must be <= N = {sde.N} (0: all "
+                              f"steps), got {config.eval.vlb_num_timesteps}")
+
+
+def validate_conditioning(config, mode: str) -> None:
+    """Class labels, guidance and the sample-mode tasks (issue 10)."""
+    num_classes = config.model.get("num_classes", 0)
+    _positive_int("config.model.num_classes", num_classes, minimum=0)
+    if num_classes and config.data.dataset not in LABELED_DATASETS:
+        raise ConfigError(f"config.model.num_classes={num_classes} needs a data set with class "
+                          f"labels, one of {LABELED_DATASETS}; got {config.data.dataset!r}")
+    if not 0 <= config.training.get("label_dropout", 0.0) <= 1:
+        raise ConfigError(f"config.training.label_dropout must lie in [0, 1], "
+                          f"got {config.training.label_dropout!r}")
+    sampling = config.sampling
+    _choice("config.sampling.task", sampling.get("task", "generate"), TASKS)
+    if not sampling.get("classifier_scale", 0.0) >= 0:
+        raise ConfigError(f"config.sampling.classifier_scale must be >= 0, "
+                          f"got {sampling.classifier_scale!r}")
+    guided = num_classes or sampling.get("classifier_scale", 0.0) > 0
+    label = sampling.get("class_label", -1)
+    if label != -1 and not guided:
+        raise ConfigError("config.sampling.class_label needs a class-conditional model "
+                          "(config.model.num_classes > 0) or config.sampling.classifier_scale > 0")
+    if guided and mode in ("sample", "eval", "train"):
+        classes = num_classes or NUM_CLASSES.get(config.data.dataset, 0)
+        if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
+            raise ConfigError(f"config.sampling.class_label must be -1 (classes in turn) or in "
+                              f"0 … {classes - 1}, got {label!r}")
+
+
 def validate_workdir(workdir) -> None:
     """The workdir, or its nearest existing parent, must be a writable directory."""
     path = Path(workdir).expanduser().absolute()
@@ -139,6 +209,8 @@ def validate(config, mode: str, workdir) -> None:
         _wrapped("config.model", lambda: setup.build_score_model(config, sde))
     validate_training(config)
     validate_eval(config)
+    validate_ddpm(config, sde)
+    validate_conditioning(config, mode)
     _wrapped("config.training", lambda: setup.build_training_loss(config, sde))
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
     if not 0 < config.sampling.eps < sde.T:
