@@ -7,8 +7,10 @@ by a fresh draw of the forward kernel, a(t)·c + σ(t)·z, and the run ends with
 This is exact when p_0 factorizes between known and unknown entries (the score of the unknown
 ones then ignores the known ones). Otherwise it approximates ∇ log p_t(x_u | x_k,0 = c) by
 ∇_u log p_t(x_u, x_k,t) at an x_k,t drawn afresh, independently of the path of x_u, and is
-biased: for two 2-D modes (tests/test_conditional.py) it puts too little mass on the mode that
-c selects. Any predictor and corrector of `PREDICTORS` / `CORRECTORS` run this way.
+biased. For two 2-D modes (tests/test_conditional.py), given an x₁ that selects one mode (weight
+1 − 3e-7), 17% of the samples end in the other one without a corrector (35% along the
+probability flow; 0.1% with the Langevin corrector, which where both modes have weight ½ gives
+them about 0.65 / 0.35). Any predictor and corrector of `PREDICTORS` / `CORRECTORS` run this way.
 
 Colorization is inpainting in decoupled colour coordinates y = M·x (per pixel), M orthogonal with
 first row (1, 1, 1)/√3: y_0 = √3·gray is known, y_1, y_2 are not. The forward kernels are
@@ -39,8 +41,9 @@ COLOR_DECOUPLE = torch.tensor([[1 / math.sqrt(3)] * 3,
 
 def check_mask(mask: torch.Tensor, x_known: torch.Tensor) -> torch.Tensor:
     """`mask` broadcastable to `x_known` `[B, ...]`, values in {0, 1}: as a bool tensor."""
-    if not isinstance(x_known, torch.Tensor) or x_known.ndim < 2:
-        raise ValueError(f"x_known must be a tensor [B, ...], got "
+    if not isinstance(x_known, torch.Tensor) or x_known.ndim < 2 \
+            or not x_known.is_floating_point():
+        raise ValueError(f"x_known must be a floating tensor [B, ...], got "
                          f"{getattr(x_known, 'shape', type(x_known))}")
     mask = torch.as_tensor(mask, device=x_known.device)
     try:
