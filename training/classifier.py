@@ -48,7 +48,7 @@ class ClassifierState:
     def __init__(self, config, device):
         self.config, self.device = config, device
         self.sde = sde_lib.build_sde(config.sde)
-        torch.manual_seed(config.classifier.seed)  # initial weights and dropout
+        torch.manual_seed(config.classifier.seed)  # initial weights (then dropout, per step)
         self.model = build_classifier(config, self.sde).to(device)
         self.fields = classifier_fields(config, self.sde)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.classifier.lr)
@@ -59,9 +59,8 @@ class ClassifierState:
     def state_dict(self) -> dict:
         return {"format": FORMAT, "model": self.model.net.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "fields": dict(self.fields), "sde": self.config.sde.to_dict()}
+                "rng": self.generator.get_state(), "fields": dict(self.fields),
+                "sde": self.config.sde.to_dict()}
 
     def load_state_dict(self, state: dict, path) -> None:
         try:
@@ -72,9 +71,6 @@ class ClassifierState:
                                   f"{str(err).splitlines()[0]}") from None
         self.step = int(state["step"])
         self.generator.set_state(state["rng"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
 
 def learning_rate(section, step: int) -> float:
@@ -113,6 +109,9 @@ def _batch(dataset: Dataset, order: BatchOrder, state: ClassifierState, info: Di
 def train_step(state: ClassifierState, model: NoisyClassifier, x0, y, shard=(0, 1)):
     """One Adam step on −log p_t(y | x_t); returns (loss, accuracy, lr), averaged over ranks."""
     section = state.config.classifier
+    # Dropout draws from the global RNG: seeded from (seed, step, rank), so a resumed run
+    # repeats it and ranks draw different masks (hence DDP matches one process only without it).
+    torch.manual_seed(section.seed + 7919 * state.step + 104729 * shard[0])
     state.model.train()
     state.optimizer.zero_grad(set_to_none=True)
     x_t, t = perturb(state.sde, x0, section.eps, state.generator, shard)
