@@ -208,6 +208,10 @@ def check_vlb_inputs(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, variance: st
             f"the variational bound needs a discrete DDPM chain (tables {list(CHAIN_TABLES)}, "
             f"N >= 2): supported is VPSDE (schedule 'linear' or 'cosine'); got "
             f"{type(sde).__name__} (sub-VP and VE have no DDPM chain)")
+    betas = sde.discrete_betas
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError(f"the chain's betas must lie in (0, 1); got [{betas.min().item():.3g}, "
+                         f"{betas.max().item():.3g}] (a linear schedule needs N > beta_max)")
     check_choice("variance", variance, VARIANCES)
     if variance == "learned" and (not callable(getattr(score_fn, "forward_with_variance", None))
                                   or getattr(score_fn, "learn_variance", True) is False):
