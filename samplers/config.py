@@ -58,7 +58,8 @@ def method_options(method: str) -> set:
 
 def _check_names(method: str, options: Dict[str, Any]) -> None:
     """Check name-valued options (and the predictor / probability_flow pairing) before any work."""
-    if "predictor" in options or "corrector" in options:
+    as_pc = "predictor" in options or "corrector" in options
+    if as_pc or (method == "pc" and "variance" in options):
         check_pc_options(options.get("predictor", "reverse_diffusion"),
                          options.get("corrector", "langevin"),
                          options.get("probability_flow", False), options.get("variance"))

@@ -112,3 +112,92 @@ def test_bad_options_raise_before_any_work(options, field):
         samplers.sample(score_fn, SDE_FACTORIES["vp"](), (2, 2), "pc", **options)
     with pytest.raises(ValueError, match="sampling method"):
         samplers.sample(score_fn, SDE_FACTORIES["vp"](), (2, 2), "no_such_method")
+
+
+# --- the ancestral sampler's variance: β, β̃ or learned (issue 9) -------------------------------
+
+class ConstantVarianceModel:
+    """Stand-in learned-variance model: an exact score, and v from `v_fn(x)` (shaped like x)."""
+
+    def __init__(self, score_fn, v_fn):
+        self.score_fn, self.v_fn = score_fn, v_fn
+
+    def __call__(self, x, t):
+        return self.score_fn(x, t)
+
+    def forward_with_variance(self, x, t):
+        return self.score_fn(x, t), self.v_fn(x)
+
+
+def _ancestral(model, sde, variance, num_steps=None, seed=0):
+    return samplers.sample(model, sde, (200, 2), "ancestral", dtype=f64, variance=variance,
+                           num_steps=num_steps, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("v, fixed", [(1.0, "beta"), (0.0, "posterior")])
+@pytest.mark.parametrize("name, num_steps", [("vp", None), ("vp", 37), ("subvp", 37), ("ve", 37)])
+def test_learned_variance_with_v_0_or_1_is_the_fixed_choice(v, fixed, name, num_steps):
+    """Σ = exp(v·log β + (1 − v)·log β̃) (Nichol & Dhariwal 2021, eq. 15) on any grid."""
+    sde = SDE_FACTORIES[name]()
+    model = ConstantVarianceModel(MIXTURE_2D.score_fn(sde), lambda x: torch.full_like(x, v))
+    learned, same = (_ancestral(model, sde, variance, num_steps) for variance in ("learned", fixed))
+    torch.testing.assert_close(learned.x, same.x, rtol=1e-12, atol=1e-12)
+    assert learned.nfe == same.nfe == (num_steps or sde.N) + 1
+
+
+def test_fixed_variances_are_the_sdes_defaults_where_they_agree():
+    """VP's default is DDPM's σ² = β, VE's SMLD's posterior β̃; "beta" ≥ "posterior" always."""
+    for name, same in (("vp", "beta"), ("ve", "posterior")):
+        sde = SDE_FACTORIES[name]()
+        default, chosen = (_ancestral(MIXTURE_2D.score_fn(sde), sde, variance, 20)
+                           for variance in (None, same))
+        torch.testing.assert_close(default.x, chosen.x, rtol=1e-10, atol=1e-10)
+    sde = SDE_FACTORIES["vp"]()
+    times = torch.linspace(1, 1e-3, 21, dtype=f64)
+    beta, posterior = (PREDICTORS["ancestral"](sde, times, variance=variance).noise_coeff
+                       for variance in ("beta", "posterior"))
+    assert (beta > posterior).all()
+
+
+@pytest.mark.parametrize("num_steps", [None, pytest.param(200, marks=pytest.mark.slow)])
+def test_learned_variance_sampling_matches_exact_samples(num_steps):
+    """v per element (a function of x in [0, 1]) between β̃ and β: a consistent sampler, end to
+    end, on the default and on a respaced grid."""
+    sde = SDE_FACTORIES["vp"]()
+    model = ConstantVarianceModel(MIXTURE_2D.score_fn(sde), torch.sigmoid)
+    result = samplers.sample(model, sde, (NUM_SAMPLES, 2), "ancestral", dtype=f64, denoise=False,
+                             variance="learned", num_steps=num_steps,
+                             generator=torch.Generator().manual_seed(3))
+    assert result.nfe == (num_steps or sde.N)
+    assert_matches_exact(result.x, MIXTURE_2D, sde, EPS)
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("ancestral", dict(variance="large"), "variance"),
+    ("pc", dict(variance="beta"), "ancestral"),
+    ("pc", dict(predictor="euler_maruyama", corrector="none", variance="posterior"), "ancestral"),
+    ("ancestral", dict(variance="learned"), "forward_with_variance"),
+])
+def test_bad_variance_options_raise_before_any_work(method, options, message):
+    def score_fn(x, t):
+        raise AssertionError("no score evaluation expected")
+
+    with pytest.raises(ValueError, match=message):
+        samplers.sample(score_fn, SDE_FACTORIES["vp"](), (2, 2), method, **options)
+
+
+def test_learned_variance_needs_v_and_the_config_passes_variance():
+    model = ConstantVarianceModel(lambda x, t: -x, lambda x: None)
+    with pytest.raises(ValueError, match="no v"):
+        samplers.sample(model, SDE_FACTORIES["vp"](), (2, 2), "ancestral", variance="learned",
+                        num_steps=3)
+    sampler = samplers.build_sampler({"method": "ancestral", "variance": "learned"})
+    assert sampler.options == {"variance": "learned"}
+    sampler = samplers.build_sampler({"method": "pc", "predictor": "ancestral",
+                                      "variance": "posterior"})
+    assert sampler.options["variance"] == "posterior"
+    assert "variance" not in samplers.build_sampler({"method": "ancestral",
+                                                     "variance": None}).options
+    for config in ({"method": "pc", "variance": "beta"}, {"method": "ancestral", "variance": "x"}):
+        with pytest.raises(ValueError, match="variance"):
+            samplers.build_sampler(config)
