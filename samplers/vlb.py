@@ -110,6 +110,7 @@ def posterior_mean_variance(sde: SDE, x0: torch.Tensor, x_t: torch.Tensor, index
     x0), β̃ᵢ `[B]` and the clipped log β̃ᵢ `[B]` (index 0: log β̃₁, since β̃₀ = 0). At index 0
     the "posterior" is the point x0.
     """
+    index = index.to(x_t.device)
     abar, abar_prev = _table(sde, "abar", index), _table(sde, "abar_prev", index)
     coef_x0 = _table(sde, "beta", index) * abar_prev.sqrt() / (1 - abar)
     coef_xt = _table(sde, "alpha", index).sqrt() * (1 - abar_prev) / (1 - abar)
@@ -127,6 +128,7 @@ def reverse_mean_log_variance(sde: SDE, x_t: torch.Tensor, index: torch.Tensor,
     or v·log βᵢ + (1 − v)·log β̃ᵢ elementwise ("learned", v shaped like x; N&D 2021, eq. 15).
     """
     check_choice("variance", variance, VARIANCES)
+    index = index.to(x_t.device)
     beta, ndim = _table(sde, "beta", index), x_t.ndim
     mean = (x_t.to(f64) + append_dims(beta, ndim) * score.to(f64)) \
         / append_dims(_table(sde, "alpha", index).sqrt(), ndim)
@@ -162,7 +164,7 @@ def vlb_term(sde: SDE, x0: torch.Tensor, x_t: torch.Tensor, index: torch.Tensor,
     mean, log_var = reverse_mean_log_variance(sde, x_t, index, score, v, variance)
     post_mean, _, post_log_var = posterior_mean_variance(sde, x0, x_t, index)
     terms = batch_sum(normal_kl(post_mean, append_dims(post_log_var, x0.ndim), mean, log_var))
-    rows = (index.to(terms.device) == 0).nonzero()[:, 0]   # the decoder's rows only: log Φ is slow
+    rows = (index.to(x0.device) == 0).nonzero()[:, 0]   # the decoder's rows only: log Φ is slow
     if len(rows):
         log_scale = (0.5 * log_var).expand_as(mean)[rows]
         nll = -batch_sum(discretized_gaussian_log_likelihood(x0[rows].to(f64), mean[rows],
