@@ -16,6 +16,7 @@ from evaluation.fid import (feature_statistics, frechet_distance, inception_outp
                             load_inception)
 from evaluation.likelihood import evaluate_bpd
 from evaluation.sampling import generate_samples, save_samples
+from evaluation.vlb import evaluate_vlb
 from models import ExponentialMovingAverage
 from training import setup
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
@@ -54,7 +55,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def run_eval(config, workdir, eval_folder: str = "eval", dist_info: Optional[DistInfo] = None) -> dict:
-    """Bits/dim on `eval.bpd_dataset` (and samples when `eval.enable_sampling`) → metrics.json.
+    """Bits/dim on `eval.bpd_dataset` (the probability-flow ODE's, and DDPM's variational bound
+    when `eval.enable_vlb`; samples when `eval.enable_sampling`) → metrics.json.
 
     Under torchrun the work is split across ranks and rank 0 writes the results.
     """
@@ -78,6 +80,10 @@ def run_eval(config, workdir, eval_folder: str = "eval", dist_info: Optional[Dis
         if metrics["num_nonfinite"]:
             logging.warning("%d likelihood evaluations were not finite and were left out",
                             metrics["num_nonfinite"])
+    if config.eval.get("enable_vlb", False):  # DDPM's bound, beside the ODE's bits/dim
+        dataset = build_dataset(config.data, config.eval.bpd_dataset)
+        metrics.update(evaluate_vlb(config, model, sde, dataset, eval_dir, device, step,
+                                    dist_info=info))
     if config.eval.enable_sampling:
         samples = generate_samples(config, model, sde, config.eval.num_samples, device,
                                    seed=config.eval.get("seed", 0), progress=True, dist_info=info)

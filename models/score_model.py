@@ -123,8 +123,8 @@ class ScoreModel(nn.Module):
         """(score, v): v `[B, ...]` is the learned variance interpolation (None without)."""
         return self(x, t, y, return_variance=True)
 
-    def _score_and_variance(self, x: torch.Tensor, t: torch.Tensor,
-                            y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _score_and_variance(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor]
+                            ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         labels = self.labels(t)

@@ -124,3 +124,29 @@ FAST_SAMPLER_FLAGS = [
 @pytest.mark.parametrize("overrides", FAST_SAMPLER_FLAGS, ids=lambda f: f[0].split("=")[1])
 def test_fast_sampler_options_are_reachable_from_flags(overrides):
     test_sampler_options_are_reachable_from_flags(overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["ddpm_digits", "iddpm_digits"])
+def test_ddpm_and_hybrid_training_report_the_bound(tmp_path, config):
+    """L_simple (fixed variances) and L_hybrid (learned variances) train, resume, report the
+    variational bound beside the ODE's bits/dim, and sample ancestrally with their variance."""
+    workdir = tmp_path / config
+    common = ["--config", f"configs/{config}.py", "--workdir", str(workdir), *TINY_TRAIN,
+              "--config.sde.num_scales=50", "--config.eval.bpd_num_examples=3",
+              "--config.model.nf=8", "--config.training.snapshot_sampling=False",
+              "--config.eval.vlb_num_timesteps=0", "--config.training.timestep_sampling="
+              + ("loss_second_moment" if config == "iddpm_digits" else "uniform")]
+    run_main(*common, "--mode", "train", "--config.training.n_iters=4")
+    run_main(*common, "--mode", "train")
+    state = torch.load(workdir / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    if config == "iddpm_digits":   # the timestep sampler's history went through the resume
+        assert int(state["loss"]["sampler"]["counts"].sum()) == 6 * 8
+    run_main(*common, "--mode", "eval")
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert metrics["vlb_exact"] and metrics["vlb_num_examples"] == 3
+    assert metrics["vlb_variance"] == ("learned" if config == "iddpm_digits" else "beta")
+    assert np.isfinite(metrics["vlb_bpd"]) and np.isfinite(metrics["bpd"])
+    run_main(*common, "--mode", "sample")
+    images = np.load(next((workdir / "samples").glob("step_6_ancestral/samples.npz")))["samples"]
+    assert images.shape == (4, 8, 8, 1)

@@ -157,9 +157,15 @@ def validate_ddpm(config, sde) -> None:
                               f"chain), got {config.sde.name!r}")
         _positive_int("config.eval.vlb_num_timesteps", config.eval.get("vlb_num_timesteps", 0),
                       minimum=0)
-        if config.eval.vlb_num_timesteps > sde.N:
-            raise ConfigError(f"config.eval.vlb_num_timesteps must be <= N = {sde.N} (0: all "
-                              f"steps), got {config.eval.vlb_num_timesteps}")
+        if config.eval.vlb_num_timesteps > sde.N - 1:
+            raise ConfigError(f"config.eval.vlb_num_timesteps must be <= N - 1 = {sde.N - 1} "
+                              f"(0: all steps), got {config.eval.vlb_num_timesteps}")
+        if config.data.dataset not in IMAGE_SETS:
+            raise ConfigError(f"config.eval.enable_vlb=True needs 8-bit image data, one of "
+                              f"{list(IMAGE_SETS)}; got {config.data.dataset!r}")
+        if not config.data.centered:
+            raise ConfigError("config.eval.enable_vlb=True needs config.data.centered=True (the "
+                              "DDPM bound is defined for data in [-1, 1])")
 
 
 def validate_conditioning(config, mode: str) -> None:
