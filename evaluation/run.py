@@ -15,7 +15,7 @@ import sde_lib
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs, inception_score,
                             load_inception)
 from evaluation.likelihood import evaluate_bpd
-from evaluation.sampling import generate_samples, save_samples
+from evaluation.sampling import generate_samples, num_classes_of, save_samples
 from evaluation.vlb import evaluate_vlb
 from models import ExponentialMovingAverage
 from training import setup
@@ -116,12 +116,40 @@ def fid_metrics(config, inception, samples, eval_dir: Path) -> dict:
 
 
 def run_sample(config, workdir, dist_info: Optional[DistInfo] = None) -> Path:
-    """Draw `eval.num_samples` samples with the configured sampler into `workdir/samples/`."""
+    """`sampling.task`: "generate" draws `eval.num_samples` samples with the configured sampler
+    (class-conditional / guided as configured) into `workdir/samples/`; "inpaint", "colorize"
+    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path."""
     info = dist_info or DistInfo(device=setup.default_device())
     model, sde, step = load_ema_model(config, workdir, info.device)
+    classifier = None
+    if config.sampling.get("classifier_scale", 0.0) > 0:
+        from training.classifier import load_classifier
+        classifier = load_classifier(config, workdir, info.device)
+    task = config.sampling.get("task", "generate")
+    folder = Path(workdir) / "samples" / _sample_folder(config, step)
+    if task != "generate":
+        if info.world_size > 1:
+            raise ValueError(f"config.sampling.task={task!r} runs in one process; launch it "
+                             f"without torchrun")
+        from evaluation.tasks import run_task
+        return run_task(config, model, sde, folder, info.device, classifier)
     samples = generate_samples(config, model, sde, config.eval.num_samples, info.device,
-                               seed=config.eval.get("seed", 0), progress=True, dist_info=info)
-    folder = Path(workdir) / "samples" / f"step_{step}_{config.sampling.method}"
+                               seed=config.eval.get("seed", 0), progress=True, dist_info=info,
+                               classifier=classifier)
     if info.is_main:
-        save_samples(config, samples, folder)
+        save_samples(config, samples, folder, nrow=num_classes_of(config, model, classifier))
     return folder / "samples.png"
+
+
+def _sample_folder(config, step: int) -> str:
+    """`step_<step>_<method>`, plus the task and the guidance that made the samples."""
+    sampling = config.sampling
+    name = f"step_{step}_{sampling.method}"
+    task = sampling.get("task", "generate")
+    if task != "generate":
+        name += f"_{task}" + (f"_{sampling.mask}" if task == "inpaint" else "")
+    if config.model.get("num_classes", 0):
+        name += f"_cfg{sampling.guidance_scale:g}"
+    if sampling.get("classifier_scale", 0.0) > 0:
+        name += f"_clf{sampling.classifier_scale:g}"
+    return name

@@ -275,6 +275,7 @@ def _snapshot_samples(state: TrainState, workdir: Path) -> None:
         samples = generate_samples(state.config, state.model, state.sde,
                                    state.config.training.num_snapshot_samples, state.device,
                                    seed=state.config.training.seed)
-        save_samples(state.config, samples, workdir / "samples" / f"iter_{state.step}")
+        save_samples(state.config, samples, workdir / "samples" / f"iter_{state.step}",
+                     nrow=state.model.num_classes)   # class-conditional: one class per column
     finally:
         state.ema.restore(state.model.parameters())

@@ -1,0 +1,118 @@
+"""evaluation.tasks and class-conditional / guided `--mode sample`: masks, the known pixels,
+the PF-ODE interpolation's end points, and the whole path through main.run on tiny models."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import main
+import sde_lib
+from configs.cond_digits import get_config as cond_digits_config
+from evaluation.sampling import sample_labels
+from evaluation.tasks import MASKS, make_mask, run_task
+from training import setup
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config.training.n_iters=4", "--config.training.snapshot_freq=4",
+        "--config.training.snapshot_freq_for_preemption=4", "--config.training.log_freq=2",
+        "--config.training.eval_freq=4", "--config.training.batch_size=8",
+        "--config.training.num_snapshot_samples=10", "--config.model.nf=8",
+        "--config.sampling.num_steps=4", "--config.eval.batch_size=10",
+        "--config.eval.num_samples=10"]
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_masks_hide_part_of_each_image(kind):
+    mask = make_mask(kind, (4, 1, 8, 8), torch.Generator().manual_seed(0))
+    assert mask.shape == (4, 1, 8, 8) and set(mask.unique().tolist()) == {0.0, 1.0}
+    if kind == "right_half":
+        assert mask[..., :4].all() and not mask[..., 4:].any()
+
+
+def test_sample_labels_cycle_or_repeat_the_class():
+    config = cond_digits_config()
+    assert sample_labels(config, range(8, 13), 10).tolist() == [8, 9, 0, 1, 2]
+    config.sampling.class_label = 3
+    assert sample_labels(config, range(0, 3), 10).tolist() == [3, 3, 3]
+    assert sample_labels(config, range(0, 3), 0) is None
+
+
+def _tiny_model(config):
+    config.model.nf = 8
+    sde = sde_lib.build_sde(config.sde)
+    torch.manual_seed(0)
+    return setup.build_score_model(config, sde).eval(), sde
+
+
+@pytest.mark.parametrize("task", ["inpaint", "interpolate"])
+def test_tasks_on_an_untrained_model(tmp_path, task):
+    """Inpainting keeps the known pixels exactly; interpolation's end points are the test images
+    themselves (the PF-ODE is invertible whatever the score, up to the solver's tolerance)."""
+    config = cond_digits_config()
+    model, sde = _tiny_model(config)
+    config.sampling.task, config.sampling.num_steps = task, 4
+    config.sampling.corrector = "langevin"
+    config.sampling.rtol = config.sampling.atol = 1e-6
+    config.eval.num_samples = 4
+    with torch.no_grad():
+        path = run_task(config, model, sde, tmp_path / "out", torch.device("cpu"))
+    assert path.exists() and path.suffix == ".png"
+    rows = np.load(tmp_path / "out" / f"{task}.npz")
+    if task == "inpaint":
+        original, _, result = (rows[f"row{i}"].astype(int) for i in range(3))
+        assert (result[:, :, :4] == original[:, :, :4]).all()      # the known left half
+        assert (result[:, :, 4:] != original[:, :, 4:]).any()
+    else:
+        first, second = rows["row0"].astype(int), rows["row1"].astype(int)
+        assert first.shape == (8, 8, 8, 1)                             # 8 steps per pair
+        from training.datasets import build_dataset
+        test = build_dataset(config.data, "test").data[:4].permute(0, 2, 3, 1).numpy().astype(int)
+        # uint8 rounding of an ODE round trip at tolerance 1e-6: at most one level off.
+        assert np.abs(first[0] - test[0]).max() <= 1 and np.abs(first[-1] - test[1]).max() <= 1
+        assert np.abs(second[0] - test[2]).max() <= 1
+
+
+def _run(args):
+    assert main.run(["main.py", *args]) == 0
+
+
+@pytest.mark.slow
+def test_class_conditional_training_and_guided_sampling(tmp_path):
+    """cond_digits trains with label dropout, samples one class per grid column with and without
+    classifier-free guidance, inpaints, and an unconditional model samples with a classifier."""
+    work = tmp_path / "cond"
+    common = ["--config", str(ROOT / "configs" / "cond_digits.py"), "--workdir", str(work), *TINY]
+    _run([*common, "--mode", "train"])
+    assert (work / "samples" / "iter_4" / "samples.png").exists()
+    for scale in ("1.0", "2.5"):
+        _run([*common, "--mode", "sample", f"--config.sampling.guidance_scale={scale}"])
+    images = np.load(work / "samples" / "step_4_pc_cfg2.5" / "samples.npz")["samples"]
+    assert images.shape == (10, 8, 8, 1)
+    _run([*common, "--mode", "sample", "--config.sampling.task=inpaint",
+          "--config.sampling.mask=center", "--config.eval.num_samples=3"])
+    assert (work / "samples" / "step_4_pc_inpaint_center_cfg1" / "inpaint.png").exists()
+
+    plain = tmp_path / "plain"
+    common = ["--config", str(ROOT / "configs" / "vp_digits.py"), "--workdir", str(plain), *TINY]
+    _run([*common, "--mode", "train", "--config.training.snapshot_sampling=False"])
+    _run([*common, "--mode", "train_classifier", "--config.classifier.n_iters=4",
+          "--config.classifier.nf=8", "--config.classifier.eval_freq=4",
+          "--config.classifier.eval_num_examples=16"])
+    _run([*common, "--mode", "sample", "--config.sampling.classifier_scale=2.0",
+          "--config.sampling.class_label=7"])
+    assert (plain / "samples" / "step_4_pc_clf2" / "samples.png").exists()
+    assert json.loads((plain / "classifier" / "metrics.json").read_text())["step"] == 4
+
+
+def test_classifier_guidance_without_a_classifier_is_one_clear_line(tmp_path, capsys):
+    work = tmp_path / "run"
+    common = ["--config", str(ROOT / "configs" / "vp_digits.py"), "--workdir", str(work), *TINY]
+    _run([*common, "--mode", "train", "--config.training.n_iters=1",
+          "--config.training.snapshot_sampling=False"])
+    capsys.readouterr()
+    status = main.run(["main.py", *common, "--mode", "sample",
+                       "--config.sampling.classifier_scale=1.0"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and "train_classifier" in err
