@@ -201,9 +201,8 @@ def chain_score(score_fn: ScoreFn, sde: SDE, x_t: torch.Tensor, index: torch.Ten
     return score, v
 
 
-def check_vlb_inputs(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, variance: str,
-                     num_timesteps: Optional[int]) -> None:
-    """Validate the arguments of `vlb_bits_per_dim` before any work (ValueError)."""
+def check_chain(sde: SDE) -> None:
+    """`sde` must have a valid DDPM chain: VPSDE's tables, N >= 2, every β in (0, 1)."""
     if any(not isinstance(getattr(sde, name, None), torch.Tensor) for name in CHAIN_TABLES) \
             or sde.N < 2:
         raise ValueError(
@@ -214,6 +213,12 @@ def check_vlb_inputs(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, variance: st
     if not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError(f"the chain's betas must lie in (0, 1); got [{betas.min().item():.3g}, "
                          f"{betas.max().item():.3g}] (a linear schedule needs N > beta_max)")
+
+
+def check_vlb_inputs(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, variance: str,
+                     num_timesteps: Optional[int]) -> None:
+    """Validate the arguments of `vlb_bits_per_dim` before any work (ValueError)."""
+    check_chain(sde)
     check_choice("variance", variance, VARIANCES)
     if variance == "learned" and (not callable(getattr(score_fn, "forward_with_variance", None))
                                   or getattr(score_fn, "learn_variance", True) is False):

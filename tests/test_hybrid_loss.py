@@ -127,7 +127,7 @@ def test_importance_weights_keep_the_expected_loss():
 
 
 def test_sampler_history_follows_training_steps():
-    model, sde = _model(N=5)
+    model, sde = _model(N=50)
     loss_fn = VLBLoss(sde, loss_type="hybrid", timestep_sampling="loss_second_moment")
     loss_fn(model, _x0(n=8), torch.Generator().manual_seed(0))
     loss_fn.update_sampler()
@@ -139,12 +139,24 @@ def test_sampler_history_follows_training_steps():
 
 
 def test_bad_options_raise():
-    sde = sde_lib.VPSDE(N=5)
+    with pytest.raises(ValueError, match="betas must lie in \\(0, 1\\)"):
+        VLBLoss(sde_lib.VPSDE(N=5))   # β up to 20/5 = 4: not a chain
+    sde = sde_lib.VPSDE(N=50)
     with pytest.raises(ValueError, match="expected one of \\['hybrid', 'vlb'\\]"):
         VLBLoss(sde, loss_type="mse")
     with pytest.raises(ValueError, match="timestep_sampling"):
         VLBLoss(sde, timestep_sampling="fancy")
-    with pytest.raises(ValueError, match="DDPM chain"):
+    with pytest.raises(ValueError, match="discrete DDPM chain"):
         VLBLoss(sde_lib.VESDE())
     with pytest.raises(ValueError, match="model.learn_variance=True"):
         VLBLoss(sde)(lambda x, t, y, return_variance: (x, None), _x0(n=2))
+
+
+def test_non_finite_terms_leave_the_sampler_history_alone():
+    model, sde = _model(N=50)
+    loss_fn = VLBLoss(sde, loss_type="hybrid", timestep_sampling="loss_second_moment")
+    loss_fn(model, _x0(n=4), torch.Generator().manual_seed(0))
+    index, terms = loss_fn.last_terms
+    loss_fn.last_terms = (index, torch.full_like(terms, float("nan")))
+    loss_fn.update_sampler()
+    assert int(loss_fn.sampler.counts.sum()) == 0 and loss_fn.last_terms is None

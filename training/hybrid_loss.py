@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from samplers.vlb import vlb_term
+from samplers.vlb import check_chain, vlb_term
 from sde_lib import SDE, append_dims
 from training.losses import Shard, _draw, _randn_like
 
@@ -85,9 +85,7 @@ class VLBLoss:
         if timestep_sampling not in TIMESTEP_SAMPLING:
             raise ValueError(f"Unknown training.timestep_sampling {timestep_sampling!r}; expected "
                              f"one of {list(TIMESTEP_SAMPLING)}")
-        if not hasattr(sde, "alphas_cumprod"):
-            raise ValueError(f"the {loss_type} loss needs an SDE with a DDPM chain (vpsde), got "
-                             f"{type(sde).__name__}")
+        check_chain(sde)   # the DDPM chain: VPSDE's tables with every β in (0, 1)
         self.sde, self.loss_type, self.vlb_weight = sde, loss_type, float(vlb_weight)
         self.reduce_mean = reduce_mean
         self.sampler = (LossSecondMomentSampler(sde.N) if timestep_sampling == "loss_second_moment"
@@ -135,9 +133,10 @@ class VLBLoss:
         if self.sampler is None or self.last_terms is None:
             return
         index, terms = self.last_terms
-        device = terms.device
-        self.sampler.update(gather(index.to(device)).cpu(), gather(terms))
         self.last_terms = None
+        index, terms = gather(index.to(terms.device)).cpu(), gather(terms)
+        if bool(torch.isfinite(terms).all()):   # a skipped non-finite batch teaches nothing
+            self.sampler.update(index, terms)
 
     def state_dict(self) -> dict:
         return {} if self.sampler is None else {"sampler": self.sampler.state_dict()}

@@ -169,9 +169,7 @@ def _data_parallel(state: TrainState, info: DistInfo):
 
     from models import ScoreModel
     device_ids = [info.device.index] if info.device.type == "cuda" else None
-    # find_unused_parameters: label dropout can leave the class embedding out of a batch.
-    ddp = DistributedDataParallel(state.model.net, device_ids=device_ids,
-                                  find_unused_parameters=state.model.num_classes > 0)
+    ddp = DistributedDataParallel(state.model.net, device_ids=device_ids)
     return ScoreModel(ddp, state.sde, continuous=state.model.continuous,
                       parametrization=state.model.parametrization)
 
