@@ -19,8 +19,21 @@ from training.distributed import DistInfo, all_gather_objects
 from training.pipeline import scale_images
 
 
-def _batches(num_examples: int, batch_size: int):
+def batches(num_examples: int, batch_size: int):
+    """(start, stop) of each batch of `batch_size` over `num_examples` examples."""
     return [(i, min(i + batch_size, num_examples)) for i in range(0, num_examples, batch_size)]
+
+
+def resume_progress(eval_dir, name: str, info: DistInfo, step: int, keys) -> tuple:
+    """(path, done): this rank's progress file `eval_dir/<name>_progress_<rank>of<world>.pth`
+    and the finished batches it holds for checkpoint `step` (else empty lists per key)."""
+    path = Path(eval_dir) / f"{name}_progress_{info.rank}of{info.world_size}.pth"
+    done = {"step": step, **{key: [] for key in keys}}
+    if path.exists():
+        stored = load_checkpoint(path)
+        if stored.get("step") == step:
+            done = stored
+    return path, done
 
 
 @torch.no_grad()
@@ -37,13 +50,8 @@ def evaluate_bpd(config, model, sde, dataset, eval_dir, device, step: int, progr
     model.eval()
     ev = config.eval
     count = len(dataset) if ev.bpd_num_examples == 0 else min(ev.bpd_num_examples, len(dataset))
-    partial_path = Path(eval_dir) / f"bpd_progress_{info.rank}of{info.world_size}.pth"
-    done = {"step": step, "bpd": [], "nfe": [], "nll": []}
-    if partial_path.exists():
-        stored = load_checkpoint(partial_path)
-        if stored.get("step") == step:
-            done = stored
-    all_jobs = [(r, lo, hi) for r in range(ev.bpd_repeats) for lo, hi in _batches(count, ev.batch_size)]
+    partial_path, done = resume_progress(eval_dir, "bpd", info, step, ("bpd", "nfe", "nll"))
+    all_jobs = [(r, lo, hi) for r in range(ev.bpd_repeats) for lo, hi in batches(count, ev.batch_size)]
     jobs = all_jobs[info.rank::info.world_size]
     for job_index in tqdm(range(len(done["bpd"]), len(jobs)), desc="bpd",
                           disable=not (progress and info.is_main)):

@@ -2,10 +2,7 @@
 bits/dim and/or draw samples. Results go to `workdir/<eval_folder>/` and `workdir/samples/`."""
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +16,7 @@ from evaluation.sampling import generate_samples, num_classes_of, save_samples
 from evaluation.vlb import evaluate_vlb
 from models import ExponentialMovingAverage
 from training import setup
-from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, write_json
 from training.datasets import build_dataset
 from training.distributed import DistInfo
 from training.pipeline import to_uint8_images
@@ -43,15 +40,6 @@ def load_ema_model(config, workdir, device):
                               f"{str(err).splitlines()[0]}") from None
     ema.copy_to(model.parameters())
     return model.eval(), sde, int(state["step"])
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomically replace `path` with `payload` as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def run_eval(config, workdir, eval_folder: str = "eval", dist_info: Optional[DistInfo] = None) -> dict:

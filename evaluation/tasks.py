@@ -19,6 +19,7 @@ from evaluation.sampling import guided_score_fn, num_classes_of, sample_generato
 from training.datasets import build_dataset
 from training.pipeline import scale_images, to_uint8_images
 
+TASKS = ("generate", "inpaint", "colorize", "interpolate")   # config.sampling.task
 MASKS = ("right_half", "bottom_half", "center", "random_pixels")
 INTERPOLATION_STEPS = 8
 
@@ -89,8 +90,7 @@ def run_task(config, model, sde, folder: Path, device, classifier=None) -> Path:
         gray = x.mean(dim=1, keepdim=True)
         result = samplers.colorize(score_fn, sde, gray, generator=generator, **pc_options(config))
         return _save(config, [x, gray.expand_as(x), result.x], folder, "colorize")
-    raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of "
-                     f"['generate', 'inpaint', 'colorize', 'interpolate']")
+    raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of {list(TASKS)}")
 
 
 def _interpolate(config, model, sde, folder, device) -> Path:

@@ -8,14 +8,14 @@ data, comparable with the dequantized probability-flow bits/dim). `eval.vlb_num_
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 import samplers
-from training.checkpoint import load_checkpoint, save_checkpoint
+from evaluation.likelihood import batches, resume_progress
+from training.checkpoint import save_checkpoint
 from training.distributed import DistInfo, all_gather_objects
 from training.pipeline import scale_images
 
@@ -42,14 +42,8 @@ def evaluate_vlb(config, model, sde, dataset, eval_dir, device, step: int, progr
     model.eval()
     ev = config.eval
     count = len(dataset) if ev.bpd_num_examples == 0 else min(ev.bpd_num_examples, len(dataset))
-    partial_path = Path(eval_dir) / f"vlb_progress_{info.rank}of{info.world_size}.pth"
-    done = {"step": step, **{k: [] for k in TERMS}}
-    if partial_path.exists():
-        stored = load_checkpoint(partial_path)
-        if stored.get("step") == step:
-            done = stored
-    jobs = [(lo, min(lo + ev.batch_size, count)) for lo in range(0, count, ev.batch_size)]
-    jobs = jobs[info.rank::info.world_size]
+    partial_path, done = resume_progress(eval_dir, "vlb", info, step, TERMS)
+    jobs = batches(count, ev.batch_size)[info.rank::info.world_size]
     variance, num_timesteps = vlb_variance(config, model), ev.get("vlb_num_timesteps", 0) or None
     for job in tqdm(range(len(done["bpd"]), len(jobs)), desc="vlb",
                     disable=not (progress and info.is_main)):

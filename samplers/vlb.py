@@ -24,9 +24,10 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from samplers.common import Generator, ScoreFn, check_choice
+from samplers.predictors import ANCESTRAL_VARIANCES
 from sde_lib import SDE, append_dims, batch_sum, randn
 
-VARIANCES = ("beta", "posterior", "learned")
+VARIANCES = ANCESTRAL_VARIANCES   # the reverse variances: the same choices as the sampler's
 BIN_HALF_WIDTH = 1.0 / 255.0   # 256 levels on [−1, 1]: bins of width 2/255
 EDGE = 0.999                   # |x| beyond this is an edge bin, open to ±∞ (as in Ho's code)
 FAR = 1e10                     # a standardized bound standing for ±∞ (Φ(−FAR) = 0 in float64)

@@ -7,6 +7,9 @@ snapshot_freq) and `checkpoints-meta/checkpoint.pth` (the preemption checkpoint)
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -52,8 +55,19 @@ def latest_checkpoint(workdir) -> Optional[Path]:
     return meta if meta.exists() else None
 
 
-def remove_stale_temporaries(workdir) -> None:
-    """Delete the temporary files of checkpoint writes that a kill interrupted."""
-    for folder in (Path(workdir) / "checkpoints", Path(workdir) / "checkpoints-meta"):
-        for tmp in folder.glob("*.pth.*.tmp"):
+def remove_stale_temporaries(workdir, folders=("checkpoints", "checkpoints-meta")) -> None:
+    """Delete the temporary files of checkpoint writes that a kill interrupted (in `folders`
+    of `workdir`)."""
+    for folder in folders:
+        for tmp in (Path(workdir) / folder).glob("*.pth.*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomically replace `path` with `payload` as JSON (metrics files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)

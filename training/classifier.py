@@ -11,11 +11,8 @@ the same global batch (t and noise drawn for the whole batch) and rank 0 writes.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -26,9 +23,12 @@ from tqdm import tqdm
 
 import sde_lib
 from models.classifier import CLASSIFIERS, NoisyClassifier, build_classifier, classifier_fields
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpoint import (CheckpointError, load_checkpoint, remove_stale_temporaries,
+                                 save_checkpoint, write_json)
 from training.datasets import Dataset, build_dataset
 from training.distributed import DistInfo, barrier
+from training.losses import draw_global, randn_global
+from training.setup import default_device, warmup_learning_rate
 from training.pipeline import BatchOrder, prepare_batch
 
 FORMAT = "score-sde/classifier/v1"
@@ -73,24 +73,15 @@ class ClassifierState:
         self.generator.set_state(state["rng"].cpu())
 
 
-def learning_rate(section, step: int) -> float:
-    """Linear warm-up over `warmup` steps to `lr`, then constant."""
-    return section.lr * (min(1.0, (step + 1) / section.warmup) if section.warmup > 0 else 1.0)
-
-
 def perturb(sde, x0: torch.Tensor, eps: float, generator: torch.Generator, shard=(0, 1)):
     """(x_t, t): t ~ U(eps, T) `[B]`, x_t = mean + std·z from `sde.marginal_prob`.
 
     t and z are drawn for the global batch (B × world size) and this rank's slice is kept,
     so example j sees the same noise whatever the number of processes.
     """
-    rank, world_size = shard
-    n = x0.shape[0]
-    rows = slice(rank * n, (rank + 1) * n)
-    device = generator.device
-    t = torch.rand(n * world_size, generator=generator, device=device)[rows].to(x0.device)
-    z = torch.randn((n * world_size,) + tuple(x0.shape[1:]), generator=generator,
-                    device=device)[rows].to(x0.device)
+    t = draw_global(lambda n: torch.rand(n, generator=generator, device=generator.device),
+                    x0, shard).to(x0.device)
+    z = randn_global(x0, generator, shard)
     t = eps + (sde.T - eps) * t
     mean, std = sde.marginal_prob(x0, t)
     return mean + sde_lib.append_dims(std, x0.ndim).to(x0.dtype) * z, t
@@ -123,7 +114,7 @@ def train_step(state: ClassifierState, model: NoisyClassifier, x0, y, shard=(0, 
         import torch.distributed as dist
         dist.all_reduce(stats)
         stats /= shard[1]
-    lr = learning_rate(section, state.step)
+    lr = warmup_learning_rate(section.lr, section.warmup, state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     loss_value, accuracy = stats.tolist()
@@ -166,21 +157,12 @@ def evaluate(state: ClassifierState, test_set: Dataset) -> Dict:
     return metrics
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomically replace `path` with `payload` as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def _evaluate_and_log(state, test_set, writer, workdir) -> Dict:
     metrics = evaluate(state, test_set)
     for key, value in metrics["accuracy"].items():
         writer.add_scalar(f"eval/accuracy_t{key}", value, state.step)
         writer.add_scalar(f"eval/loss_t{key}", metrics["loss"][key], state.step)
-    _write_json(classifier_dir(workdir) / "metrics.json", metrics)
+    write_json(classifier_dir(workdir) / "metrics.json", metrics)
     return metrics
 
 
@@ -199,8 +181,7 @@ def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None) -> C
 
     The final metrics (see `evaluate`) are in `state.metrics` and `metrics.json`.
     """
-    info = dist_info or DistInfo(device=torch.device("cuda" if torch.cuda.is_available()
-                                                     else "cpu"))
+    info = dist_info or DistInfo(device=default_device())
     section = config.classifier
     if section.batch_size % info.world_size:
         raise ValueError(f"config.classifier.batch_size={section.batch_size} is not divisible by "
@@ -208,8 +189,7 @@ def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None) -> C
     folder = classifier_dir(workdir)
     state = ClassifierState(config, info.device)
     if info.is_main:
-        for tmp in folder.glob("*.pth.*.tmp"):  # writes that a kill interrupted
-            tmp.unlink(missing_ok=True)
+        remove_stale_temporaries(workdir, folders=("classifier",))
     barrier(info)
     if checkpoint_path(workdir).exists():
         path = checkpoint_path(workdir)

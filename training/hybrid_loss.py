@@ -26,8 +26,8 @@ from typing import Callable, Optional
 import torch
 
 from samplers.vlb import check_chain, vlb_term
-from sde_lib import SDE, append_dims
-from training.losses import Shard, _draw, _randn_like
+from sde_lib import SDE
+from training.losses import Shard, chain_perturb, draw_global, randn_global, uniform_chain_index
 
 LOSS_TYPES = ("hybrid", "vlb")
 TIMESTEP_SAMPLING = ("uniform", "loss_second_moment")
@@ -94,20 +94,15 @@ class VLBLoss:
 
     def _draw_index(self, x0: torch.Tensor, generator, shard: Shard) -> torch.Tensor:
         if self.sampler is not None:
-            return _draw(lambda n: self.sampler.sample(n, generator), x0, shard)
-        device = generator.device if generator is not None else None
-        return _draw(lambda n: torch.randint(0, self.sde.N, (n,), generator=generator,
-                                             device=device), x0, shard).cpu()
+            return draw_global(lambda n: self.sampler.sample(n, generator), x0, shard)
+        return uniform_chain_index(self.sde, x0, generator, shard)
 
     def __call__(self, score_fn: Callable, x0: torch.Tensor,
                  generator: Optional[torch.Generator] = None, shard: Shard = (0, 1),
                  y: Optional[torch.Tensor] = None) -> torch.Tensor:
         index = self._draw_index(x0, generator, shard)
-        z = _randn_like(x0, generator, shard)
-        mean_coeff, std = (c.to(x0) for c in self.sde.discrete_marginal_coeffs(index))
-        std_ = append_dims(std, x0.ndim)
-        x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
-        t = (index.to(torch.float64) * self.sde.T / max(self.sde.N - 1, 1)).to(x0)
+        z = randn_global(x0, generator, shard)
+        x_t, std_, t = chain_perturb(self.sde, x0, index, z)
         score, v = score_fn(x_t, t, y, return_variance=True)
         if v is None:
             raise ValueError(f"the {self.loss_type} loss needs a network with "

@@ -22,7 +22,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Shard = Tuple[int, int]
 
 
-def _draw(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
+def draw_global(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
     """Draw for the global batch (this shard's size × world size), keep this rank's slice.
 
     Every rank holds the same generator state, so example j of the global batch gets the
@@ -33,11 +33,13 @@ def _draw(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
     return draw(n * world_size)[rank * n:(rank + 1) * n]
 
 
-def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator], shard: Shard) -> torch.Tensor:
-    """N(0, I) shaped like `x`, drawn on the generator's device and moved to x's."""
+def randn_global(x: torch.Tensor, generator: Optional[torch.Generator],
+                 shard: Shard) -> torch.Tensor:
+    """N(0, I) shaped like `x` for this rank's share of the global batch (`draw_global`),
+    drawn on the generator's device and moved to x's."""
     device = generator.device if generator is not None else x.device
-    return _draw(lambda n: torch.randn((n,) + tuple(x.shape[1:]), generator=generator, device=device,
-                                       dtype=x.dtype), x, shard).to(x.device)
+    return draw_global(lambda n: torch.randn((n,) + tuple(x.shape[1:]), generator=generator,
+                                             device=device, dtype=x.dtype), x, shard).to(x.device)
 
 
 def conditioned(score_fn: ScoreFn, y: Optional[torch.Tensor]) -> ScoreFn:
@@ -109,8 +111,8 @@ class ContinuousDSMLoss:
     def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
                  shard: Shard = (0, 1), y: Optional[torch.Tensor] = None) -> torch.Tensor:
         score_fn = conditioned(score_fn, y)
-        t = _draw(lambda n: self.sample_t(n, generator), x0, shard).to(x0.device)
-        z = _randn_like(x0, generator, shard)
+        t = draw_global(lambda n: self.sample_t(n, generator), x0, shard).to(x0.device)
+        z = randn_global(x0, generator, shard)
         mean_coeff, std = (c.to(x0) for c in self.sde.marginal_coeffs(t))
         std_ = append_dims(std, x0.ndim)
         x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
@@ -138,16 +140,29 @@ class DiscreteDSMLoss:
     def __call__(self, score_fn: ScoreFn, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
                  shard: Shard = (0, 1), y: Optional[torch.Tensor] = None) -> torch.Tensor:
         score_fn = conditioned(score_fn, y)
-        device = generator.device if generator is not None else None
-        index = _draw(lambda n: torch.randint(0, self.sde.N, (n,), generator=generator, device=device),
-                      x0, shard).cpu()
-        z = _randn_like(x0, generator, shard)
-        mean_coeff, std = (c.to(x0) for c in self.sde.discrete_marginal_coeffs(index))
-        std_ = append_dims(std, x0.ndim)
-        x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
-        t = (index.to(x0.dtype) * self.sde.T / max(self.sde.N - 1, 1)).to(x0.device)
+        index = uniform_chain_index(self.sde, x0, generator, shard)
+        z = randn_global(x0, generator, shard)
+        x_t, std_, t = chain_perturb(self.sde, x0, index, z)
         score = score_fn(x_t, t)
         return self.weight * _reduce((score * std_ + z) ** 2, self.reduce_mean)
+
+
+def uniform_chain_index(sde: SDE, x0: torch.Tensor, generator: Optional[torch.Generator],
+                        shard: Shard) -> torch.Tensor:
+    """Chain indices i ~ U{0, …, N−1} (int64, CPU) for this rank's share of the global batch."""
+    device = generator.device if generator is not None else None
+    return draw_global(lambda n: torch.randint(0, sde.N, (n,), generator=generator,
+                                               device=device), x0, shard).cpu()
+
+
+def chain_perturb(sde: SDE, x0: torch.Tensor, index: torch.Tensor, z: torch.Tensor):
+    """(x_i, σᵢ broadcast like x0, t_i): x_i = aᵢ·x0 + σᵢ·z on the SDE's discrete chain
+    (`sde.discrete_marginal_coeffs`), at the chain's time t_i = i·T/(N−1) `[B]`."""
+    mean_coeff, std = (c.to(x0) for c in sde.discrete_marginal_coeffs(index))
+    std_ = append_dims(std, x0.ndim)
+    x_t = append_dims(mean_coeff, x0.ndim) * x0 + std_ * z
+    t = (index.to(x0.dtype) * sde.T / max(sde.N - 1, 1)).to(x0.device)
+    return x_t, std_, t
 
 
 class LabelDropout:
@@ -169,7 +184,7 @@ class LabelDropout:
             raise ValueError("a class-conditional loss needs class labels y; the data set has none")
         if self.p > 0:
             device = generator.device if generator is not None else None
-            u = _draw(lambda n: torch.rand(n, generator=generator, device=device), x0, shard)
+            u = draw_global(lambda n: torch.rand(n, generator=generator, device=device), x0, shard)
             y = torch.where(u.to(y.device) < self.p, torch.full_like(y, self.null_label), y)
         return self.loss(score_fn, x0, generator, shard, y)
 

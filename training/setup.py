@@ -56,8 +56,12 @@ def build_optimizer(config, params) -> torch.optim.Optimizer:
 
 def learning_rate(config, step: int) -> float:
     """Linear warm-up over `optim.warmup` steps to `optim.lr`, then constant."""
-    warmup = config.optim.warmup
-    return config.optim.lr * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+    return warmup_learning_rate(config.optim.lr, config.optim.warmup, step)
+
+
+def warmup_learning_rate(lr: float, warmup: int, step: int) -> float:
+    """`lr`·min(1, (step + 1)/warmup): linear warm-up over `warmup` steps (0: none)."""
+    return lr * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
 
 
 def build_training_loss(config, sde: sde_lib.SDE):

@@ -12,6 +12,7 @@ import torch
 
 import sde_lib
 from training import setup
+from evaluation.tasks import MASKS, TASKS
 from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
 
 NAN_POLICIES = ("stop", "skip")
@@ -120,12 +121,11 @@ def validate_classifier(config, sde) -> None:
 
 
 LOSSES = ("dsm", "hybrid", "vlb")
-VARIANCES = ("beta", "posterior", "learned")
-TASKS = ("generate", "inpaint", "colorize", "interpolate")
 
 
 def validate_ddpm(config, sde) -> None:
     """Learned variances, the hybrid / vlb losses and the variational bound (issue 9)."""
+    import samplers
     from training.hybrid_loss import TIMESTEP_SAMPLING
 
     training, model = config.training, config.model
@@ -147,7 +147,7 @@ def validate_ddpm(config, sde) -> None:
                               f"got {training.vlb_weight!r}")
     variance = config.sampling.get("variance")
     if variance is not None:
-        _choice("config.sampling.variance", variance, VARIANCES)
+        _choice("config.sampling.variance", variance, samplers.VARIANCES)
         if variance == "learned" and not learned:
             raise ConfigError("config.sampling.variance='learned' needs a network with "
                               "config.model.learn_variance=True")
@@ -179,7 +179,17 @@ def validate_conditioning(config, mode: str) -> None:
         raise ConfigError(f"config.training.label_dropout must lie in [0, 1], "
                           f"got {config.training.label_dropout!r}")
     sampling = config.sampling
-    _choice("config.sampling.task", sampling.get("task", "generate"), TASKS)
+    task = sampling.get("task", "generate")
+    _choice("config.sampling.task", task, TASKS)
+    if task != "generate":
+        if config.data.dataset not in IMAGE_SETS:
+            raise ConfigError(f"config.sampling.task={task!r} works on test images; "
+                              f"config.data.dataset must be one of {list(IMAGE_SETS)}")
+        if task == "inpaint":
+            _choice("config.sampling.mask", sampling.get("mask", "right_half"), MASKS)
+        if task == "colorize" and config.data.num_channels != 3:
+            raise ConfigError(f"config.sampling.task='colorize' needs colour images "
+                              f"(config.data.num_channels=3), got {config.data.num_channels}")
     if not sampling.get("classifier_scale", 0.0) >= 0:
         raise ConfigError(f"config.sampling.classifier_scale must be >= 0, "
                           f"got {sampling.classifier_scale!r}")
