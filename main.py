@@ -40,6 +40,32 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def _run_mode(mode: str, config, workdir: str, eval_folder: str, info) -> None:
+    """Run one mode; prints its one-line summary on rank 0."""
+    if mode == "train":
+        from evaluation.modes import snapshot_sampler
+        from training.train import train
+        snapshots = snapshot_sampler(config, workdir) if config.training.snapshot_sampling else None
+        train(config, workdir, info, on_snapshot=snapshots)
+    elif mode == "train_classifier":
+        from training.classifier import train_classifier
+        metrics = train_classifier(config, workdir, info).metrics
+        if info.is_main:
+            print("test accuracy at t: " + " ".join(
+                f"{t}={acc:.4f}" for t, acc in metrics["accuracy"].items()))
+    elif mode == "eval":
+        from evaluation.modes import run_eval
+        metrics = run_eval(config, workdir, eval_folder, info)
+        if info.is_main:
+            print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in metrics.items()))
+    else:
+        from evaluation.modes import run_sample
+        path = run_sample(config, workdir, info)
+        if info.is_main:
+            print(f"samples written to {path}")
+
+
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
     flag_values = _define_flags(argv)
@@ -50,42 +76,23 @@ def run(argv: List[str]) -> int:
     except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    from cli.validate import ConfigError, validate
+    from data import DatasetError
     from evaluation.fid import InceptionError
-    from training.checkpoint import CheckpointError
-    from training.datasets import DatasetError
+    from run.checkpoint import CheckpointError
     from training.train import NonFiniteLossError
-    from training.validate import ConfigError, validate
 
     try:
         validate(config, flag_values.mode, flag_values.workdir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from training.distributed import barrier, init_distributed, shutdown
+    from run.distributed import barrier, init_distributed, shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     info = init_distributed()  # world size 1 unless launched by torchrun
     try:
-        if flag_values.mode == "train":
-            from training.train import train
-            train(config, flag_values.workdir, info)
-        elif flag_values.mode == "train_classifier":
-            from training.classifier import train_classifier
-            metrics = train_classifier(config, flag_values.workdir, info).metrics
-            if info.is_main:
-                print("test accuracy at t: " + " ".join(
-                    f"{t}={acc:.4f}" for t, acc in metrics["accuracy"].items()))
-        elif flag_values.mode == "eval":
-            from evaluation.run import run_eval
-            metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder, info)
-            if info.is_main:
-                print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in metrics.items()))
-        else:
-            from evaluation.run import run_sample
-            path = run_sample(config, flag_values.workdir, info)
-            if info.is_main:
-                print(f"samples written to {path}")
+        _run_mode(flag_values.mode, config, flag_values.workdir, flag_values.eval_folder, info)
         barrier(info)  # no rank tears the process group down while another still uses it
     except (ValueError, DatasetError, CheckpointError, InceptionError, NonFiniteLossError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)

@@ -23,11 +23,10 @@ from models.ema import ExponentialMovingAverage
 from models.embeddings import sigma_table
 from models.reference_layout import convert_reference_state_dict, frozen_reference_keys
 from models.registry import build_model
-from models.score_model import ScoreModel
+from models.score_model import ScoreModel, default_parametrization
 
 ReferenceConfig = Union[str, Path, Mapping[str, Any]]
 REFERENCE_MODELS = ("ncsnpp", "ddpm")
-PARAMETRIZATION_OF_SDE = {"vpsde": "noise", "subvpsde": "noise", "vesde": "score"}
 
 
 def load_reference_config(config: ReferenceConfig) -> Dict[str, Any]:
@@ -47,18 +46,18 @@ def project_config(ref: Mapping[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"Unsupported reference model {model.get('name')!r}; expected one of "
                          f"{list(REFERENCE_MODELS)}")
     sde_name = str(training["sde"]).lower()
-    if sde_name not in PARAMETRIZATION_OF_SDE:
+    if sde_name not in sde_lib.SDES:
         raise ValueError(f"Unknown reference training.sde {training['sde']!r}; expected one of "
-                         f"{sorted(PARAMETRIZATION_OF_SDE)}")
+                         f"{sorted(sde_lib.SDES)}")
     model_cfg = dict(model, image_size=data["image_size"], num_channels=data["num_channels"],
                      centered=data["centered"])
     sde_cfg = {"name": sde_name, "num_scales": model["num_scales"]}
     sde_cfg.update({k: model[k] for k in ("beta_min", "beta_max", "sigma_min", "sigma_max")})
     # The reference always feeds sub-VP networks continuous labels (models/utils.get_score_fn).
     continuous = bool(training["continuous"]) or sde_name == "subvpsde"
+    parametrization = default_parametrization(sde_lib.build_sde(sde_cfg))
     return {"model": model_cfg, "sde": sde_cfg,
-            "training": {"continuous": continuous,
-                         "parametrization": PARAMETRIZATION_OF_SDE[sde_name]}}
+            "training": {"continuous": continuous, "parametrization": parametrization}}
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_positive_int
+from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_int
 from samplers.flow import VPFlow, announcing_solver, to_numpy
 from samplers.ode import check_ode_options
 from samplers.registry import LikelihoodResult
@@ -95,7 +95,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     """
     eps = check_ode_options(sde, eps, rtol, atol, ode_method)
     check_choice("divergence", divergence, DIVERGENCES)
-    num_probes = check_positive_int("num_probes", num_probes)
+    num_probes = check_int("num_probes", num_probes)
     score_fn = CountedScore(score_fn)
     flow = VPFlow(score_fn, sde, x.shape, x.dtype, x.device)
     probes = draw_probes(x, divergence, num_probes, generator)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
+from run.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--config=configs/toy_gmm.py", "--config.training.n_iters=80",

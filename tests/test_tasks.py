@@ -10,9 +10,11 @@ import torch
 import main
 import sde_lib
 from configs.cond_digits import get_config as cond_digits_config
-from evaluation.sampling import sample_labels
+from data import build_dataset, build_transform
+from evaluation.modes import build_guidance, task_settings
+from evaluation.sampling import Guidance
 from evaluation.tasks import MASKS, make_mask, run_task
-from training import setup
+from run.builders import build_score_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config.training.n_iters=4", "--config.training.snapshot_freq=4",
@@ -32,18 +34,16 @@ def test_masks_hide_part_of_each_image(kind):
 
 
 def test_sample_labels_cycle_or_repeat_the_class():
-    config = cond_digits_config()
-    assert sample_labels(config, range(8, 13), 10).tolist() == [8, 9, 0, 1, 2]
-    config.sampling.class_label = 3
-    assert sample_labels(config, range(0, 3), 10).tolist() == [3, 3, 3]
-    assert sample_labels(config, range(0, 3), 0) is None
+    assert Guidance(num_classes=10).labels(range(8, 13)).tolist() == [8, 9, 0, 1, 2]
+    assert Guidance(num_classes=10, class_label=3).labels(range(0, 3)).tolist() == [3, 3, 3]
+    assert Guidance(num_classes=0).labels(range(0, 3)) is None
 
 
 def _tiny_model(config):
     config.model.nf = 8
     sde = sde_lib.build_sde(config.sde)
     torch.manual_seed(0)
-    return setup.build_score_model(config, sde).eval(), sde
+    return build_score_model(config, sde).eval(), sde
 
 
 @pytest.mark.parametrize("task", ["inpaint", "interpolate"])
@@ -67,7 +67,6 @@ def test_tasks_on_an_untrained_model(tmp_path, task):
     else:
         first, second = rows["row0"].astype(int), rows["row1"].astype(int)
         assert first.shape == (8, 8, 8, 1)                             # 8 steps per pair
-        from training.datasets import build_dataset
         test = build_dataset(config.data, "test").data[:4].permute(0, 2, 3, 1).numpy().astype(int)
         # uint8 rounding of an ODE round trip at tolerance 1e-6: at most one level off.
         assert np.abs(first[0] - test[0]).max() <= 1 and np.abs(first[-1] - test[1]).max() <= 1

@@ -1,4 +1,4 @@
-"""Checking a whole config (and the workdir) before any work starts.
+"""Checking a whole config (and the workdir) before any work starts, for `main.py`.
 
 Every check raises `ConfigError` with one line naming the field and what is allowed, so
 `main.py` can exit with that line and no traceback, having written nothing.
@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 
 import sde_lib
-from training import setup
+from data import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
 from evaluation.tasks import MASKS, TASKS
-from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
+from run.builders import build_classifier, build_score_model
+from training.hybrid_loss import TIMESTEP_SAMPLING
+from training.losses import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
 DIVERGENCES = ("exact", "rademacher", "gaussian")
@@ -24,8 +26,10 @@ class ConfigError(ValueError):
 
 
 def _positive_int(field: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}")
+    try:
+        sde_lib.check_int(field, value, minimum)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _choice(field: str, value, allowed) -> None:
@@ -90,7 +94,6 @@ def validate_data(config, mode: str) -> None:
 
 def validate_classifier(config, sde) -> None:
     """The `classifier` section, and a data set with class labels (--mode train_classifier)."""
-    from models.classifier import build_classifier
     from models.layers import ACTIVATIONS
 
     section = config.get("classifier")
@@ -124,9 +127,8 @@ LOSSES = ("dsm", "hybrid", "vlb")
 
 
 def validate_ddpm(config, sde) -> None:
-    """Learned variances, the hybrid / vlb losses and the variational bound (issue 9)."""
+    """Learned variances, the hybrid / vlb losses and DDPM's variational bound."""
     import samplers
-    from training.hybrid_loss import TIMESTEP_SAMPLING
 
     training, model = config.training, config.model
     loss = training.get("loss", "dsm")
@@ -169,7 +171,7 @@ def validate_ddpm(config, sde) -> None:
 
 
 def validate_conditioning(config, mode: str) -> None:
-    """Class labels, guidance and the sample-mode tasks (issue 10)."""
+    """Class labels, guidance and the sample-mode tasks."""
     num_classes = config.model.get("num_classes", 0)
     _positive_int("config.model.num_classes", num_classes, minimum=0)
     if num_classes and config.data.dataset not in LABELED_DATASETS:
@@ -222,12 +224,12 @@ def validate(config, mode: str, workdir) -> None:
     sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
     validate_data(config, mode)
     with torch.device("meta"):  # builds the network without allocating its weights
-        _wrapped("config.model", lambda: setup.build_score_model(config, sde))
+        _wrapped("config.model", lambda: build_score_model(config, sde))
     validate_training(config)
     validate_eval(config)
     validate_ddpm(config, sde)
     validate_conditioning(config, mode)
-    _wrapped("config.training", lambda: setup.build_training_loss(config, sde))
+    _wrapped("config.training", lambda: build_training_loss(config, sde))
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")

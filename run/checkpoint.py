@@ -1,9 +1,9 @@
-"""Crash-safe checkpoints: written to a temporary file, fsynced, then atomically renamed.
+"""Crash-safe checkpoint and results files inside a workdir.
 
-A checkpoint holds only tensors and plain Python values, so it loads with
+Every write goes to a temporary file in the target's folder, is fsynced, then renamed over the
+target (`models.checkpoint.atomic_save`), so a kill at any moment leaves the old file or the
+new one. A checkpoint holds only tensors and plain Python values, so it loads with
 `torch.load(weights_only=True)`; nothing in a checkpoint file is ever executed.
-Workdir layout: `checkpoints/checkpoint_<k>.pth` (every `snapshot_freq` steps, k = step /
-snapshot_freq) and `checkpoints-meta/checkpoint.pth` (the preemption checkpoint).
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from models.checkpoint import atomic_save, safe_load
+from run.paths import WorkdirPaths
 
 
 class CheckpointError(RuntimeError):
@@ -41,25 +42,15 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     return state
 
 
-def snapshot_path(workdir, index: int) -> Path:
-    return Path(workdir) / "checkpoints" / f"checkpoint_{index}.pth"
-
-
-def preemption_path(workdir) -> Path:
-    return Path(workdir) / "checkpoints-meta" / "checkpoint.pth"
-
-
-def latest_checkpoint(workdir) -> Optional[Path]:
+def latest_checkpoint(paths: WorkdirPaths) -> Optional[Path]:
     """The preemption checkpoint, which training rewrites with every snapshot, or None."""
-    meta = preemption_path(workdir)
-    return meta if meta.exists() else None
+    return paths.preemption if paths.preemption.exists() else None
 
 
-def remove_stale_temporaries(workdir, folders=("checkpoints", "checkpoints-meta")) -> None:
-    """Delete the temporary files of checkpoint writes that a kill interrupted (in `folders`
-    of `workdir`)."""
+def remove_stale_temporaries(folders: Iterable[Path]) -> None:
+    """Delete the temporary files of checkpoint writes that a kill interrupted, in `folders`."""
     for folder in folders:
-        for tmp in (Path(workdir) / folder).glob("*.pth.*.tmp"):
+        for tmp in Path(folder).glob("*.pth.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 
