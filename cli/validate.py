@@ -15,7 +15,7 @@ from data import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
 from evaluation.tasks import MASKS, TASKS
 from run.builders import build_classifier, build_score_model
 from training.hybrid_loss import TIMESTEP_SAMPLING
-from training.losses import build_training_loss
+from training.objective import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
 DIVERGENCES = ("exact", "rademacher", "gaussian")

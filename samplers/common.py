@@ -60,8 +60,11 @@ def capabilities(score_fn: ScoreFn) -> Capabilities:
 
     `forward_with_variance` counts as absent on a model that declares `learn_variance = False`.
     """
-    if isinstance(score_fn, CountedScore):
-        return score_fn.capabilities
+    if isinstance(score_fn, CountedScore):  # its own methods, which count the calls
+        inner = score_fn.capabilities
+        return Capabilities(score_fn.with_variance if inner.forward_with_variance else None,
+                            score_fn.select_rows,
+                            score_fn.chain_time if inner.chain_time else None)
 
     def method(name: str) -> Optional[Callable]:
         found = getattr(score_fn, name, None)

@@ -33,3 +33,8 @@ def build_sde(sde_config) -> SDE:
     kwargs = {arg: sde_config[field] for field, arg in _CONFIG_FIELDS[name].items()
               if field in sde_config}
     return get_sde(name, **kwargs)
+
+
+def config_fields(name: str) -> list:
+    """The `config.sde` fields that the SDE `name` reads (none for an unknown name)."""
+    return sorted(_CONFIG_FIELDS.get(name, {}))

@@ -7,7 +7,7 @@ import torch
 
 import sde_lib
 from run.builders import build_score_model
-from training.losses import build_training_loss
+from training.objective import build_training_loss
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem not in {"__init__", "default", "cifar", "toy"})

@@ -26,7 +26,8 @@ from run.checkpoint import (latest_checkpoint, load_checkpoint, remove_stale_tem
                             save_checkpoint)
 from run.distributed import DistInfo, all_reduce_mean, barrier, gather_cat, single_process
 from run.paths import WorkdirPaths
-from training.losses import Loss, build_training_loss
+from training.losses import Loss
+from training.objective import build_training_loss
 from training.schedule import warmup_learning_rate
 
 # Called with the EMA model (eval mode) and the step at every numbered snapshot, on rank 0.
