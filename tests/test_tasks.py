@@ -56,8 +56,9 @@ def test_tasks_on_an_untrained_model(tmp_path, task):
     config.sampling.corrector = "langevin"
     config.sampling.rtol = config.sampling.atol = 1e-6
     config.eval.num_samples = 4
+    transform, guidance = build_transform(config.data), build_guidance(config, model)
     with torch.no_grad():
-        path = run_task(config, model, sde, tmp_path / "out", torch.device("cpu"))
+        path = run_task(task_settings(config), model, sde, transform, tmp_path / "out", guidance)
     assert path.exists() and path.suffix == ".png"
     rows = np.load(tmp_path / "out" / f"{task}.npz")
     if task == "inpaint":
