@@ -143,8 +143,7 @@ def test_twenty_signals_and_kills_then_resume_matches_an_uninterrupted_run(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, sig", [("eval", signal.SIGTERM), ("sample", signal.SIGINT),
-                                       ("sample", signal.SIGKILL)])
+@pytest.mark.parametrize("mode, sig", [("eval", signal.SIGTERM), ("sample", signal.SIGKILL)])
 def test_eval_and_sample_continue_after_a_stop(tmp_path, mode, sig):
     workdir, marker = tmp_path / "work", tmp_path / "marker"
     short = ["--config.training.n_iters=20", "--config.training.snapshot_freq=20"]
