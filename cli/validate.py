@@ -5,6 +5,7 @@ Every check raises `ConfigError` with one line naming the field and what is allo
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def _wrapped(field: str, build):
         raise ConfigError(f"{field}: {message}") from None
 
 
+def validate_finite(section, prefix: str = "config") -> None:
+    """Every number in the config must be finite (an inf learning rate or a NaN β would train or
+    evaluate to nonsense without a word)."""
+    for name, value in section.items():
+        field = f"{prefix}.{name}"
+        if hasattr(value, "items"):
+            validate_finite(value, field)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{field}[{i}] must be a finite number, got {item!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{field} must be a finite number, got {value!r}")
+
+
 def validate_training(config) -> None:
     training, optim = config.training, config.optim
     for field in ("batch_size", "n_iters", "snapshot_freq", "snapshot_freq_for_preemption",
@@ -55,6 +71,7 @@ def validate_training(config) -> None:
         _positive_int(f"config.training.{field}", training[field], minimum=0 if field == "n_iters" else 1)
     _positive_int("config.training.num_snapshot_samples", training.num_snapshot_samples)
     _choice("config.training.nan_policy", training.get("nan_policy", "stop"), NAN_POLICIES)
+    _positive_int("config.training.nan_skip_limit", training.get("nan_skip_limit", 10))
     _choice("config.optim.optimizer", optim.optimizer, ["Adam"])
     if not optim.lr > 0:
         raise ConfigError(f"config.optim.lr must be > 0, got {optim.lr!r}")
@@ -221,6 +238,7 @@ def validate(config, mode: str, workdir) -> None:
     import samplers
 
     validate_workdir(workdir)
+    validate_finite(config)
     sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
     validate_data(config, mode)
     with torch.device("meta"):  # builds the network without allocating its weights

@@ -16,7 +16,7 @@ from tqdm import tqdm
 import samplers
 from data import Dataset, DataTransform
 from run.distributed import DistInfo, all_gather_objects, single_process
-from run.paths import WorkdirPaths
+from run.preemption import Preempted
 from run.progress import Progress, batches
 
 KEYS = ("bpd", "nfe", "nll")
@@ -24,8 +24,9 @@ KEYS = ("bpd", "nfe", "nll")
 
 @dataclass(frozen=True)
 class BpdSettings:
-    """What the bits/dim evaluation runs: examples (0: the whole split), batch size,
-    dequantization draws per example, and the likelihood ODE's options."""
+    """What the bits/dim evaluation runs: the split, its examples (0: the whole split), batch
+    size, dequantization draws per example, and the likelihood ODE's options."""
+    split: str
     num_examples: int
     batch_size: int
     repeats: int
@@ -36,7 +37,8 @@ class BpdSettings:
 
     @classmethod
     def from_config(cls, eval_config) -> "BpdSettings":
-        return cls(num_examples=eval_config.bpd_num_examples, batch_size=eval_config.batch_size,
+        return cls(split=eval_config.bpd_dataset, num_examples=eval_config.bpd_num_examples,
+                   batch_size=eval_config.batch_size,
                    repeats=eval_config.bpd_repeats, eps=eval_config.likelihood_eps,
                    rtol=eval_config.rtol, atol=eval_config.atol,
                    divergence=eval_config.divergence)
@@ -48,19 +50,19 @@ class BpdSettings:
 
 @torch.no_grad()
 def evaluate_bpd(model, sde, dataset: Dataset, transform: DataTransform, settings: BpdSettings,
-                 paths: WorkdirPaths, step: int, progress: bool = True,
-                 dist_info: Optional[DistInfo] = None) -> dict:
+                 done: Progress, progress: bool = True, dist_info: Optional[DistInfo] = None,
+                 stop=None) -> dict:
     """Per-example bits/dim over `settings.count(dataset)` examples × `settings.repeats`.
 
-    Finished batches are kept in the workdir's `bpd` progress files (`run.progress`), so an
-    interrupted evaluation resumes at the first unfinished batch (for the same checkpoint
-    step). Under torchrun rank r takes batches r, r + world, …; every rank solves its own ODEs
-    (no collective inside the adaptive solver) and the results are gathered at the end.
+    Finished batches are kept in `done` (this rank's `run.progress.Progress`, keyed by the
+    checkpoint and the settings), so an interrupted evaluation resumes at the first unfinished
+    batch; `stop` ends it between batches with `Preempted`. Under torchrun rank r takes batches
+    r, r + world, …; every rank solves its own ODEs (no collective inside the adaptive solver)
+    and the results are gathered at the end.
     """
     info = dist_info or single_process(next(model.parameters()).device)
     model.eval()
     count = settings.count(dataset)
-    done = Progress(paths, "bpd", info, step, KEYS)
     all_jobs = [(r, lo, hi) for r in range(settings.repeats)
                 for lo, hi in batches(count, settings.batch_size)]
     jobs = all_jobs[info.rank::info.world_size]
@@ -71,6 +73,9 @@ def evaluate_bpd(model, sde, dataset: Dataset, transform: DataTransform, setting
         bpd, nll, nfe = _batch_bpd(model, sde, dataset.data[lo:hi], transform, settings,
                                    generator, info.device)
         done.append(bpd=bpd, nll=nll, nfe=nfe)
+        if stop is not None and stop.should_stop() and job_index + 1 < len(jobs):
+            raise Preempted(f"{stop.requested} after {job_index + 1} of {len(jobs)} bits/dim "
+                            f"batches; rerun the same command to continue")
     gathered = all_gather_objects(info, {k: done.done[k] for k in KEYS})
     merged = {k: [item for part in gathered for item in part[k]] for k in KEYS}
     return _summary(merged, count)

@@ -8,6 +8,7 @@ settings of `evaluation.likelihood`, `evaluation.vlb`, `evaluation.sampling` and
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -17,15 +18,18 @@ import samplers
 from data import NUM_CLASSES, Dataset, DataTransform, build_dataset, build_transform
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
                             inception_score, load_inception)
+from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
-from evaluation.sampling import Guidance, generate_samples, save_samples
+from evaluation.sampling import Guidance, generate_samples, samples_complete, save_samples
 from evaluation.tasks import TaskSettings, run_task
+from evaluation.vlb import TERMS as VLB_TERMS
 from evaluation.vlb import VLBSettings, evaluate_vlb
 from run.builders import data_shape
-from run.checkpoint import write_json
-from run.distributed import DistInfo, single_process
+from run.distributed import DistInfo, barrier, single_process
+from run.files import check_inside, save_npz, write_json
 from run.loading import load_classifier, load_ema_model
 from run.paths import WorkdirPaths
+from run.progress import Progress, settings_digest, weights_digest
 from samplers.config import config_options, keyword_options
 
 
@@ -40,28 +44,47 @@ def build_guidance(config, model, classifier=None) -> Guidance:
                     classifier_scale=sampling.get("classifier_scale", 0.0))
 
 
-def snapshot_sampler(config, workdir):
-    """The training loop's snapshot callback `(model, step)`: `num_snapshot_samples` samples of
-    the EMA model with the configured sampler, written under `samples/iter_<step>/`
-    (class-conditional models: one class per column)."""
-    sampler, paths = samplers.build_sampler(config.sampling), WorkdirPaths(workdir)
-    shape, count = data_shape(config), config.training.num_snapshot_samples
-    batch_size, seed = config.eval.batch_size, config.training.seed
-    centered = build_transform(config.data).centered
+class SnapshotSamples:
+    """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
+    with the configured sampler, written under `samples/iter_<step>/` (class-conditional
+    models: one class per column); `done(step)` tells whether they are complete."""
 
-    def on_snapshot(model, step: int) -> None:
-        guidance = build_guidance(config, model)
-        x = generate_samples(sampler, model, model.sde, shape, count, batch_size, seed, guidance)
-        save_samples(x, paths.snapshot_samples(step), centered=centered, nrow=model.num_classes)
-    return on_snapshot
+    def __init__(self, config, workdir):
+        self.config, self.paths = config, WorkdirPaths(workdir)
+        self.sampler = samplers.build_sampler(config.sampling)
+        self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
+        self.batch_size, self.seed = config.eval.batch_size, config.training.seed
+        self.centered = build_transform(config.data).centered
+
+    def __call__(self, model, step: int) -> None:
+        guidance = build_guidance(self.config, model)
+        x = generate_samples(self.sampler, model, model.sde, self.shape, self.count,
+                             self.batch_size, self.seed, guidance)
+        save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
+                     nrow=model.num_classes, root=self.paths.root)
+
+    def done(self, step: int) -> bool:
+        return samples_complete(self.paths.snapshot_samples(step))
+
+
+def snapshot_sampler(config, workdir) -> SnapshotSamples:
+    """The snapshot callback of `config` for `workdir` (`SnapshotSamples`)."""
+    return SnapshotSamples(config, workdir)
+
+
+def _progress(paths: WorkdirPaths, name: str, info: DistInfo, key: dict, names) -> Progress:
+    return Progress(paths.progress(name, info.rank, info.world_size), key, names, paths.root)
 
 
 def run_eval(config, workdir, eval_folder: str = "eval",
-             dist_info: Optional[DistInfo] = None) -> dict:
+             dist_info: Optional[DistInfo] = None, stop=None) -> dict:
     """Bits/dim on `eval.bpd_dataset` (the probability-flow ODE's, and DDPM's variational bound
-    when `eval.enable_vlb`; samples when `eval.enable_sampling`) → metrics.json.
+    when `eval.enable_vlb`; samples when `eval.enable_sampling`) → metrics.json, which records
+    the checkpoint and the settings that produced each number.
 
-    Under torchrun the work is split across ranks and rank 0 writes the results.
+    Progress is kept per batch, keyed by the checkpoint's weights and every setting that changes
+    the result, and removed once metrics.json is written. Under torchrun the work is split
+    across ranks and rank 0 writes the results.
     """
     info = dist_info or single_process()
     paths = WorkdirPaths(workdir, eval_folder)
@@ -72,11 +95,17 @@ def run_eval(config, workdir, eval_folder: str = "eval",
             raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
         inception = load_inception(ev.inception_path, info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
-    metrics = {"step": step}
+    checkpoint = {"step": step, "weights": weights_digest(model)}
+    metrics, settings, finished = {"step": step}, {}, []
+    data = {"dataset": config.data.dataset, "centered": transform.centered}
     if ev.enable_bpd:
-        dataset = build_dataset(config.data, ev.bpd_dataset)
-        metrics.update(evaluate_bpd(model, sde, dataset, transform, BpdSettings.from_config(ev),
-                                    paths, step, dist_info=info))
+        bpd = BpdSettings.from_config(ev)
+        settings["bpd"] = {**asdict(bpd), **data}
+        dataset = build_dataset(config.data, bpd.split)
+        done = _progress(paths, "bpd", info, {**checkpoint, **settings["bpd"]}, BPD_KEYS)
+        metrics.update(evaluate_bpd(model, sde, dataset, transform, bpd, done, dist_info=info,
+                                    stop=stop))
+        finished.append(done)
         if dataset.log_prob is not None:  # exact density known: report the gap to it
             exact = dataset.log_prob(dataset.data[:metrics["num_examples"]].double())
             metrics["nll"] = metrics["nll_per_dim"] * dataset.data.shape[1]
@@ -85,28 +114,41 @@ def run_eval(config, workdir, eval_folder: str = "eval",
             logging.warning("%d likelihood evaluations were not finite and were left out",
                             metrics["num_nonfinite"])
     if ev.get("enable_vlb", False):  # DDPM's bound, beside the ODE's bits/dim
-        dataset = build_dataset(config.data, ev.bpd_dataset)
-        metrics.update(evaluate_vlb(model, sde, dataset, VLBSettings.from_config(config, model),
-                                    paths, step, dist_info=info))
+        vlb = VLBSettings.from_config(config, model)
+        settings["vlb"] = {**asdict(vlb), **data}
+        done = _progress(paths, "vlb", info, {**checkpoint, **settings["vlb"]}, VLB_TERMS)
+        metrics.update(evaluate_vlb(model, sde, build_dataset(config.data, vlb.split), vlb, done,
+                                    dist_info=info, stop=stop))
+        finished.append(done)
     if ev.enable_sampling:
-        samples = generate_samples(samplers.build_sampler(config.sampling), model, sde,
-                                   data_shape(config), ev.num_samples, ev.batch_size,
-                                   ev.get("seed", 0), build_guidance(config, model),
-                                   progress=True, dist_info=info)
+        sampler = samplers.build_sampler(config.sampling)
+        settings["sampling"] = sample_settings(config, sampler, ev.num_samples)
+        samples = generate_samples(sampler, model, sde, data_shape(config), ev.num_samples,
+                                   ev.batch_size, ev.get("seed", 0), build_guidance(config, model),
+                                   progress=True, dist_info=info, stop=stop)
         metrics["num_samples"] = ev.num_samples
         if info.is_main:
-            save_samples(samples, paths.eval_samples(step), centered=transform.centered)
+            folder = paths.eval_samples(step)
+            save_samples(samples, folder, centered=transform.centered, root=paths.root)
+            write_json(folder / "settings.json", {"checkpoint": checkpoint,
+                                                  "settings": settings["sampling"]}, paths.root)
             if inception is not None:
                 stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
                 metrics.update(fid_metrics(inception, samples, transform, stats_path,
-                                           lambda: build_dataset(config.data, "train")))
+                                           lambda: build_dataset(config.data, "train"),
+                                           paths.root))
+    barrier(info)
     if info.is_main:
-        write_json(paths.metrics, metrics)
+        write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
+                   paths.root)
+    barrier(info)
+    for done in finished:
+        done.finish()
     return metrics
 
 
 def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
-                reference_set) -> dict:
+                reference_set, root: Optional[Path] = None) -> dict:
     """FID against the data set `reference_set()` (its statistics cached at `stats_path`) and
     Inception Score."""
     if samples.ndim != 4:
@@ -117,17 +159,22 @@ def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
     else:
         data: Dataset = reference_set()
         mu_data, sigma_data = feature_statistics(inception_outputs(inception, data.data)[0])
-        np.savez(stats_path, mu=mu_data, sigma=sigma_data)
+        save_npz(stats_path, {"mu": mu_data, "sigma": sigma_data}, root)
     features, probs = inception_outputs(inception, transform.to_uint8(samples))
     inception_mean, inception_std = inception_score(probs)
     return {"fid": frechet_distance(*feature_statistics(features), mu_data, sigma_data),
             "inception_score": inception_mean, "inception_score_std": inception_std}
 
 
-def run_sample(config, workdir, dist_info: Optional[DistInfo] = None) -> Path:
+def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> Path:
     """`sampling.task`: "generate" draws `eval.num_samples` samples with the configured sampler
     (class-conditional / guided as configured) into `workdir/samples/`; "inpaint", "colorize"
-    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path."""
+    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path.
+
+    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json`,
+    and keeps per-batch progress while it runs, so a rerun continues and runs of other settings
+    never overwrite it.
+    """
     info = dist_info or single_process()
     paths = WorkdirPaths(workdir)
     model, sde, step = load_ema_model(config, paths, info.device)
@@ -137,19 +184,45 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None) -> Path:
     guidance = build_guidance(config, model, classifier)
     transform = build_transform(config.data)
     task = config.sampling.get("task", "generate")
-    folder = paths.sample_run(sample_run_name(config, step))
+    sampler = samplers.build_sampler(config.sampling)
+    record = {"checkpoint": {"step": step, "weights": weights_digest(model)},
+              "settings": sample_settings(config, sampler, config.eval.num_samples)}
+    folder = paths.sample_run(sample_run_name(config, step, settings_digest(record)))
+    check_inside(folder, paths.root)
     if task != "generate":
         if info.world_size > 1:
             raise ValueError(f"config.sampling.task={task!r} runs in one process; launch it "
                              f"without torchrun")
-        return run_task(task_settings(config), model, sde, transform, folder, guidance)
-    samples = generate_samples(samplers.build_sampler(config.sampling), model, sde,
-                               data_shape(config), config.eval.num_samples,
+        png = run_task(task_settings(config), model, sde, transform, folder, guidance, paths.root)
+        write_json(folder / "settings.json", record, paths.root)
+        return png
+    done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
+                    ("samples",), paths.root)
+    samples = generate_samples(sampler, model, sde, data_shape(config), config.eval.num_samples,
                                config.eval.batch_size, config.eval.get("seed", 0), guidance,
-                               progress=True, dist_info=info)
+                               progress=True, dist_info=info, resume=done, stop=stop)
     if info.is_main:
-        save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes)
+        save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
+                     root=paths.root)
+        write_json(folder / "settings.json", record, paths.root)
+    barrier(info)
+    done.finish()
     return folder / "samples.png"
+
+
+def sample_settings(config, sampler, num_samples: int) -> dict:
+    """Everything that decides a sample run's output: the method and its options, the number,
+    batch size and seed, the class labels and guidance, and the task."""
+    sampling = config.sampling
+    settings = {"method": sampler.method, "options": dict(sampler.options),
+                "num_samples": num_samples, "batch_size": config.eval.batch_size,
+                "seed": config.eval.get("seed", 0), "task": sampling.get("task", "generate"),
+                "class_label": sampling.get("class_label", -1),
+                "guidance_scale": sampling.get("guidance_scale", 1.0),
+                "classifier_scale": sampling.get("classifier_scale", 0.0)}
+    if settings["task"] == "inpaint":
+        settings["mask"] = sampling.get("mask", "right_half")
+    return settings
 
 
 def task_settings(config) -> TaskSettings:
@@ -163,8 +236,9 @@ def task_settings(config) -> TaskSettings:
         ode_options=config_options(sampling, keyword_options(samplers.encode)))
 
 
-def sample_run_name(config, step: int) -> str:
-    """`step_<step>_<method>`, plus the task and the guidance that made the samples."""
+def sample_run_name(config, step: int, digest: str = "") -> str:
+    """`step_<step>_<method>`, the task and the guidance that made the samples, and the digest
+    of all their settings (so runs of other settings never share a folder)."""
     sampling = config.sampling
     name = f"step_{step}_{sampling.method}"
     task = sampling.get("task", "generate")
@@ -174,4 +248,4 @@ def sample_run_name(config, step: int) -> str:
         name += f"_cfg{sampling.guidance_scale:g}"
     if sampling.get("classifier_scale", 0.0) > 0:
         name += f"_clf{sampling.classifier_scale:g}"
-    return name
+    return f"{name}_{digest}" if digest else name

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -17,6 +16,9 @@ import samplers
 from data import to_uint8_images
 from evaluation.images import save_image_grid, save_scatter_png
 from run.distributed import DistInfo, all_gather_objects, single_process
+from run.files import readable_npz, save_npz
+from run.preemption import Preempted
+from run.progress import Progress
 from sde_lib import ScoreFn
 
 
@@ -70,13 +72,15 @@ def sample_generators(seed: int, indices: Sequence[int], device) -> list:
 @torch.no_grad()
 def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int,
                      batch_size: int, seed: int, guidance: Optional[Guidance] = None,
-                     progress: bool = False, dist_info: Optional[DistInfo] = None
-                     ) -> torch.Tensor:
+                     progress: bool = False, dist_info: Optional[DistInfo] = None,
+                     resume: Optional[Progress] = None, stop=None) -> torch.Tensor:
     """`[num_samples, *shape]` samples in the model's data space, drawn by `sampler` (a
     `samplers.build_sampler` result) in batches of `batch_size`, conditioned by `guidance`.
 
     Under torchrun each rank draws a contiguous block of the sample indices and rank 0 gathers
-    them all (other ranks return an empty tensor).
+    them all (other ranks return an empty tensor). With `resume` (a `run.progress.Progress`
+    keyed by the run's settings) every finished batch is kept, so a rerun continues; `stop` (a
+    `run.preemption.StopRequest`) ends the run between batches with `Preempted`.
     """
     device = next(model.parameters()).device
     info = dist_info or single_process(device)
@@ -84,26 +88,49 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     model.eval()
     per_rank = -(-num_samples // info.world_size)
     mine = range(info.rank * per_rank, min(num_samples, (info.rank + 1) * per_rank))
-    chunks = []
     starts = range(mine.start, mine.stop, batch_size)
-    for start in tqdm(starts, desc="sample", disable=not (progress and info.is_main)):
+    chunks = list(resume.done["samples"]) if resume is not None else []
+    for start in tqdm(starts[len(chunks):], desc="sample",
+                      disable=not (progress and info.is_main)):
         indices = range(start, min(start + batch_size, mine.stop))
         result = sampler(guidance.score_fn(model, indices), sde, (len(indices),) + tuple(shape),
                          generator=sample_generators(seed, indices, device), device=device)
         chunks.append(result.x.float().cpu())
+        check_finite_samples(chunks[-1])   # before anything is kept of a diverged batch
+        if resume is not None:
+            resume.append(samples=chunks[-1])
+        if stop is not None and stop.should_stop() and start + batch_size < mine.stop:
+            raise Preempted(f"{stop.requested} after {start + len(indices) - mine.start} of "
+                            f"{len(mine)} samples; rerun the same command to continue")
     local = torch.cat(chunks) if chunks else torch.empty((0,) + tuple(shape))
     gathered = all_gather_objects(info, local)
     return torch.cat(gathered) if info.is_main else local[:0]
 
 
-def save_samples(samples: torch.Tensor, folder, *, centered: bool, nrow: int = 0) -> Path:
+def check_finite_samples(samples: torch.Tensor) -> None:
+    """Refuse to write samples holding NaN or ±inf (a broken model or sampler)."""
+    bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum())
+    if bad:
+        raise ValueError(f"{bad} of {len(samples)} samples are not finite (NaN or inf): the "
+                         f"model's scores or the sampler diverged; nothing was written")
+
+
+def save_samples(samples: torch.Tensor, folder, *, centered: bool, nrow: int = 0,
+                 root: Optional[Path] = None) -> Path:
     """Write `samples.npz` (uint8 images or float points) and `samples.png` (a grid of `nrow`
-    columns; 0: square) into `folder`; images are in the model's range (`centered`)."""
+    columns; 0: square) into `folder`, atomically (with `root`: only inside that workdir);
+    images are in the model's range (`centered`)."""
+    check_finite_samples(samples)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 4:
         images = to_uint8_images(samples, centered=centered)
-        np.savez_compressed(folder / "samples.npz", samples=images.permute(0, 2, 3, 1).numpy())
-        return save_image_grid(images[:256], folder / "samples.png", nrow=nrow)
-    np.savez_compressed(folder / "samples.npz", samples=samples.numpy())
-    return save_scatter_png(samples, folder / "samples.png")
+        save_npz(folder / "samples.npz", {"samples": images.permute(0, 2, 3, 1).numpy()}, root)
+        return save_image_grid(images[:256], folder / "samples.png", nrow=nrow, root=root)
+    save_npz(folder / "samples.npz", {"samples": samples.numpy()}, root)
+    return save_scatter_png(samples, folder / "samples.png", root=root)
+
+
+def samples_complete(folder) -> bool:
+    """Whether `folder` holds a readable `samples.npz` and its PNG."""
+    folder = Path(folder)
+    return (folder / "samples.png").is_file() and readable_npz(folder / "samples.npz")

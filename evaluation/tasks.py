@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 import samplers
 from data import DataTransform
 from evaluation.images import save_image_grid
-from evaluation.sampling import Guidance, sample_generators
+from evaluation.sampling import Guidance, check_finite_samples, sample_generators
+from run.files import save_npz
 
 TASKS = ("generate", "inpaint", "colorize", "interpolate")   # config.sampling.task
 MASKS = ("right_half", "bottom_half", "center", "random_pixels")
@@ -64,25 +64,27 @@ def _test_images(settings: TaskSettings, transform: DataTransform, count: int,
     return transform.images(data[:count]).to(device)
 
 
-def _save(transform: DataTransform, rows: List[torch.Tensor], folder: Path, name: str) -> Path:
+def _save(transform: DataTransform, rows: List[torch.Tensor], folder: Path, name: str,
+          root: Optional[Path]) -> Path:
     """Rows of image batches `[n, C, H, W]` → `<name>.npz` (uint8, NHWC) and one PNG grid with
-    one column per example (each row: originals, inputs, results, …)."""
+    one column per example (each row: originals, inputs, results, …), written atomically."""
+    check_finite_samples(torch.cat([r.float().cpu() for r in rows]))
     images = [transform.to_uint8(r.float().cpu()) for r in rows]
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / f"{name}.npz",
-                        **{f"row{i}": im.permute(0, 2, 3, 1).numpy() for i, im in enumerate(images)})
-    return save_image_grid(torch.cat(images), folder / f"{name}.png", nrow=images[0].shape[0])
+    save_npz(folder / f"{name}.npz",
+             {f"row{i}": im.permute(0, 2, 3, 1).numpy() for i, im in enumerate(images)}, root)
+    return save_image_grid(torch.cat(images), folder / f"{name}.png", nrow=images[0].shape[0],
+                           root=root)
 
 
 def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folder: Path,
-             guidance: Guidance) -> Path:
+             guidance: Guidance, root: Optional[Path] = None) -> Path:
     """Run task "inpaint", "colorize" or "interpolate" into `folder`; returns the PNG's path."""
     device = next(model.parameters()).device
     task, count = settings.task, settings.num_samples
     indices = range(count)
     generator = sample_generators(settings.seed, indices, device)
     if task == "interpolate":
-        return _interpolate(settings, model, sde, transform, folder)
+        return _interpolate(settings, model, sde, transform, folder, root)
     x = _test_images(settings, transform, count, device)
     score_fn = guidance.score_fn(model, indices)
     if task == "inpaint":
@@ -90,19 +92,19 @@ def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folde
                          torch.Generator().manual_seed(settings.seed)).to(device)
         result = samplers.inpaint(score_fn, sde, x, mask, generator=generator, **settings.options)
         shown = x * mask + (1 - mask) * (0.0 if transform.centered else 0.5)  # unknown: gray
-        return _save(transform, [x, shown, result.x], folder, "inpaint")
+        return _save(transform, [x, shown, result.x], folder, "inpaint", root)
     if task == "colorize":
         if x.shape[1] != 3:
             raise ValueError("config.sampling.task='colorize' needs 3-channel images "
                              f"(config.data.num_channels=3), got {x.shape[1]}")
         gray = x.mean(dim=1, keepdim=True)
         result = samplers.colorize(score_fn, sde, gray, generator=generator, **settings.options)
-        return _save(transform, [x, gray.expand_as(x), result.x], folder, "colorize")
+        return _save(transform, [x, gray.expand_as(x), result.x], folder, "colorize", root)
     raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of {list(TASKS)}")
 
 
 def _interpolate(settings: TaskSettings, model, sde, transform: DataTransform,
-                 folder: Path) -> Path:
+                 folder: Path, root: Optional[Path]) -> Path:
     """Encode test images 2k and 2k+1 with the probability-flow ODE of the unconditional score
     (a class-conditional model's null label), decode `INTERPOLATION_STEPS` points of the
     spherical path between their latents; one row per pair."""
@@ -114,4 +116,4 @@ def _interpolate(settings: TaskSettings, model, sde, transform: DataTransform,
     path = torch.cat([samplers.slerp(z[2 * k], z[2 * k + 1], alphas) for k in range(pairs)])
     decoded = samplers.decode(model, sde, path, **settings.ode_options).x
     rows = decoded.view(pairs, INTERPOLATION_STEPS, *x.shape[1:])
-    return _save(transform, list(rows), folder, "interpolate")
+    return _save(transform, list(rows), folder, "interpolate", root)

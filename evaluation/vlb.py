@@ -17,7 +17,7 @@ from tqdm import tqdm
 import samplers
 from data import Dataset, scale_images
 from run.distributed import DistInfo, all_gather_objects, single_process
-from run.paths import WorkdirPaths
+from run.preemption import Preempted
 from run.progress import Progress, batches
 
 TERMS = ("bpd", "prior", "decoder", "stderr")
@@ -25,8 +25,10 @@ TERMS = ("bpd", "prior", "decoder", "stderr")
 
 @dataclass(frozen=True)
 class VLBSettings:
-    """What the bound evaluation runs: examples (0: the whole split), batch size, the reverse
-    variance, the number of terms per example (None: all) and the seed of its draws."""
+    """What the bound evaluation runs: the split, its examples (0: the whole split), batch size,
+    the reverse variance, the number of terms per example (None: all) and the seed of its
+    draws."""
+    split: str
     num_examples: int
     batch_size: int
     variance: str
@@ -36,7 +38,8 @@ class VLBSettings:
     @classmethod
     def from_config(cls, config, model) -> "VLBSettings":
         ev = config.eval
-        return cls(num_examples=ev.bpd_num_examples, batch_size=ev.batch_size,
+        return cls(split=ev.bpd_dataset, num_examples=ev.bpd_num_examples,
+                   batch_size=ev.batch_size,
                    variance=vlb_variance(model, config.sampling.get("variance")),
                    num_timesteps=ev.get("vlb_num_timesteps", 0) or None, seed=ev.get("seed", 0))
 
@@ -50,18 +53,18 @@ def vlb_variance(model, sampling_variance: Optional[str]) -> str:
 
 
 @torch.no_grad()
-def evaluate_vlb(model, sde, dataset: Dataset, settings: VLBSettings, paths: WorkdirPaths,
-                 step: int, progress: bool = True, dist_info: Optional[DistInfo] = None) -> dict:
+def evaluate_vlb(model, sde, dataset: Dataset, settings: VLBSettings, done: Progress,
+                 progress: bool = True, dist_info: Optional[DistInfo] = None, stop=None) -> dict:
     """The bound over `settings.num_examples` (0: all) examples → `vlb_*` metrics.
 
-    Finished batches are kept in the workdir's `vlb` progress files (resume for the same
-    checkpoint step); under torchrun rank r takes batches r, r + world, ….
+    Finished batches are kept in `done` (keyed by the checkpoint and the settings); `stop` ends
+    the run between batches with `Preempted`. Under torchrun rank r takes batches r,
+    r + world, ….
     """
     info = dist_info or single_process(next(model.parameters()).device)
     model.eval()
     count = len(dataset) if settings.num_examples == 0 else min(settings.num_examples,
                                                                  len(dataset))
-    done = Progress(paths, "vlb", info, step, TERMS)
     jobs = batches(count, settings.batch_size)[info.rank::info.world_size]
     for job in tqdm(range(len(done), len(jobs)), desc="vlb",
                     disable=not (progress and info.is_main)):
@@ -72,6 +75,9 @@ def evaluate_vlb(model, sde, dataset: Dataset, settings: VLBSettings, paths: Wor
                                            num_timesteps=settings.num_timesteps,
                                            generator=generator)
         done.append(**{key: getattr(result, key).double().cpu() for key in TERMS})
+        if stop is not None and stop.should_stop() and job + 1 < len(jobs):
+            raise Preempted(f"{stop.requested} after {job + 1} of {len(jobs)} bound batches; "
+                            f"rerun the same command to continue")
     gathered = all_gather_objects(info, {k: done.done[k] for k in TERMS})
     merged = {k: torch.cat([item for part in gathered for item in part[k]]) for k in TERMS}
     bpd = merged["bpd"]

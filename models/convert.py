@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Set, Union
 
@@ -144,7 +145,8 @@ def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: Refe
                      step=int(checkpoint.get("step", 0)), meta=meta)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (2: bad input, one line; 1: failed)."""
     parser = argparse.ArgumentParser(prog="python -m models.convert",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
@@ -154,9 +156,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="EMA weights (default, what the paper evaluates) or raw weights")
     args = parser.parse_args(argv)
-    convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+    try:
+        convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write {args.dst}: {_one_line(error)}", file=sys.stderr)
+        return 1
     print(f"wrote {args.dst} ({args.weights} weights of {args.src})")
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,29 +1,37 @@
-"""Crash-safe checkpoint and results files inside a workdir.
+"""Crash-safe checkpoints inside a workdir, and finding the one to resume from.
 
-Every write goes to a temporary file in the target's folder, is fsynced, then renamed over the
-target (`models.checkpoint.atomic_save`), so a kill at any moment leaves the old file or the
-new one. A checkpoint holds only tensors and plain Python values, so it loads with
-`torch.load(weights_only=True)`; nothing in a checkpoint file is ever executed.
+Every write goes through `run.files.atomic_write` (temporary file, fsync, rename), so a kill at
+any moment leaves the old file or the new one. A checkpoint holds only tensors and plain Python
+values, so it loads with `torch.load(weights_only=True)`; nothing in a checkpoint file is ever
+executed.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
-from models.checkpoint import atomic_save, safe_load
+import torch
+
+from models.checkpoint import FORMAT, safe_load
+from run.files import atomic_write
 from run.paths import WorkdirPaths
+
+# Formats this version reads: its own score-model checkpoints (training and `models.convert`).
+KNOWN_FORMATS = (FORMAT,)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (corrupt, truncated, or holding unsafe objects)."""
 
 
-def save_checkpoint(path, state: Dict[str, Any]) -> None:
-    """Write `state` to `path` atomically (`models.checkpoint.atomic_save`)."""
-    atomic_save(state, path)
+class CheckpointFormatError(ValueError):
+    """A checkpoint of a format this version does not know (bad input: exit 2)."""
+
+
+def save_checkpoint(path, state: Dict[str, Any], root: Optional[Path] = None) -> None:
+    """Write `state` to `path` atomically; with `root`, only inside that workdir."""
+    atomic_write(path, lambda f: torch.save(state, f), root)
 
 
 def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
@@ -42,23 +50,43 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
     return state
 
 
+def check_format(state: Dict[str, Any], path) -> None:
+    """Refuse a score-model checkpoint of a format this version does not know."""
+    found = state.get("format")
+    if found not in KNOWN_FORMATS:
+        raise CheckpointFormatError(f"checkpoint {path} has format {found!r}; this version reads "
+                                    f"{list(KNOWN_FORMATS)} (a newer score-sde wrote it?)")
+
+
+def load_latest(paths: WorkdirPaths, map_location="cpu") -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """(path, state) of the checkpoint to resume or evaluate, or None if the workdir has none.
+
+    The preemption checkpoint, which training rewrites at every snapshot; without it (deleted,
+    or unreadable) the newest readable numbered snapshot. Unreadable files are skipped with a
+    warning, never deleted.
+    """
+    candidates = [paths.preemption] if paths.preemption.exists() else []
+    candidates += [path for _, path in paths.snapshot_steps()]
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            logging.warning("skipping %s", err)
+    return None
+
+
 def latest_checkpoint(paths: WorkdirPaths) -> Optional[Path]:
-    """The preemption checkpoint, which training rewrites with every snapshot, or None."""
-    return paths.preemption if paths.preemption.exists() else None
+    """The preemption checkpoint if it exists, else the newest numbered snapshot, or None."""
+    if paths.preemption.exists():
+        return paths.preemption
+    snapshots = paths.snapshot_steps()
+    return snapshots[0][1] if snapshots else None
 
 
 def remove_stale_temporaries(folders: Iterable[Path]) -> None:
-    """Delete the temporary files of checkpoint writes that a kill interrupted, in `folders`."""
+    """Delete the temporary files of atomic writes that a kill interrupted, below `folders`.
+    Called only by the run holding the workdir's lock, so no live run owns them."""
     for folder in folders:
-        for tmp in Path(folder).glob("*.pth.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomically replace `path` with `payload` as JSON (metrics files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+        if Path(folder).is_dir():
+            for tmp in Path(folder).rglob("*.*.tmp"):
+                tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping, Optional
 
@@ -63,5 +64,5 @@ def readable_npz(path) -> bool:
             for name in archive.files:
                 archive[name]
         return True
-    except (OSError, ValueError, EOFError, KeyError):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return False

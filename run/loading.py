@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from typing import Tuple, Union
 
+import torch
+
 import sde_lib
 from models import ExponentialMovingAverage, ScoreModel
 from models.classifier import NoisyClassifier, classifier_from_fields
-from run.builders import build_score_model, build_sde
-from run.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from run.builders import build_score_model, build_sde, stored_config
+from run.checkpoint import (CheckpointError, check_format, latest_checkpoint, load_checkpoint,
+                            load_latest)
 from run.paths import PathLike, WorkdirPaths, workdir_paths
+from run.stored_config import check_matches
 
 CLASSIFIER_FORMAT = "score-sde/classifier/v1"
 
@@ -18,12 +22,17 @@ def load_ema_model(config, workdir: Union[PathLike, WorkdirPaths], device
     """The score model with the EMA weights of the workdir's latest checkpoint (eval mode), its
     SDE and its training step."""
     paths = workdir_paths(workdir)
-    path = latest_checkpoint(paths)
-    if path is None:
-        raise CheckpointError(f"no checkpoint in {paths.checkpoints_meta}; train first "
-                              f"(--mode train) or convert one (python -m models.convert)")
-    state = load_checkpoint(path, map_location=device)
+    latest = load_latest(paths, map_location=device)
+    if latest is None and latest_checkpoint(paths) is not None:
+        load_checkpoint(latest_checkpoint(paths))   # none is readable: say why, naming the file
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {paths.checkpoints_meta} or {paths.checkpoints};"
+                              f" train first (--mode train) or convert one "
+                              f"(python -m models.convert)")
+    path, state = latest
+    check_format(state, path)
     sde = build_sde(config)
+    check_matches(stored_config(config, sde), state.get("config"), f"checkpoint {path}")
     model = build_score_model(config, sde, device)
     try:
         model.net.load_state_dict(state["model"], strict=True)
@@ -33,7 +42,17 @@ def load_ema_model(config, workdir: Union[PathLike, WorkdirPaths], device
         raise CheckpointError(f"checkpoint {path} does not fit config.model: "
                               f"{str(err).splitlines()[0]}") from None
     ema.copy_to(model.parameters())
+    check_finite_weights(model, path)
     return model.eval(), sde, int(state["step"])
+
+
+def check_finite_weights(model: torch.nn.Module, path) -> None:
+    """Refuse weights holding NaN or ±inf: nothing computed from them would be a number."""
+    bad = [name for name, p in model.state_dict().items()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({len(bad)} tensors, "
+                              f"e.g. {bad[0]}); it cannot be evaluated or sampled")
 
 
 def load_classifier(config, workdir: Union[PathLike, WorkdirPaths],
@@ -48,9 +67,8 @@ def load_classifier(config, workdir: Union[PathLike, WorkdirPaths],
     state = load_checkpoint(path, map_location=device or "cpu")
     if state.get("format") != CLASSIFIER_FORMAT:
         raise CheckpointError(f"{path} is not a {CLASSIFIER_FORMAT} checkpoint")
-    if state["sde"] != config.sde.to_dict():
-        raise CheckpointError(f"classifier checkpoint {path} was trained with config.sde="
-                              f"{state['sde']}, not {config.sde.to_dict()}")
+    check_matches({"sde": config.sde.to_dict()}, {"sde": state["sde"]},
+                  f"classifier checkpoint {path}", model=False)
     try:
         net = classifier_from_fields(state["fields"])
         net.load_state_dict(state["model"], strict=True)

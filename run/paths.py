@@ -1,10 +1,12 @@
 """One map of every path in a workdir; nothing else in the project spells a workdir path.
 
-    checkpoints/checkpoint_<k>.pth    numbered snapshots (k = step / snapshot_freq, rounded up)
+    config.json                       the resolved config of the run that first used the workdir
+    .lock                             held by the run using the workdir (`run.lock`)
+    checkpoints/checkpoint_<step>.pth snapshots every `snapshot_freq` steps (older runs: <k>)
     checkpoints-meta/checkpoint.pth   the preemption checkpoint training resumes from
     tensorboard/                      training's event files
     samples/iter_<step>/              snapshot samples written during training
-    samples/<run>/                    `--mode sample` runs
+    samples/<run>/                    `--mode sample` runs (with per-batch progress while running)
     <eval>/metrics.json               `--mode eval` results (folder `eval` unless --eval_folder)
     <eval>/<name>_progress_<r>of<w>.pth   resumable per-rank progress of an evaluation
     <eval>/samples_<step>/            eval-time samples; <eval>/fid_stats_<set>_<size>.npz
@@ -29,13 +31,26 @@ class WorkdirPaths:
         object.__setattr__(self, "root", Path(root))
         object.__setattr__(self, "eval_folder", eval_folder)
 
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def output_folders(self):
+        """The folders runs write into (checked against symbolic links leading out)."""
+        return (self.checkpoints, self.checkpoints_meta, self.tensorboard, self.samples,
+                self.eval, self.classifier)
+
     # --- training ---------------------------------------------------------------------------
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    def snapshot(self, index: int) -> Path:
-        return self.checkpoints / f"checkpoint_{index}.pth"
+    def snapshot(self, step: int) -> Path:
+        return self.checkpoints / f"checkpoint_{step}.pth"
 
     @property
     def checkpoints_meta(self) -> Path:
@@ -58,6 +73,15 @@ class WorkdirPaths:
 
     def sample_run(self, name: str) -> Path:
         return self.samples / name
+
+    def snapshot_steps(self):
+        """(number, path) of every snapshot file, newest (largest number) first."""
+        found = []
+        for path in self.checkpoints.glob("checkpoint_*.pth"):
+            index = path.stem[len("checkpoint_"):]
+            if index.isdigit():
+                found.append((int(index), path))
+        return sorted(found, reverse=True)
 
     # --- evaluation -------------------------------------------------------------------------
     @property

@@ -2,8 +2,9 @@
 starts, and every later run is compared with it field by field.
 
 Fields that define the model and its meaning may not change: the SDE (its name and the fields
-that SDE reads), the network (`model.*` with the data's shape and range, which `model_fields`
-adds; `ema_rate` excepted), `training.continuous` and the output parametrisation. Everything
+that SDE reads), the network (every constructor argument it is built with, the data's shape and
+range included, as `models.registry.network_arguments` lists them), `training.continuous` and
+the output parametrisation. Everything
 else (batch sizes, n_iters, eval and sampling settings, …) may. A mismatch raises
 `ConfigMismatch` listing each differing field with both values, before any checkpoint reaches
 `load_state_dict`. Checkpoints carry the same stored config, so a workdir without
@@ -15,9 +16,10 @@ import json
 from typing import Any, Dict, List, Mapping, Optional
 
 import sde_lib
+from models.registry import network_arguments
 
-# model.* fields that do not change what the network computes.
-NON_DEFINING_MODEL_FIELDS = {"ema_rate"}
+# Network arguments that do not change what the trained network computes.
+NON_DEFINING_MODEL_FIELDS = {"dropout"}
 # The fields of the data a guidance classifier depends on (carried in model.* by model_fields).
 DATA_FIELDS = {"image_size", "num_channels", "centered", "dim"}
 
@@ -31,16 +33,24 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _network(model_section: Mapping[str, Any]) -> Dict[str, Any]:
+    """The network's full constructor arguments (`models.registry.network_arguments`), so that
+    sections with other extra fields (a converted checkpoint's) compare by what they build; the
+    raw section where it builds nothing."""
+    try:
+        return _plain(network_arguments(model_section))
+    except (ValueError, TypeError):
+        return dict(model_section)
+
+
 def defining_fields(stored: Mapping[str, Any], *, model: bool = True) -> Dict[str, Any]:
     """The model-defining fields of a stored config (`run.builders.stored_config`'s layout or a
     converted checkpoint's), flattened to "section.field" → value. `model=False` keeps only
     what a guidance classifier depends on (the SDE and the data's shape and range)."""
     stored = _plain(dict(stored))
-    sde = stored.get("sde", {})
-    fields: Dict[str, Any] = {"sde.name": sde.get("name")}
-    for name in sde_lib.config_fields(sde.get("name")):
-        fields[f"sde.{name}"] = sde.get(name)
-    for name, value in stored.get("model", {}).items():
+    fields: Dict[str, Any] = {f"sde.{name}": value
+                              for name, value in sde_lib.sde_fields(stored.get("sde", {})).items()}
+    for name, value in _network(stored.get("model", {})).items():
         if name in NON_DEFINING_MODEL_FIELDS or (not model and name not in DATA_FIELDS):
             continue
         fields[f"model.{name}"] = value
@@ -68,3 +78,15 @@ def check_matches(current: Mapping[str, Any], stored: Optional[Mapping[str, Any]
     if diff:
         raise ConfigMismatch(f"the config contradicts {where}, which defines the model: "
                              f"{'; '.join(diff)}; use the stored values or another --workdir")
+
+
+def check_same_fields(current: Mapping[str, Any], stored: Mapping[str, Any], where: str,
+                      section: str) -> None:
+    """Raise `ConfigMismatch` for each field of `section` whose stored value differs (plain
+    constructor fields, e.g. a guidance classifier's architecture)."""
+    now, then = _plain(dict(current)), _plain(dict(stored))
+    diff = [f"{section}.{key}={then.get(key)!r} (stored) vs {now.get(key)!r} (now)"
+            for key in sorted(set(now) | set(then)) if now.get(key) != then.get(key)]
+    if diff:
+        raise ConfigMismatch(f"the config contradicts {where}: {'; '.join(diff)}; use the "
+                             f"stored values or remove it to start afresh")

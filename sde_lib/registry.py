@@ -1,6 +1,8 @@
 """SDEs by name, and the mapping from the `config.sde` section onto constructor arguments."""
 from __future__ import annotations
 
+import inspect
+
 from sde_lib.base import SDE
 from sde_lib.subvp import subVPSDE
 from sde_lib.ve import VESDE
@@ -35,6 +37,15 @@ def build_sde(sde_config) -> SDE:
     return get_sde(name, **kwargs)
 
 
-def config_fields(name: str) -> list:
-    """The `config.sde` fields that the SDE `name` reads (none for an unknown name)."""
-    return sorted(_CONFIG_FIELDS.get(name, {}))
+def sde_fields(sde_config) -> dict:
+    """The fields of a `config.sde` section that its SDE reads, each with the value it is built
+    with (the constructor's default where the section lacks the field), plus `name`: what
+    defines the SDE, whatever else the section holds. Unknown names give only `name`."""
+    name = sde_config.get("name") if hasattr(sde_config, "get") else None
+    fields = {"name": name}
+    if name not in SDES:
+        return fields
+    defaults = inspect.signature(SDES[name]).parameters
+    for field, arg in sorted(_CONFIG_FIELDS[name].items()):
+        fields[field] = sde_config[field] if field in sde_config else defaults[arg].default
+    return fields

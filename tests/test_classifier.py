@@ -21,6 +21,7 @@ from run.builders import build_classifier
 from run.checkpoint import CheckpointError
 from run.loading import load_classifier
 from run.paths import WorkdirPaths
+from run.stored_config import ConfigMismatch
 from training.classifier import perturb, train_classifier
 
 
@@ -170,8 +171,14 @@ def test_load_classifier_errors(tmp_path):
     train_classifier(_tiny_config(n_iters=2), tmp_path)
     config = _tiny_config()
     config.sde.name = "vesde"
-    with pytest.raises(CheckpointError, match="config.sde"):
+    with pytest.raises(ConfigMismatch, match="sde.name='vpsde' .stored. vs 'vesde' .now."):
         load_classifier(config, tmp_path)
+    config = _tiny_config()
+    config.sde.sigma_max = 80.0          # a field the VP SDE does not read: not a mismatch
+    load_classifier(config, tmp_path)
+    config.classifier.width = 32         # resuming with another architecture is refused
+    with pytest.raises(ConfigMismatch, match="classifier.width=16 .stored. vs 32 .now."):
+        train_classifier(config, tmp_path)
 
 
 def _posteriors(mixture: GaussianMixture, x_t, t, sde):

@@ -18,18 +18,20 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import sde_lib
 from data import BatchOrder, Dataset, DataTransform, build_dataset, build_transform
 from models.classifier import NoisyClassifier
 from run.builders import build_classifier, build_sde, classifier_fields
-from run.checkpoint import (CheckpointError, load_checkpoint, remove_stale_temporaries,
-                            save_checkpoint, write_json)
+from run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from run.files import write_json
 from run.distributed import DistInfo, all_reduce_mean, barrier, single_process
 from run.loading import CLASSIFIER_FORMAT
 from run.paths import WorkdirPaths
+from run.preemption import NoStop, Preempted
+from run.stored_config import check_same_fields
+from run.tensorboard import NullWriter, SafeWriter
 from training.losses import Shard, draw_global, randn_global
 from training.schedule import warmup_learning_rate
 
@@ -80,6 +82,8 @@ class ClassifierState:
                 "sde": self.sde_config}
 
     def load_state_dict(self, state: dict, path) -> None:
+        check_same_fields(self.fields, state.get("fields", {}), f"classifier checkpoint {path}",
+                          "classifier")
         try:
             self.model.net.load_state_dict(state["model"], strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -185,10 +189,12 @@ def _data_parallel(state: ClassifierState, info: DistInfo) -> NoisyClassifier:
                            state.model.sde)
 
 
-def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None) -> ClassifierState:
+def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None,
+                     stop=None) -> ClassifierState:
     """Train from scratch or resume `workdir/classifier/checkpoint.pth`; returns the final state.
 
-    The final metrics (see `evaluate`) are in `state.metrics` and `metrics.json`.
+    The final metrics (see `evaluate`) are in `state.metrics` and `metrics.json`. `stop` (a
+    `run.preemption.StopRequest`) ends the run with a checkpoint and `Preempted`.
     """
     info = dist_info or single_process()
     settings = ClassifierSettings.from_config(config.classifier)
@@ -197,16 +203,14 @@ def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None) -> C
                          f"by the {info.world_size} processes")
     paths = WorkdirPaths(workdir)
     state = build_classifier_state(config, info.device)
-    if info.is_main:
-        remove_stale_temporaries([paths.classifier])
-    barrier(info)
     if paths.classifier_checkpoint.exists():
         path = paths.classifier_checkpoint
         state.load_state_dict(load_checkpoint(path, map_location=info.device), path)
         logging.info("resumed the classifier from %s at step %d", path, state.step)
     train_set, test_set = build_dataset(config.data, "train"), build_dataset(config.data, "test")
-    _ClassifierLoop(state, settings, build_transform(config.data), paths, info).run(train_set,
-                                                                                    test_set)
+    loop = _ClassifierLoop(state, settings, build_transform(config.data), paths, info,
+                           stop or NoStop())
+    loop.run(train_set, test_set)
     barrier(info)
     return state
 
@@ -215,9 +219,9 @@ class _ClassifierLoop:
     """The steps of one classifier run: batches, steps, logging, checkpoints, evaluations."""
 
     def __init__(self, state: ClassifierState, settings: ClassifierSettings,
-                 transform: DataTransform, paths: WorkdirPaths, info: DistInfo):
+                 transform: DataTransform, paths: WorkdirPaths, info: DistInfo, stop):
         self.state, self.settings, self.transform = state, settings, transform
-        self.paths, self.info = paths, info
+        self.paths, self.info, self.stop = paths, info, stop
 
     def _batch(self, dataset: Dataset, order: BatchOrder):
         """This rank's share of global batch `state.step`: (inputs, labels), augmented as a
@@ -230,19 +234,25 @@ class _ClassifierLoop:
         rows = slice(info.rank * share, (info.rank + 1) * share)
         return x[rows].to(state.device), dataset.labels[index][rows].to(state.device)
 
+    def save(self) -> None:
+        if self.info.is_main:
+            save_checkpoint(self.paths.classifier_checkpoint, self.state.state_dict(),
+                            root=self.paths.root)
+        barrier(self.info)
+
     def _evaluate_and_log(self, test_set: Dataset, writer) -> Dict:
         metrics = evaluate(self.state, test_set, self.transform, self.settings)
         for key, value in metrics["accuracy"].items():
             writer.add_scalar(f"eval/accuracy_t{key}", value, self.state.step)
             writer.add_scalar(f"eval/loss_t{key}", metrics["loss"][key], self.state.step)
-        write_json(self.paths.classifier_metrics, metrics)
+        write_json(self.paths.classifier_metrics, metrics, self.paths.root)
         return metrics
 
     def run(self, train_set: Dataset, test_set: Dataset) -> None:
         state, settings, info = self.state, self.settings, self.info
         order = BatchOrder(len(train_set), settings.batch_size, settings.seed)
         model = _data_parallel(state, info)
-        writer = SummaryWriter(str(self.paths.classifier_tensorboard)) if info.is_main else None
+        writer = SafeWriter(self.paths.classifier_tensorboard) if info.is_main else NullWriter()
         progress = tqdm(total=settings.n_iters, initial=state.step, desc="classifier",
                         dynamic_ncols=True, disable=not info.is_main)
         try:
@@ -254,20 +264,25 @@ class _ClassifierLoop:
                                             dropout_seed=dropout_seed, info=info)
                 state.step += 1
                 progress.update(1)
-                if state.step % settings.log_freq == 0 and writer is not None:
+                if state.step % settings.log_freq == 0:
                     for name, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr)):
                         writer.add_scalar(f"train/{name}", value, state.step)
                     progress.set_postfix(loss=f"{loss:.4g}", acc=f"{accuracy:.3f}")
-                if state.step % settings.snapshot_freq == 0 or state.step == settings.n_iters:
-                    if info.is_main:
-                        save_checkpoint(self.paths.classifier_checkpoint, state.state_dict())
-                    barrier(info)
+                saved = state.step % settings.snapshot_freq == 0 or state.step == settings.n_iters
+                if saved:
+                    self.save()
                 if (state.step % settings.eval_freq == 0 and state.step < settings.n_iters
                         and info.is_main):
                     state.metrics = self._evaluate_and_log(test_set, writer)
-            if writer is not None:
+                if self.stop.should_stop(info):
+                    if not saved:
+                        self.save()
+                    raise Preempted(f"{self.stop.requested or 'a signal on another rank'} at "
+                                    f"classifier step {state.step}; checkpoint saved in "
+                                    f"{self.paths.classifier_checkpoint}; rerun the same command "
+                                    f"to resume")
+            if info.is_main:
                 state.metrics = self._evaluate_and_log(test_set, writer)
         finally:
             progress.close()
-            if writer is not None:
-                writer.close()
+            writer.close()

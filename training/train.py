@@ -7,120 +7,49 @@ callback (sample grids, injected by the caller) at every numbered snapshot.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Optional, Protocol
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from data import BatchOrder, Dataset, DataTransform, build_dataset, build_transform
 from models import ExponentialMovingAverage, ScoreModel
-from models.checkpoint import FORMAT
-from run.builders import build_ema, build_optimizer, build_score_model, build_sde, stored_config
-from run.checkpoint import (latest_checkpoint, load_checkpoint, remove_stale_temporaries,
-                            save_checkpoint)
+from run.checkpoint import check_format, load_latest, save_checkpoint
 from run.distributed import DistInfo, all_reduce_mean, barrier, gather_cat, single_process
 from run.paths import WorkdirPaths
+from run.preemption import NoStop, Preempted
+from run.stored_config import check_matches
+from run.tensorboard import NullWriter, SafeWriter
 from training.losses import Loss
-from training.objective import build_training_loss
 from training.schedule import warmup_learning_rate
+from training.state import TrainSettings, TrainState, build_train_state, ema_weights
 
-# Called with the EMA model (eval mode) and the step at every numbered snapshot, on rank 0.
-SnapshotFn = Callable[[ScoreModel, int], None]
+class SnapshotFn(Protocol):
+    """What training calls at every snapshot step, on rank 0, with the EMA model (eval mode):
+    e.g. `evaluation.modes.snapshot_sampler`'s sample grids."""
+
+    def __call__(self, model: ScoreModel, step: int) -> None:
+        """Write the snapshot's outputs for `step`."""
+
+    def done(self, step: int) -> bool:
+        """Whether the outputs of `step` are complete (else a resumed run writes them)."""
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or its gradient stopped being finite (training.nan_policy="stop")."""
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """The numbers of a `config.training` / `config.optim` section the loop needs."""
-    n_iters: int
-    snapshot_freq: int
-    preemption_freq: int
-    log_freq: int
-    eval_freq: int
-    seed: int
-    lr: float
-    warmup: int
-    grad_clip: float        # max gradient norm; negative: no clipping
-    nan_policy: str = "stop"
-
-    @classmethod
-    def from_config(cls, config) -> "TrainSettings":
-        training, optim = config.training, config.optim
-        return cls(n_iters=training.n_iters, snapshot_freq=training.snapshot_freq,
-                   preemption_freq=training.snapshot_freq_for_preemption,
-                   log_freq=training.log_freq, eval_freq=training.eval_freq, seed=training.seed,
-                   lr=optim.lr, warmup=optim.warmup, grad_clip=optim.grad_clip,
-                   nan_policy=training.get("nan_policy", "stop"))
-
-    def is_snapshot(self, step: int) -> bool:
-        """Whether `step` writes a numbered snapshot (and runs the snapshot callback)."""
-        return step % self.snapshot_freq == 0 or step == self.n_iters
-
-    def snapshot_index(self, step: int) -> int:
-        return math.ceil(step / self.snapshot_freq)
-
-
-class TrainState:
-    """Everything a resumed run needs: model, EMA, optimizer, the loss's state, the step and the
-    noise generator; `config` is the resolved config stored with every checkpoint."""
-
-    def __init__(self, model: ScoreModel, ema: ExponentialMovingAverage,
-                 optimizer: torch.optim.Optimizer, loss_fn: Loss, generator: torch.Generator,
-                 config: dict):
-        self.model, self.ema, self.optimizer, self.loss_fn = model, ema, optimizer, loss_fn
-        self.generator, self.config = generator, config
-        self.step = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.generator.device
-
-    def state_dict(self) -> dict:
-        return {"format": FORMAT, "model": self.model.net.state_dict(),
-                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "rng": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "loss": self.loss_fn.state_dict(), "config": self.config}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.net.load_state_dict(state["model"], strict=True)
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        if state.get("loss"):
-            self.loss_fn.load_state_dict(state["loss"])  # e.g. the timestep sampler's history
-        self.generator.set_state(state["rng"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())  # dropout draws from the global RNG
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-
-
-def build_train_state(config, device) -> TrainState:
-    """A fresh `TrainState` for `config` on `device` (initial weights from the global RNG)."""
-    sde = build_sde(config)
-    model = build_score_model(config, sde, device)
-    generator = torch.Generator(device).manual_seed(config.training.seed)
-    return TrainState(model, build_ema(config, model), build_optimizer(config, model.parameters()),
-                      build_training_loss(config, sde), generator, stored_config(config, sde))
-
-
 def train(config, workdir, dist_info: Optional[DistInfo] = None,
-          on_snapshot: Optional[SnapshotFn] = None) -> TrainState:
+          on_snapshot: Optional[SnapshotFn] = None, stop=None) -> TrainState:
     """Train from scratch or resume from `workdir`'s latest checkpoint; returns the final state.
 
     Under torchrun (`dist_info.world_size` > 1) the network is wrapped in
     DistributedDataParallel, each rank takes `batch_size / world_size` examples of the same
-    global batch, and only rank 0 writes files and calls `on_snapshot`.
+    global batch, and only rank 0 writes files and calls `on_snapshot`. `stop` (a
+    `run.preemption.StopRequest`) ends the run with a preemption checkpoint and `Preempted`.
     """
     info = dist_info or single_process()
     batch_size = config.training.batch_size
@@ -131,16 +60,17 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
     settings = TrainSettings.from_config(config)
     torch.manual_seed(settings.seed)
     state = build_train_state(config, info.device)
-    if info.is_main:
-        remove_stale_temporaries([paths.checkpoints, paths.checkpoints_meta])
-    barrier(info)
-    resume = latest_checkpoint(paths)
+    resume = load_latest(paths, map_location=info.device)
     if resume is not None:
-        state.load_state_dict(load_checkpoint(resume, map_location=info.device))
-        logging.info("resumed from %s at step %d", resume, state.step)
+        path, checkpoint = resume
+        check_format(checkpoint, path)
+        check_matches(state.config, checkpoint.get("config"), f"checkpoint {path}")
+        state.load_state_dict(checkpoint, path)
+        logging.info("resumed from %s at step %d", path, state.step)
     train_set = build_dataset(config.data, "train")
     test_set = build_dataset(config.data, "test")
-    loop = TrainLoop(state, settings, build_transform(config.data), paths, info, on_snapshot)
+    loop = TrainLoop(state, settings, build_transform(config.data), paths, info, on_snapshot,
+                     stop or NoStop())
     loop.run(train_set, test_set, batch_size)
     return state
 
@@ -169,8 +99,17 @@ def train_step(model: ScoreModel, loss_fn: Loss, optimizer: torch.optim.Optimize
     loss_value, grad_value = loss.item(), grad_norm.item()
     if math.isfinite(loss_value) and math.isfinite(grad_value):  # never step on NaN / inf
         optimizer.step()
+        if not parameters_finite(model):   # an overflowing step: nothing may keep these weights
+            raise NonFiniteLossError(
+                "the parameters became non-finite after the optimizer step (learning rate too "
+                "high?); stopping without saving them (the last checkpoint is intact)")
         ema.update(model.parameters())
     return loss_value, grad_value
+
+
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter is finite (one host synchronisation)."""
+    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in model.parameters()]).all())
 
 
 def data_parallel(model: ScoreModel, info: DistInfo) -> ScoreModel:
@@ -186,12 +125,16 @@ def data_parallel(model: ScoreModel, info: DistInfo) -> ScoreModel:
 
 
 class TrainLoop:
-    """The loop over steps of one run: batches, steps, logging, checkpoints, snapshots."""
+    """The loop over steps of one run: batches, steps, logging, checkpoints, snapshots, and
+    stopping cleanly on a signal (`stop`)."""
 
     def __init__(self, state: TrainState, settings: TrainSettings, transform: DataTransform,
-                 paths: WorkdirPaths, info: DistInfo, on_snapshot: Optional[SnapshotFn] = None):
+                 paths: WorkdirPaths, info: DistInfo, on_snapshot: Optional[SnapshotFn] = None,
+                 stop=None):
         self.state, self.settings, self.transform = state, settings, transform
         self.paths, self.info, self.on_snapshot = paths, info, on_snapshot
+        self.stop = stop or NoStop()
+        self.skipped = self.consecutive_skips = 0
 
     def run(self, train_set: Dataset, test_set: Dataset, batch_size: int) -> None:
         """Train until `settings.n_iters` steps, from `state.step`."""
@@ -199,11 +142,12 @@ class TrainLoop:
         order = BatchOrder(len(train_set), batch_size, settings.seed)
         eval_order = BatchOrder(len(test_set), min(batch_size, len(test_set)), settings.seed + 1)
         forward_model = data_parallel(state.model, info)
-        writer = SummaryWriter(str(self.paths.tensorboard)) if info.is_main else _NullWriter()
+        writer = SafeWriter(self.paths.tensorboard) if info.is_main else NullWriter()
         progress = tqdm(total=settings.n_iters, initial=state.step, desc="train",
                         dynamic_ncols=True, disable=not info.is_main)
         tick, tick_step = time.perf_counter(), state.step
         try:
+            self._complete_snapshot()
             while state.step < settings.n_iters:
                 batch, labels = self._batch(train_set, order)
                 lr = warmup_learning_rate(settings.lr, settings.warmup, state.step)
@@ -213,8 +157,7 @@ class TrainLoop:
                     forward_model=forward_model)
                 state.step += 1
                 progress.update(1)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self._non_finite(loss, grad_norm, writer)
+                self._count_non_finite(loss, grad_norm, writer)
                 if state.step % settings.log_freq == 0:
                     rate = (state.step - tick_step) / (time.perf_counter() - tick)
                     tick, tick_step = time.perf_counter(), state.step
@@ -225,24 +168,51 @@ class TrainLoop:
                 if state.step % settings.eval_freq == 0 and info.is_main:
                     writer.add_scalar("eval/loss", self.eval_loss(test_set, eval_order),
                                       state.step)
-                if state.step % settings.preemption_freq == 0 or settings.is_snapshot(state.step):
-                    if info.is_main:
-                        self.save()
-                    barrier(info)
+                saved = state.step % settings.preemption_freq == 0 or settings.is_snapshot(
+                    state.step)
+                if saved:
+                    self.save()
                 if self.on_snapshot is not None and info.is_main \
                         and settings.is_snapshot(state.step):
                     self.snapshot()
+                if self.stop.should_stop(info):
+                    self._preempt(already_saved=saved)
         finally:
             progress.close()
             writer.close()
+            if self.skipped:
+                logging.warning("skipped %d non-finite batches in this run", self.skipped)
 
     def save(self) -> None:
-        """Write the preemption checkpoint, and a numbered snapshot on snapshot steps."""
-        state, settings = self.state, self.settings
-        checkpoint = state.state_dict()
-        if settings.is_snapshot(state.step):
-            save_checkpoint(self.paths.snapshot(settings.snapshot_index(state.step)), checkpoint)
-        save_checkpoint(self.paths.preemption, checkpoint)
+        """Write the preemption checkpoint, and a snapshot on snapshot steps (never over an
+        existing snapshot file: what another run wrote stays)."""
+        state, settings, paths = self.state, self.settings, self.paths
+        if self.info.is_main:
+            checkpoint = state.state_dict()
+            if settings.is_snapshot(state.step):
+                snapshot = paths.snapshot(state.step)
+                if snapshot.exists():
+                    logging.warning("%s exists; kept as it is", snapshot)
+                else:
+                    save_checkpoint(snapshot, checkpoint, root=paths.root)
+            save_checkpoint(paths.preemption, checkpoint, root=paths.root)
+        barrier(self.info)
+
+    def _preempt(self, already_saved: bool) -> None:
+        """Save the preemption checkpoint (unless this step just did) and stop."""
+        if not already_saved:
+            self.save()
+        raise Preempted(f"{self.stop.requested or 'a signal on another rank'} at step "
+                        f"{self.state.step}; checkpoint saved in {self.paths.preemption}; rerun "
+                        f"the same command to resume")
+
+    def _complete_snapshot(self) -> None:
+        """After a resume at a snapshot step: write its samples if a kill lost them."""
+        step = self.state.step
+        if (step and self.on_snapshot is not None and self.info.is_main
+                and self.settings.is_snapshot(step) and not self.on_snapshot.done(step)):
+            logging.info("writing the samples of snapshot step %d, missing after the resume", step)
+            self.snapshot()
 
     def _cpu_generator(self) -> torch.Generator:
         # Data augmentation runs on the CPU; seed it from (seed, step) so resuming reproduces it.
@@ -286,34 +256,23 @@ class TrainLoop:
         with ema_weights(self.state):
             self.on_snapshot(self.state.model, self.state.step)
 
-    def _non_finite(self, loss: float, grad_norm: float, writer) -> None:
-        """`nan_policy="stop"` raises (checkpoints untouched); "skip" logs and goes on."""
+    def _count_non_finite(self, loss: float, grad_norm: float, writer) -> None:
+        """`nan_policy="stop"` raises at a non-finite loss or gradient (checkpoints untouched);
+        "skip" logs and goes on, up to `nan_skip_limit` such batches in a row."""
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.consecutive_skips = 0
+            return
         message = (f"non-finite loss {loss} / gradient norm {grad_norm} at step "
                    f"{self.state.step}; the parameters were not updated")
         if self.settings.nan_policy == "stop":
             raise NonFiniteLossError(message + "; stopping (the last checkpoint is intact; set "
                                      "config.training.nan_policy=skip to skip such batches)")
+        self.skipped += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= self.settings.nan_skip_limit:
+            raise NonFiniteLossError(
+                f"{self.consecutive_skips} non-finite batches in a row up to step "
+                f"{self.state.step} ({self.skipped} skipped in this run); stopping (the last "
+                f"checkpoint is intact; lower config.optim.lr)")
         logging.warning("%s; skipping the batch", message)
-        writer.add_scalar("train/skipped_non_finite", 1.0, self.state.step)
-
-
-@contextlib.contextmanager
-def ema_weights(state: TrainState) -> Iterator[ScoreModel]:
-    """The model with the EMA weights (eval mode) inside the context, its own weights after."""
-    state.ema.store(state.model.parameters())
-    state.ema.copy_to(state.model.parameters())
-    state.model.eval()
-    try:
-        yield state.model
-    finally:
-        state.ema.restore(state.model.parameters())
-
-
-class _NullWriter:
-    """Stands in for the SummaryWriter on ranks other than 0."""
-
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+        writer.add_scalar("train/skipped_non_finite", float(self.skipped), self.state.step)
