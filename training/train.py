@@ -121,7 +121,7 @@ def data_parallel(model: ScoreModel, info: DistInfo) -> ScoreModel:
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     ddp = DistributedDataParallel(model.net, device_ids=device_ids)
     return ScoreModel(ddp, model.sde, continuous=model.continuous,
-                      parametrization=model.parametrization)
+                      parametrization=model.parametrization, sigma_data=model.sigma_data)
 
 
 class TrainLoop:
