@@ -95,9 +95,12 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
                            for k, v in metrics.items()))
     else:
         from evaluation.modes import run_sample
-        path = run_sample(config, workdir, info, stop=stop)
+        run = run_sample(config, workdir, info, stop=stop)
         if info.is_main:
-            print(f"samples written to {path}")
+            nfe = sorted(set(run.nfe)) or [0]
+            per_batch = nfe[0] if len(nfe) == 1 else f"{nfe[0]}–{nfe[-1]}"
+            print(f"samples written to {run.path}: {run.num_samples} samples, {per_batch} score "
+                  f"evaluations per batch ({sum(run.nfe)} in all), {run.seconds:.1f} s")
 
 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:

@@ -137,6 +137,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.num_train = 50_000       # toy sets: training points
     data.num_test = 10_000        # toy sets: test points
     data.seed = 0  # toy sets: generation seed; image_folder / npz: the drawn test split
+    data.path = ""                   # image_folder: a folder or zip of images; npz: an .npz file
+    data.test_fraction = 0.1          # image_folder / npz: test share drawn with data.seed
 
     config.model = ml_collections.ConfigDict()
     return config

@@ -8,14 +8,15 @@ settings of `evaluation.likelihood`, `evaluation.vlb`, `evaluation.sampling` and
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 import samplers
-from data import NUM_CLASSES, Dataset, DataTransform, build_dataset, build_transform
+from data import Dataset, DataTransform, build_dataset, build_transform, describe
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
                             inception_score, load_inception)
 from evaluation.likelihood import KEYS as BPD_KEYS
@@ -38,7 +39,7 @@ def build_guidance(config, model, classifier=None) -> Guidance:
     sampling = config.sampling
     num_classes = model.num_classes
     if not num_classes and classifier is not None:
-        num_classes = NUM_CLASSES.get(config.data.dataset, 0)
+        num_classes = describe(config.data).num_classes
     return Guidance(num_classes=num_classes, class_label=sampling.get("class_label", -1),
                     guidance_scale=sampling.get("guidance_scale", 1.0), classifier=classifier,
                     classifier_scale=sampling.get("classifier_scale", 0.0))
@@ -166,14 +167,23 @@ def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
             "inception_score": inception_mean, "inception_score_std": inception_std}
 
 
-def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> Path:
+class SampleRun(NamedTuple):
+    """What `--mode sample` made: the PNG, how many samples, the score evaluations of each batch
+    (`nfe`, a list) and the wall time in seconds."""
+    path: Path
+    num_samples: int
+    nfe: list
+    seconds: float
+
+
+def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> SampleRun:
     """`sampling.task`: "generate" draws `eval.num_samples` samples with the configured sampler
     (class-conditional / guided as configured) into `workdir/samples/`; "inpaint", "colorize"
-    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path.
+    and "interpolate" work on test images (`evaluation.tasks`).
 
-    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json`,
-    and keeps per-batch progress while it runs, so a rerun continues and runs of other settings
-    never overwrite it.
+    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json` (the
+    settings, checkpoint, NFE, wall time and class labels) and keeps per-batch progress while it
+    runs, so a rerun continues and runs of other settings never overwrite it.
     """
     info = dist_info or single_process()
     paths = WorkdirPaths(workdir)
@@ -189,25 +199,44 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
               "settings": sample_settings(config, sampler, config.eval.num_samples)}
     folder = paths.sample_run(sample_run_name(config, step, settings_digest(record)))
     check_inside(folder, paths.root)
+    tick, stats = time.perf_counter(), {}
     if task != "generate":
         if info.world_size > 1:
             raise ValueError(f"config.sampling.task={task!r} runs in one process; launch it "
                              f"without torchrun")
-        png = run_task(task_settings(config), model, sde, transform, folder, guidance, paths.root)
-        write_json(folder / "settings.json", record, paths.root)
-        return png
+        settings = task_settings(config)
+        if guidance.num_classes and settings.test_labels is not None:
+            guidance.given_labels = settings.test_labels   # complete each image as its class
+        png = run_task(settings, model, sde, transform, folder, guidance, paths.root, stats)
+        run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
+                        time.perf_counter() - tick)
+        write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)
+        return run
     done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
-                    ("samples",), paths.root)
+                    ("samples", "nfe"), paths.root)
     samples = generate_samples(sampler, model, sde, data_shape(config), config.eval.num_samples,
                                config.eval.batch_size, config.eval.get("seed", 0), guidance,
-                               progress=True, dist_info=info, resume=done, stop=stop)
+                               progress=True, dist_info=info, resume=done, stop=stop,
+                               stats=stats)
+    run = SampleRun(folder / "samples.png", config.eval.num_samples, stats["nfe"],
+                    time.perf_counter() - tick)
     if info.is_main:
+        labels = guidance.labels(range(config.eval.num_samples))
+        provenance = _provenance(record, run, guidance)
         save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
-                     root=paths.root)
-        write_json(folder / "settings.json", record, paths.root)
+                     root=paths.root, labels=labels, settings=provenance)
+        write_json(folder / "settings.json", provenance, paths.root)
     barrier(info)
     done.finish()
-    return folder / "samples.png"
+    return run
+
+
+def _provenance(record: dict, run: SampleRun, guidance: Guidance) -> dict:
+    """settings.json: the settings and checkpoint, with the NFE, wall time and labels."""
+    labels = guidance.labels(range(run.num_samples))
+    return {**record, "nfe_per_batch": run.nfe, "nfe_total": int(sum(run.nfe)),
+            "wall_seconds": round(run.seconds, 3),
+            "labels": None if labels is None else labels.tolist()}
 
 
 def sample_settings(config, sampler, num_samples: int) -> dict:
@@ -228,8 +257,9 @@ def sample_settings(config, sampler, num_samples: int) -> dict:
 def task_settings(config) -> TaskSettings:
     """The `TaskSettings` of `config.sampling.task` (the test split's images)."""
     sampling = config.sampling
+    test = build_dataset(config.data, "test")
     return TaskSettings(
-        task=sampling.task, test_images=build_dataset(config.data, "test").data,
+        task=sampling.task, test_images=test.data, test_labels=test.labels,
         num_samples=config.eval.num_samples, seed=config.eval.get("seed", 0),
         mask=sampling.get("mask", "right_half"),
         options=config_options(sampling, keyword_options(samplers.inpaint)),
