@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+from PIL import Image
 
 import samplers
 from data import Dataset, DataTransform, build_dataset, build_transform, describe
@@ -31,6 +32,7 @@ from run.files import check_inside, save_npz, write_json
 from run.loading import load_classifier, load_ema_model
 from run.paths import WorkdirPaths
 from run.progress import Progress, settings_digest, weights_digest
+from run.tensorboard import SafeWriter
 from samplers.config import config_options, keyword_options
 
 
@@ -57,12 +59,16 @@ class SnapshotSamples:
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
         self.centered = build_transform(config.data).centered
 
-    def __call__(self, model, step: int) -> None:
+    def __call__(self, model, step: int) -> np.ndarray:
+        """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
         guidance = build_guidance(self.config, model)
         x = generate_samples(self.sampler, model, model.sde, self.shape, self.count,
                              self.batch_size, self.seed, guidance)
-        save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
-                     nrow=model.num_classes, root=self.paths.root)
+        png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
+                           nrow=model.num_classes, root=self.paths.root,
+                           labels=guidance.labels(range(self.count)))
+        with Image.open(png) as picture:
+            return np.asarray(picture.convert("RGB"))
 
     def done(self, step: int) -> bool:
         return samples_complete(self.paths.snapshot_samples(step))
@@ -142,10 +148,23 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if info.is_main:
         write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
                    paths.root)
+        log_metrics(paths, metrics, step)
     barrier(info)
     for done in finished:
         done.finish()
     return metrics
+
+
+def log_metrics(paths: WorkdirPaths, metrics: dict, step: int) -> None:
+    """The numbers of an evaluation as TensorBoard scalars at the checkpoint's step, beside the
+    training curves (tags `<eval folder>/<metric>`)."""
+    writer = SafeWriter(paths.tensorboard)
+    try:
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+                writer.add_scalar(f"{paths.eval_folder}/{name}", float(value), step)
+    finally:
+        writer.close()
 
 
 def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
