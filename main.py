@@ -66,6 +66,8 @@ def _one_line(err: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if keyed and len(lines) == 2 and lines[1].startswith("Did you mean"):
         return f"unknown config field {lines[0]}: d{lines[1][1:]}"
+    if isinstance(inner, KeyError) and len(lines) == 1:
+        return f"unknown config field {lines[0]} (this config has no such field)"
     return "; ".join(lines) or type(err).__name__
 
 
@@ -93,6 +95,10 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         if info.is_main:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
+    elif mode == "fid_stats":
+        from evaluation.modes import run_fid_stats
+        if info.is_main:
+            print(f"FID statistics in {run_fid_stats(config, workdir, eval_folder)}")
     else:
         from evaluation.modes import run_sample
         run = run_sample(config, workdir, info, stop=stop)

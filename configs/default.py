@@ -96,8 +96,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.divergence = "rademacher"  # rademacher|gaussian|exact: the flow's trace
     evaluate.enable_sampling = False  # also draw eval.num_samples samples
     evaluate.num_samples = 64     # samples to draw (--mode sample too)
-    evaluate.enable_fid = False    # needs enable_sampling and a local Inception file:
-    evaluate.inception_path = ""   # TorchScript inception-2015-12-05.pt (see evaluation/fid.py)
+    evaluate.enable_fid = False         # FID / IS of the samples (needs enable_sampling)
+    evaluate.inception_path = "auto"    # auto: download once into ~/.cache/score-sde; or a path
     evaluate.seed = 0             # sample i uses noise seeded by (seed, i)
     evaluate.enable_vlb = False    # DDPM variational bound (bits/dim) beside the ODE's (VP chain)
     evaluate.vlb_num_timesteps = 0  # 0: the exact sum over all N steps; K: unbiased K-step estimate

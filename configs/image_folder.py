@@ -24,7 +24,8 @@ def get_config():
         dropout=0.1, resamp_with_conv=True, conditional=True, fir=False, skip_rescale=True,
         resblock_type="biggan", progressive="none", progressive_input="none",
         progressive_combine="sum", embedding_type="positional", init_scale=0.0,
-        scale_by_sigma=False, nonlinearity="swish", ema_rate=0.999))
+        scale_by_sigma=False, nonlinearity="swish", ema_rate=0.999,
+        num_classes=0))   # > 0: class-conditional on the class sub-folders
     training = config.training
     training.batch_size = 64
     training.n_iters = 20_000

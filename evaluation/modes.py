@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 
 import samplers
 from data import Dataset, DataTransform, build_dataset, build_transform, describe
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
-                            inception_score, load_inception)
+                            inception_score, load_inception, resolve_inception)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import Guidance, generate_samples, samples_complete, save_samples
@@ -100,7 +101,7 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if ev.enable_fid:  # fail before any work when the network is missing
         if not ev.enable_sampling:
             raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
-        inception = load_inception(ev.inception_path, info.device)
+        inception = load_inception(resolve_inception(ev.inception_path), info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
     checkpoint = {"step": step, "weights": weights_digest(model)}
     metrics, settings, finished = {"step": step}, {}, []
@@ -167,23 +168,43 @@ def log_metrics(paths: WorkdirPaths, metrics: dict, step: int) -> None:
         writer.close()
 
 
+def reference_statistics(inception, stats_path: Path, reference_set,
+                         root: Optional[Path] = None):
+    """(μ, Σ) of the Inception features of `reference_set()`, cached at `stats_path`."""
+    if stats_path.exists():
+        with np.load(stats_path) as stats:
+            return stats["mu"], stats["sigma"]
+    data: Dataset = reference_set()
+    if data.data.dtype != torch.uint8 or data.data.ndim != 4:
+        raise ValueError("FID needs 8-bit image data, not vectors")
+    mu, sigma = feature_statistics(inception_outputs(inception, data.data)[0])
+    save_npz(stats_path, {"mu": mu, "sigma": sigma}, root)
+    return mu, sigma
+
+
 def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
                 reference_set, root: Optional[Path] = None) -> dict:
     """FID against the data set `reference_set()` (its statistics cached at `stats_path`) and
     Inception Score."""
     if samples.ndim != 4:
         raise ValueError("config.eval.enable_fid needs image data, not vectors")
-    if stats_path.exists():
-        with np.load(stats_path) as stats:
-            mu_data, sigma_data = stats["mu"], stats["sigma"]
-    else:
-        data: Dataset = reference_set()
-        mu_data, sigma_data = feature_statistics(inception_outputs(inception, data.data)[0])
-        save_npz(stats_path, {"mu": mu_data, "sigma": sigma_data}, root)
+    mu_data, sigma_data = reference_statistics(inception, stats_path, reference_set, root)
     features, probs = inception_outputs(inception, transform.to_uint8(samples))
     inception_mean, inception_std = inception_score(probs)
     return {"fid": frechet_distance(*feature_statistics(features), mu_data, sigma_data),
             "inception_score": inception_mean, "inception_score_std": inception_std}
+
+
+def run_fid_stats(config, workdir, eval_folder: str = "eval") -> Path:
+    """`--mode fid_stats`: the training split's Inception statistics, cached in the eval folder
+    where `--mode eval` with `eval.enable_fid` finds them (sets up the network as "auto" does
+    when `eval.inception_path` is "auto")."""
+    paths = WorkdirPaths(workdir, eval_folder)
+    inception = load_inception(resolve_inception(config.eval.inception_path), "cpu")
+    stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
+    reference_statistics(inception, stats_path, lambda: build_dataset(config.data, "train"),
+                         paths.root)
+    return stats_path
 
 
 class SampleRun(NamedTuple):
