@@ -50,7 +50,7 @@ from run.builders import data_shape  # noqa: E402
 from run.distributed import single_process  # noqa: E402
 from run.loading import load_classifier, load_ema_model  # noqa: E402
 from training.state import build_train_state  # noqa: E402
-from training.train import train_step  # noqa: E402
+from training.step import TrainStep  # noqa: E402
 
 
 def vp_time_of_sigma(sde, sigma: float) -> float:
@@ -101,10 +101,12 @@ def train_step_seconds(configs: dict, steps: int, rounds: int = 3) -> dict:
         torch.manual_seed(config.training.seed)
         state = build_train_state(config, info.device)
         data = build_dataset(config.data, "train").data
-        runs[name] = (state, data, config)
+        stepper = TrainStep(state.model, state.loss_fn, state.optimizer, state.ema, info,
+                            grad_clip=config.optim.grad_clip, scaler=state.scaler)
+        runs[name] = (state, stepper, data, config)
     times = {name: [] for name in configs}
     for block in range(rounds + 1):
-        for name, (state, data, config) in runs.items():
+        for name, (state, stepper, data, config) in runs.items():
             count = 1 if block == 0 else steps
             tick = time.perf_counter()
             for _ in range(count):
@@ -113,9 +115,7 @@ def train_step_seconds(configs: dict, steps: int, rounds: int = 3) -> dict:
                 batch = scale_images(data[index], centered=config.data.centered,
                                      dequantize=config.data.uniform_dequantization,
                                      generator=state.generator)
-                train_step(state.model, state.loss_fn, state.optimizer, state.ema, batch,
-                           config.optim.lr, config.optim.grad_clip, generator=state.generator,
-                           info=info)
+                float(stepper.step(batch, None, config.optim.lr, state.generator).loss)
             if block:
                 times[name].append((time.perf_counter() - tick) / count)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -6,6 +6,7 @@ here), or is a preconditioned denoiser (EDM, Karras et al. 2022).
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional, Tuple
 
 import torch
@@ -15,7 +16,10 @@ from models.preconditioning import SIGMA_DATA, check_sigma_data, edm_coefficient
 from sde_lib import append_dims
 
 PARAMETRIZATIONS = ("noise", "score", "edm")
+# Precisions by name (`training.precision`, `sampling.precision`): the autocast dtype, or None.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 0 … 999
+COMPILE_BACKEND = "inductor"   # torch.compile's backend for `compiled`
 
 
 def default_parametrization(sde) -> str:
@@ -92,6 +96,8 @@ class ScoreModel(nn.Module):
         self.continuous = bool(continuous)
         self.parametrization = parametrization
         self.sigma_data = check_sigma_data(sigma_data)
+        # bf16 / fp16 autocast of the network's evaluations (sampling), None: as called.
+        self.autocast_dtype: Optional[torch.dtype] = None
         inner = getattr(net, "module", net)  # the network itself under DistributedDataParallel
         self.num_classes = int(getattr(inner, "num_classes", 0))
         self.learn_variance = bool(getattr(inner, "learn_variance", False))
@@ -176,7 +182,12 @@ class ScoreModel(nn.Module):
         return self.denoise(mean_coeff * x_hat, t, y)
 
     def _net(self, x: torch.Tensor, labels: torch.Tensor, y: Optional[torch.Tensor]):
-        return self.net(x, labels) if y is None else self.net(x, labels, y)
+        """The raw network's output in x's dtype (evaluated under `autocast_dtype` when set)."""
+        if self.autocast_dtype is None:
+            return self.net(x, labels) if y is None else self.net(x, labels, y)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):  # reduced precision
+            out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        return out.to(x.dtype)
 
     def _edm_terms(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor]):
         """(D, score) of the "edm" parametrisation at x `[B, ...]`, t `[B]`."""
@@ -207,3 +218,21 @@ class ScoreModel(nn.Module):
         if self.parametrization == "score":
             return out, v
         return -out / append_dims(self.std(t, labels), x.ndim).to(out.dtype), v
+
+
+def with_network(model: ScoreModel, net: nn.Module) -> ScoreModel:
+    """A view of `model` (same SDE, time labels, parametrisation and autocast) around another
+    module that runs the same weights: a DistributedDataParallel or `torch.compile` wrapper.
+    The original is unchanged; save it, not the view (whose state dict names follow the
+    wrapper's)."""
+    view = copy.copy(model)
+    view._modules, view._parameters = dict(model._modules), dict(model._parameters)
+    view._buffers = dict(model._buffers)
+    view.net = net
+    return view
+
+
+def compiled(model: ScoreModel) -> ScoreModel:
+    """A view of `model` whose network runs through `torch.compile` (`COMPILE_BACKEND`); the
+    first calls of each input shape compile (tens of seconds for a U-Net)."""
+    return with_network(model, torch.compile(model.net, backend=COMPILE_BACKEND))
