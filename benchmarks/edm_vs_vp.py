@@ -12,7 +12,8 @@ same per-sample seeds for every row), rounds them to 8 bits as the data are, and
 Fréchet distance (Heusel et al. 2017) between their features and the digits test split's (297
 images). Features: the penultimate layer (the input of the linear head, 64-dim) of the noisy
 classifier trained by `--mode train_classifier` with `configs/vp_digits.py`, evaluated at
-t = `--feature-t` (1e-3: the clean-image end, where its test accuracy is 0.99). Rows:
+t = `--feature-t` (1e-3: the clean-image end; its test accuracy is 0.99 at t = 0.05
+already). Rows:
 - edm_digits with its config's sampler: Heun, 18 levels σ = 80 … 0.002 (ρ = 7), 35 evaluations;
 - vp_digits with the same Heun sampler (through σ = std/a), down to its config's eps = 1e-3
   (σ ≈ 0.01) and down to σ = 0.002 (t = 4e-5), 35 evaluations;
@@ -61,7 +62,8 @@ def vp_time_of_sigma(sde, sigma: float) -> float:
 def features(classifier, images_uint8: torch.Tensor, t: float, batch: int = 500) -> np.ndarray:
     """Penultimate features `[N, D]` (float64) of uint8 images `[N, C, H, W]` at time t."""
     captured = []
-    hook = classifier.net.head.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+    hook = classifier.net.head.register_forward_hook(
+        lambda module, inputs, out: captured.append(inputs[0]))
     try:
         with torch.no_grad():
             for i in range(0, len(images_uint8), batch):
@@ -83,7 +85,8 @@ def rows(edm_config, vp_config, vp_sde, with_vp_sampler: bool):
     table = [
         ("edm_digits: heun 18 (σ 80 → 0.002)", "edm", dict(edm_config.sampling)),
         ("vp_digits: heun 18 (to t = 1e-3, σ ≈ 0.01)", "vp", dict(heun, eps=1e-3)),
-        ("vp_digits: heun 18 (to σ = 0.002)", "vp", dict(heun, eps=vp_time_of_sigma(vp_sde, 0.002))),
+        ("vp_digits: heun 18 (to σ = 0.002)", "vp",
+         dict(heun, eps=vp_time_of_sigma(vp_sde, 0.002))),
     ]
     if with_vp_sampler:
         table.append(("vp_digits: its config (euler_maruyama 500 + denoise)", "vp",
