@@ -30,3 +30,7 @@ __all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "ODE_METHODS", "SDE_METHODS",
 __all__ += ["inpaint", "colorize", "classifier_free_guidance", "classifier_guidance",  # issue 10
             "encode", "decode", "slerp", "EncodeResult"]
 __all__ += ["vlb_bits_per_dim", "VLBResult", "VARIANCES"]  # issue 9
+
+# --- Sampler frontier: UniPC, DPM-Solver++ SDE, adaptive DPM-Solver, fitted schedules ---
+from samplers import unipc  # noqa: F401, E402  ("unipc")
+from samplers import dpm_adaptive  # noqa: F401, E402  ("dpm_adaptive")

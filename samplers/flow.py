@@ -121,3 +121,17 @@ def announcing_solver(method: str, flow: VPFlow) -> Union[str, type]:
             return super()._step_impl()
 
     return AnnouncingSolver
+
+
+def reporting_solver(method: Union[str, type], on_step) -> type:
+    """`method` (a scipy solver name or class) calling `on_step(t, y)` after every accepted step."""
+    base = getattr(integrate, method) if isinstance(method, str) else method
+
+    class ReportingSolver(base):
+        def _step_impl(self):
+            success, message = super()._step_impl()
+            if success:
+                on_step(self.t, self.y)
+            return success, message
+
+    return ReportingSolver
