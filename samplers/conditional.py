@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_eps, check_num_steps,
-                             check_positive, check_positive_int, prior_sample, sample_noise,
+                             check_positive, check_int, prior_sample, sample_noise,
                              select_rows, time_grid, tweedie_denoise)
 from samplers.correctors import CORRECTORS
 from samplers.pc import check_pc_options
@@ -117,7 +117,7 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: torch.Tensor, mask: torch.Tens
     """
     mask = check_mask(mask, x_known)
     check_pc_options(predictor, corrector, probability_flow)
-    snr, n_steps = check_positive("snr", snr), check_positive_int("n_steps", n_steps)
+    snr, n_steps = check_positive("snr", snr), check_int("n_steps", n_steps)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
     x_known = x_known.to(dtype or x_known.dtype)
     replace = Replacement(sde, x_known, mask, generator)

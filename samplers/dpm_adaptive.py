@@ -28,7 +28,7 @@ from samplers.common import (CountedScore, ScoreFn, check_callback, check_eps, c
                              coeff, prior_sample, select_rows)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_positive_int
+from sde_lib.utils import check_int
 
 STAGES = {2: (0.5,), 3: (1 / 3, 2 / 3)}
 
@@ -204,8 +204,8 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
     for name, value in (("reltol", reltol), ("abstol", abstol), ("h_init", h_init),
                         ("safety", safety)):
         check_positive(name, value)
-    check_positive_int("check_every", check_every)
-    check_positive_int("max_steps", max_steps)
+    check_int("check_every", check_every)
+    check_int("max_steps", max_steps)
     check_callback(callback)
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)

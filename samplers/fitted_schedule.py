@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from samplers.common import Generator, ScoreFn, check_eps, check_positive, check_positive_int
+from samplers.common import Generator, ScoreFn, check_eps, check_positive, check_int
 from samplers.registry import SAMPLERS
 from sde_lib import SDE
 
@@ -90,8 +90,8 @@ def fit_schedule(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], num_steps: i
         generator, device, dtype, x_T: of the pilot's prior draw, as for any sampler.
     """
     eps = check_eps(sde, eps)
-    num_steps = check_positive_int("num_steps", num_steps)
-    pilot_steps = check_positive_int("pilot_steps", pilot_steps)
+    num_steps = check_int("num_steps", num_steps)
+    pilot_steps = check_int("pilot_steps", pilot_steps)
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise ValueError(f"order must be one of [1, 2, 3], got {order!r}")
     if pilot_steps < order + 2:

@@ -13,10 +13,10 @@ import torch
 from scipy import integrate
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_positive, check_positive_int)
-from samplers.flow import VPFlow, announcing_solver, to_numpy
+                             check_int, check_positive)
+from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
 from samplers.likelihood_dpm import DPM_METHODS, dpm_log_likelihood
-from samplers.ode import ODE_METHODS
+from samplers.ode import MAX_NFE, ODE_METHODS
 from samplers.registry import LikelihoodResult
 from sde_lib import SDE, randn
 
@@ -85,7 +85,7 @@ def _ode_function(flow: VPFlow, probes: torch.Tensor, exact: bool):
 def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float = 1e-5,
                    rtol: float = 1e-5, atol: float = 1e-5, ode_method: str = "RK45",
                    divergence: str = "rademacher", num_probes: int = 1,
-                   generator: Generator = None) -> LikelihoodResult:
+                   generator: Generator = None, max_nfe: int = MAX_NFE) -> LikelihoodResult:
     """log p_eps(x) in nats `[B]` (float64) for x `[B, ...]`, by the probability-flow ODE.
 
     Args:
@@ -94,6 +94,8 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
             "gaussian" (Hutchinson–Skilling with probes fixed along the flow, unbiased).
         num_probes: Hutchinson probes per sample, averaged (one batched backward pass).
         generator: draws the probes.
+        max_nfe: the solve stops with `samplers.flow.FlowDiverged` after this many score
+            evaluations, or as soon as the state is not finite (a diverging model).
     Returns LikelihoodResult(logp, z, nfe): z `[B, ...]` the end of the flow at T, typed like x,
     and nfe the score evaluations (one per solver call; the probes share its forward pass).
     """
@@ -102,7 +104,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     check_positive("rtol", rtol)
     check_positive("atol", atol)
     check_choice("divergence", divergence, DIVERGENCES)
-    num_probes = check_positive_int("num_probes", num_probes)
+    num_probes = check_int("num_probes", num_probes)
     if ode_method in DPM_METHODS:
         probes = draw_probes(x, divergence, num_probes, generator)
         exact = divergence == "exact"
@@ -115,7 +117,9 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     # Start at eps with w = x/k; the last B entries accumulate ∫∇·v dτ.
     k_eps, k_T = flow.scale(eps), flow.scale(sde.T)
     y0 = np.concatenate([to_numpy(x) / k_eps, np.zeros(x.shape[0])])
-    solution = integrate.solve_ivp(_ode_function(flow, probes, divergence == "exact"),
+    fun = guarded(_ode_function(flow, probes, divergence == "exact"), flow,
+                  check_int("max_nfe", max_nfe), "likelihood ODE")
+    solution = integrate.solve_ivp(fun,
                                    (flow.tau(eps), flow.tau(sde.T)), y0, rtol=rtol, atol=atol,
                                    method=announcing_solver(ode_method, flow))
     if not solution.success:

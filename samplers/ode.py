@@ -8,13 +8,16 @@ import torch
 from scipy import integrate
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
-                             check_eps, check_positive, prior_sample, tweedie_denoise)
-from samplers.flow import VPFlow, announcing_solver, reference_log_snr, reporting_solver
+                             check_eps, check_int, check_positive, prior_sample, tweedie_denoise)
+from samplers.flow import VPFlow, announcing_solver, guarded, reference_log_snr, reporting_solver
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
 # scipy.integrate.solve_ivp's methods.
 ODE_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+# Score evaluations after which a probability-flow solve is stopped (`samplers.flow.guarded`):
+# far above what any usable model needs at any tolerance (~100–1000).
+MAX_NFE = 20_000
 
 
 def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method: str) -> float:
@@ -30,7 +33,8 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                 generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, rtol: float = 1e-5, atol: float = 1e-5,
                 ode_method: str = "RK45", eps: float = 1e-3, denoise: bool = True,
-                x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
+                x_T: Optional[torch.Tensor] = None, callback=None,
+                max_nfe: int = MAX_NFE) -> SampleResult:
     """Solve the probability-flow ODE from x_T ~ prior at T down to eps with `solve_ivp`.
 
     The ODE is integrated as the reference VP's in (τ, w = x/k) (`samplers.flow`), with the
@@ -38,7 +42,9 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     with Tweedie's E[x_0 | x_eps]. NFE counts every score evaluation, the solver's first-step
     selection included. `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, denoised)`
     runs at T and after every accepted solver step (denoised None: scipy's steps hold none).
-    Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
+    The solve stops with `samplers.flow.FlowDiverged` as soon as its state is not finite, or
+    after `max_nfe` evaluations. Returns `shape` `[B, ...]` samples of p_eps (of p_0 with
+    `denoise`).
     """
     eps = check_ode_options(sde, eps, rtol, atol, ode_method)
     check_callback(callback)
@@ -54,7 +60,8 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         callback(0, torch.full(x.shape[:1], float(sde.T), dtype=torch.float64, device=x.device),
                  x, None)
     with torch.no_grad():
-        solution = integrate.solve_ivp(flow.drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
+        drift = guarded(flow.drift, flow, check_int("max_nfe", max_nfe), "probability-flow ODE")
+        solution = integrate.solve_ivp(drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
                                        method=method)
     if not solution.success:
         raise RuntimeError(f"solve_ivp failed: {solution.message}")
