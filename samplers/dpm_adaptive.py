@@ -26,6 +26,8 @@ import torch
 
 from samplers.common import (CountedScore, ScoreFn, check_callback, check_eps, check_positive,
                              coeff, prior_sample, select_rows)
+from samplers.flow import FlowDiverged
+from samplers.ode import MAX_NFE
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 from sde_lib.utils import check_int
@@ -101,9 +103,10 @@ def scaled_error(x_high, x_low, w_prev, scale, atol: float, rtol: float) -> torc
     return ((x_high - x_low) / k / delta).flatten(1).double().pow(2).mean(1).sqrt(), w_low
 
 
-def propose(h, err, remaining, order: int, safety: float) -> torch.Tensor:
-    """h ← min(θ·h·E^{−1/order}, remaining) (E = 0 gives the remaining interval)."""
-    return torch.minimum(safety * h * err.pow(-1.0 / order), remaining)
+def propose(h, err, remaining, order: int, safety: float, max_growth: float) -> torch.Tensor:
+    """h ← min(h·min(θ·E^{−1/order}, max_growth), remaining) (E = 0: growth by max_growth)."""
+    factor = torch.clamp(safety * err.pow(-1.0 / order), max=max_growth)
+    return torch.minimum(h * factor, remaining)
 
 
 class State(NamedTuple):
@@ -116,7 +119,7 @@ class State(NamedTuple):
 
 def _try(score_fn, sde, state: State, options) -> State:
     """One try for every active sample: accept / reject and the next h, on the tensor side."""
-    order, atol, rtol, safety, ell_end = options
+    order, atol, rtol, safety, max_growth, ell_end = options
     geo = geometry(sde, state.ell, state.h, STAGES[order], ell_end)
 
     def denoise_fn(x, i):
@@ -132,21 +135,34 @@ def _try(score_fn, sde, state: State, options) -> State:
     ell = torch.where(accept, torch.where(state.h >= ell_end - state.ell,
                                           torch.full_like(state.ell, ell_end),
                                           state.ell + state.h), state.ell)
-    h = torch.where(ell < ell_end, propose(state.h, err, ell_end - ell, order, safety),
+    h = torch.where(ell < ell_end, propose(state.h, err, ell_end - ell, order, safety, max_growth),
                     torch.zeros_like(state.h))
     return State(x, x_prev, ell, h)
 
 
-def _sync(state: State, ell_end: float) -> torch.Tensor:
-    """The one host read of a round: which rows are done (and a check for NaN steps)."""
-    flags = torch.stack([state.ell >= ell_end, ~torch.isfinite(state.h)]).cpu()
+def check_round(flags: torch.Tensor, nfe: int, max_nfe: int, what: str) -> torch.Tensor:
+    """Host-side checks after a round, from `flags` `[2, b]` (done, non-finite step): stop with
+    `samplers.flow.FlowDiverged` on a non-finite step (the state or the score is not finite) or
+    past `max_nfe` score evaluations, as `samplers.flow.guarded` stops scipy's solves."""
     if bool(flags[1].any()):
-        raise RuntimeError("dpm_adaptive: non-finite step size (a NaN or infinite score?)")
+        raise FlowDiverged(f"{what}: the state or its derivative is not finite after {nfe} "
+                           f"score evaluations; the score function diverged")
+    if nfe > max_nfe:
+        raise FlowDiverged(f"{what}: more than max_nfe={max_nfe} score evaluations; the scores "
+                           f"are too large or stiff for these tolerances (check the model, or "
+                           f"raise max_nfe)")
     return flags[0]
 
 
+def _sync(state: State, ell_end: float, nfe: int, max_nfe: int) -> torch.Tensor:
+    """The one host read of a round: which rows are done (after `check_round`)."""
+    flags = torch.stack([state.ell >= ell_end, ~torch.isfinite(state.h)]).cpu()
+    return check_round(flags, nfe, max_nfe, "dpm_adaptive")
+
+
 def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float, options,
-                   h_init: float, check_every: int, max_steps: int, callback=None):
+                   h_init: float, check_every: int, max_steps: int, callback=None,
+                   max_nfe: int = MAX_NFE):
     """Run tries in rounds until every sample reaches ℓ_eps: (x `[B, ...]` at eps, tries)."""
     ell_T, ell_end = (0.5 * sde.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64))).tolist()
     options = options + (ell_end,)
@@ -165,7 +181,7 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
                 callback(tries, sde.t_from_log_snr(2 * state.ell), state.x, None)
             state = _try(rows, sde, state, options)
             tries += 1
-        done = _sync(state, ell_end)
+        done = _sync(state, ell_end, score_fn.nfe, max_nfe)
         if bool(done.any()):
             index = torch.tensor(active, device=out.device)
             out[index[done.to(out.device)]] = state.x[done.to(out.device)]
@@ -179,7 +195,8 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
 def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generator=None,
                          device=None, dtype: torch.dtype = torch.float32, order: int = 3,
                          reltol: float = 0.05, abstol: float = 0.0078, h_init: float = 0.05,
-                         safety: float = 0.9, check_every: int = 4, max_steps: int = 10_000,
+                         safety: float = 0.9, max_growth: float = 2.0, check_every: int = 4,
+                         max_steps: int = 10_000, max_nfe: int = MAX_NFE,
                          eps: float = 1e-3, denoise: bool = True,
                          x_T: Optional[torch.Tensor] = None, callback=None,
                          stats: Optional[dict] = None) -> SampleResult:
@@ -190,8 +207,14 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
     Args:
         reltol, abstol: rtol and atol of δ (defaults: Lu et al.'s 0.05 and 0.0078, for data in
             [−1, 1]; named as `adaptive_sde`'s, apart from scipy's rtol / atol of "ode").
-        h_init: first step in ℓ; safety: θ; check_every: tries between host reads.
+        h_init: first step in ℓ; safety: θ; max_growth: the largest factor by which h grows
+            after a try (> 1): without it one lucky estimate on a tiny step lets the next try
+            span the whole range, whose embedded estimate can pass while both solutions are off.
+        check_every: tries between host reads.
         max_steps: most tries before a RuntimeError.
+        max_nfe: the solve stops with `samplers.flow.FlowDiverged` once it has spent more than
+            this many score evaluations (checked every `check_every` tries), or as soon as a step
+            size is not finite (a diverging score).
         x_T: a starting state `[B, ...]` instead of the prior draw.
         callback: `callback(i, t, x, None)` before every try i, on the rows still active
             (t `[b]`: each sample's time).
@@ -202,17 +225,20 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
         raise ValueError(f"order must be one of {sorted(STAGES)}, got {order!r}")
     eps = check_eps(sde, eps)
     for name, value in (("reltol", reltol), ("abstol", abstol), ("h_init", h_init),
-                        ("safety", safety)):
+                        ("safety", safety), ("max_growth", max_growth)):
         check_positive(name, value)
+    if max_growth <= 1:
+        raise ValueError(f"max_growth must be > 1, got {max_growth!r}")
     check_int("check_every", check_every)
     check_int("max_steps", max_steps)
+    check_int("max_nfe", max_nfe)
     check_callback(callback)
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     with torch.no_grad():
         x, tries = solve_adaptive(counted, sde, x, eps, (order, float(abstol), float(reltol),
-                                                         float(safety)),
-                                  float(h_init), check_every, max_steps, callback)
+                                                         float(safety), float(max_growth)),
+                                  float(h_init), check_every, max_steps, callback, max_nfe)
         if denoise:
             t = torch.full((x.shape[0],), eps, dtype=torch.float64, device=x.device)
             mean_coeff, std = sde.marginal_coeffs(t)

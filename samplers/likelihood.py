@@ -110,7 +110,8 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
         exact = divergence == "exact"
         return dpm_log_likelihood(score_fn, sde, x, eps=eps, rtol=rtol, atol=atol,
                                   order=DPM_METHODS[ode_method], probes=probes,
-                                  trace_fn=lambda out, inp, v: trace_estimate(out, inp, v, exact))
+                                  trace_fn=lambda out, inp, v: trace_estimate(out, inp, v, exact),
+                                  max_nfe=check_int("max_nfe", max_nfe))
     score_fn = CountedScore(score_fn)
     flow = VPFlow(score_fn, sde, x.shape, x.dtype, x.device)
     probes = draw_probes(x, divergence, num_probes, generator)

@@ -20,7 +20,9 @@ from typing import NamedTuple
 import torch
 
 from samplers.common import CountedScore, coeff, select_rows
-from samplers.dpm_adaptive import STAGES, embedded_pair, geometry, propose, scaled_error
+from samplers.dpm_adaptive import (STAGES, check_round, embedded_pair, geometry, propose,
+                                   scaled_error)
+from samplers.ode import MAX_NFE
 from samplers.registry import LikelihoodResult
 
 # Quadrature weights (high, low) on the stages 0, r… of each order.
@@ -40,7 +42,7 @@ class FlowState(NamedTuple):
 
 def _try(score_fn, sde, state: FlowState, options, trace_fn) -> FlowState:
     """One backward try for every active sample (all on the tensor side)."""
-    order, atol, rtol, safety, ell_end, num_dims = options
+    order, atol, rtol, safety, max_growth, ell_end, num_dims = options
     geo = geometry(sde, state.ell, state.h, STAGES[order], ell_end)
     traces = []
 
@@ -64,7 +66,8 @@ def _try(score_fn, sde, state: FlowState, options, trace_fn) -> FlowState:
     ell = torch.where(accept, torch.where(state.h <= ell_end - state.ell,
                                           torch.full_like(state.ell, ell_end),
                                           state.ell + state.h), state.ell)
-    h = torch.where(ell > ell_end, -propose(-state.h, err, ell - ell_end, order, safety),
+    h = torch.where(ell > ell_end, -propose(-state.h, err, ell - ell_end, order, safety,
+                                                         max_growth),
                     torch.zeros_like(state.h))
     return FlowState(torch.where(mask, x_high, state.x), torch.where(mask, w_low, state.w_prev),
                      torch.where(accept, l_high, state.integral), ell, h, state.probes)
@@ -77,16 +80,17 @@ def _compact(state: FlowState, keep: torch.Tensor) -> FlowState:
 
 def dpm_log_likelihood(score_fn, sde, x: torch.Tensor, *, eps: float, rtol: float, atol: float,
                        order: int, probes: torch.Tensor, trace_fn, h_init: float = 0.05,
-                       safety: float = 0.9, check_every: int = 4,
-                       max_steps: int = 10_000) -> LikelihoodResult:
+                       safety: float = 0.9, max_growth: float = 2.0, check_every: int = 4,
+                       max_steps: int = 10_000, max_nfe: int = MAX_NFE) -> LikelihoodResult:
     """log p_eps(x) `[B]` (float64) by the adaptive DPM-Solver of `order` (2 or 3).
 
-    `probes` `[P, B, ...]` and `trace_fn(output, inputs, probes) -> [B]` give tr ∂s/∂x.
+    `probes` `[P, B, ...]` and `trace_fn(output, inputs, probes) -> [B]` give tr ∂s/∂x. Stops
+    with `samplers.flow.FlowDiverged` on a non-finite step or past `max_nfe` evaluations.
     """
     counted = CountedScore(score_fn)
     ell_eps, ell_T = (0.5 * sde.log_snr(torch.tensor([eps, sde.T], dtype=torch.float64))).tolist()
     num_dims = x[0].numel()
-    options = (order, float(atol), float(rtol), float(safety), ell_T, num_dims)
+    options = (order, float(atol), float(rtol), float(safety), float(max_growth), ell_T, num_dims)
     mean_eps, std_eps = sde.marginal_coeffs(torch.tensor([eps], dtype=torch.float64))
     ell = torch.full((x.shape[0],), ell_eps, dtype=torch.float64, device=x.device)
     state = FlowState(x, x / torch.sqrt(mean_eps ** 2 + std_eps ** 2).item(),
@@ -103,9 +107,7 @@ def dpm_log_likelihood(score_fn, sde, x: torch.Tensor, *, eps: float, rtol: floa
             state = _try(rows, sde, state, options, trace_fn)
         tries += check_every
         flags = torch.stack([state.ell <= ell_T, ~torch.isfinite(state.h)]).cpu()
-        if bool(flags[1].any()):
-            raise RuntimeError("log_likelihood: non-finite step size (a NaN or infinite score?)")
-        done = flags[0]
+        done = check_round(flags, counted.nfe, max_nfe, "likelihood ODE")
         if bool(done.any()):
             index = torch.tensor(active, device=x.device)[done.to(x.device)]
             z[index], integral[index] = state.x[done.to(x.device)], state.integral[done.to(x.device)]
