@@ -47,3 +47,8 @@ __all__ = [
     "classifier_free_guidance", "classifier_guidance", "inpaint", "colorize",
     "EncodeResult", "encode", "decode", "slerp",
 ]
+
+# Fast-sampler frontier: a time schedule fitted to the model by a pilot run.
+from samplers.fitted_schedule import FittedSchedule, fit_schedule  # noqa: E402
+
+__all__ += ["FittedSchedule", "fit_schedule"]
