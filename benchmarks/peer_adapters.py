@@ -160,3 +160,56 @@ def run_diffusers(diffusers, scheduler_name: str, score_fn, sde, x_T: torch.Tens
             noise = {"generator": torch.Generator().manual_seed(i)} if takes_generator else {}
             x = scheduler.step(x0, timestep, x, return_dict=False, **noise)[0]
     return x, model.nfe
+
+
+def load_dpm_solver(path: Optional[str]):
+    """The reference DPM-Solver (`dpm_solver_pytorch.py` of LuChengTHU/dpm-solver, a checkout
+    outside this repository, found at `path` or on sys.path), or (None, reason)."""
+    if path:
+        sys.path.insert(0, path)
+    try:
+        return importlib.import_module("dpm_solver_pytorch"), None
+    except ImportError as error:
+        return None, (f"the reference DPM-Solver is not found (git clone "
+                      f"github.com/LuChengTHU/dpm-solver and pass --dpm-solver-path; {error})")
+
+
+def reference_vp_time(log_snr: float) -> float:
+    """τ of the VP SDE with β from 0.1 to 20 at which λ = `log_snr` (float64 closed form)."""
+    return sde_lib.VPSDE(beta_min=0.1, beta_max=20.0).t_from_log_snr(
+        torch.tensor([log_snr], dtype=torch.float64)).item()
+
+
+def run_dpm_solver_reference(module, score_fn, sde, x_T: torch.Tensor, eps: float,
+                             nfe: Optional[int], **options):
+    """The reference DPM-Solver from x_T: (denoised samples, NFE).
+
+    Every SDE is run as the reference's "linear" VP (β 0.1 → 20) at the time τ with the same
+    log-SNR, on x_vp = x̄/√(1 + σ̄²) (module docstring), with the exact data prediction as its
+    "x_start" model; its `denoise_to_zero` last evaluation is Tweedie's E[x_0 | x_eps]. Fixed
+    steps: `nfe` − 1 steps and that evaluation; `nfe` None: `method="adaptive"` (options rtol,
+    atol, order)."""
+    lam_T, lam_eps = sde.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64)).tolist()
+    tau_T, tau_eps = reference_vp_time(lam_T), reference_vp_time(lam_eps)
+    schedule = module.NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=20.0,
+                                      dtype=torch.float64)
+    model = Denoiser(score_fn, sde)
+
+    def x_start(x_vp, tau):
+        sigma_bar = float(torch.exp(-schedule.marginal_lambda(tau)).reshape(-1)[0])
+        sigma = torch.full(x_vp.shape[:1], sigma_bar, dtype=torch.float64)
+        return model(x_vp * math.sqrt(1 + sigma_bar ** 2), sigma)
+
+    model_fn = module.model_wrapper(x_start, schedule, model_type="x_start")
+    solver = module.DPM_Solver(model_fn, schedule, algorithm_type="dpmsolver++")
+    a_T, std_T = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))
+    x_vp = x_T / math.sqrt(a_T.item() ** 2 + std_T.item() ** 2)
+    with torch.no_grad():
+        if nfe is None:
+            out = solver.sample(x_vp, t_start=tau_T, t_end=tau_eps, method="adaptive",
+                                denoise_to_zero=True, **options)
+        else:
+            out = solver.sample(x_vp, steps=nfe - 1, t_start=tau_T, t_end=tau_eps,
+                                skip_type="logSNR", method="multistep", denoise_to_zero=True,
+                                **options)
+    return out, model.nfe
