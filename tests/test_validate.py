@@ -70,7 +70,7 @@ CASES = [
     (COND, ["--config.sampling.task=inpaint", "--config.sampling.mask=left"], 2,
      ["config.sampling.mask", "right_half"]),
     (COND, ["--config.sampling.task=colorize"], 2, ["colorize", "num_channels=3"]),
-    (TOY, ["--config.sampling.task=inpaint"], 2, ["test images", "DIGITS"]),
+    (TOY, ["--config.sampling.task=inpaint"], 2, ["test images", "gaussian_mixture"]),
     (COND, ["--config.sampling.classifier_scale=-1.0"], 2, ["classifier_scale", ">= 0"]),
     (DIGITS, ["--config.sampling.class_label=3"], 2, ["class_label", "num_classes"]),
     (DIGITS, ["--config.data.image_size=7"], 2, ["config.model", "image_size"]),
