@@ -90,8 +90,8 @@ def project_fitted(method: str, pilot: int = 64, **options) -> Runner:
     """`method` on a schedule fitted by a pilot run on the first `pilot` samples; the pilot's
     evaluations are reported apart (a schedule is fitted once per model and step count)."""
     def run(score_fn, sde, x_T, nfe):
-        fitted = fit_schedule(score_fn, sde, (pilot, DIM), nfe - 1, eps=EPS, dtype=f64,
-                              x_T=x_T[:pilot])
+        fitted = fit_schedule(score_fn, sde, (pilot,) + tuple(x_T.shape[1:]), nfe - 1, eps=EPS,
+                              dtype=f64, x_T=x_T[:pilot])
         result = samplers.sample(score_fn, sde, tuple(x_T.shape), method, x_T=x_T, dtype=f64,
                                  eps=EPS, schedule=fitted.times, **options)
         return result.x, result.nfe, f"pilot {fitted.nfe} NFE on {pilot}"
