@@ -33,7 +33,9 @@ from peers import peer_methods, project, project_methods, project_ode  # noqa: E
 from run.loading import load_classifier, load_ema_model  # noqa: E402
 
 KEEP = ("dpm_solver 2M", "dpm_solver 3M", "dpm_solver 2M +UniC", "unipc bh1 p2", "unipc bh2 p2",
-        "unipc bh2 p3", "ddim (logsnr)", "dpm_solver_sde 2M", "k-diffusion euler",
+        "unipc bh2 p3", "unipc bh2 p2 fitted", "dpm_solver 2M (edm steps)",
+        "unipc bh2 p2 (edm steps)", "ddim (logsnr)", "dpm_solver_sde 2M",
+        "dpm_solver_sde 2M (edm steps)", "k-diffusion euler",
         "k-diffusion dpmpp_2m", "k-diffusion dpmpp_2m_sde", "k-diffusion dpmpp_3m_sde",
         "diffusers DPM++2M", "diffusers UniPC bh2", "DPM-Solver ref 2M", "DPM-Solver ref 3M")
 
@@ -93,7 +95,12 @@ def main() -> None:
     x, nfe, _ = project_ode(rtol=1e-5, atol=1e-5)(score, sde, x_T, None)
     lines.append(f"converged probability-flow ODE (RK45, 1e-5): NFE {nfe}, FD "
                  f"{fd(features(x), reference):.3g}")
-    methods = {**project_methods(), **peer_methods(args)}
+    methods = {**project_methods(), **peer_methods(args),   # the project's on Karras steps too
+               "dpm_solver 2M (edm steps)": project("dpm_solver", order=2, schedule="edm"),
+               "unipc bh2 p2 (edm steps)": project("unipc", order=2, variant="bh2",
+                                                   schedule="edm"),
+               "dpm_solver_sde 2M (edm steps)": project("dpm_solver_sde", order=2,
+                                                        schedule="edm")}
     methods = {name: methods[name] for name in KEEP if name in methods}
     lines += ["", "| method | " + " | ".join(f"FD @ {b}" for b in args.nfe) + " |",
               "|---|" + "---:|" * len(args.nfe)]
