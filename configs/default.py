@@ -66,7 +66,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
     sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
     sampling.eps = 1e-3           # the last time of sampling (t runs T -> eps)
-    sampling.num_steps = 0        # 0: the method's default (the SDE's num_scales for pc & co.)
+    sampling.num_steps = 0        # > 0: the steps of any method; 0: the method's own default
+    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.CHAIN_METHODS); 0: num_scales
     # Options of particular methods; None keeps the method's own default.
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
@@ -77,10 +78,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.s_tmin = placeholder(float)  # heun: churn from this σ
     sampling.s_tmax = placeholder(float)  # heun: churn up to this σ
     sampling.s_noise = placeholder(float)  # heun: churn noise scale
-    sampling.order = placeholder(int)             # dpm_solver: 1, 2 or 3
-    sampling.abstol = placeholder(float)          # adaptive_sde
-    sampling.reltol = placeholder(float)  # adaptive_sde: relative tolerance
-    sampling.safety = placeholder(float)  # adaptive_sde: step-size safety factor
+    sampling.order = placeholder(int)             # dpm_solver(_sde), unipc: 1-3; dpm_adaptive: 2|3
+    sampling.variant = placeholder(str)           # unipc: bh1 | bh2
+    sampling.unic = placeholder(bool)             # dpm_solver: UniC corrector after each step
+    sampling.lower_order_final = placeholder(bool)  # dpm_solver(_sde), unipc
+    sampling.abstol = placeholder(float)          # adaptive_sde, dpm_adaptive
+    sampling.reltol = placeholder(float)  # adaptive_sde, dpm_adaptive: relative tolerance
+    sampling.safety = placeholder(float)  # adaptive_sde, dpm_adaptive: step-size safety factor
     sampling.variance = placeholder(str)          # ancestral: beta | posterior | learned
     # Class-conditional and guided sampling (--mode sample).
     sampling.class_label = -1     # the class of every sample; -1: classes in turn
