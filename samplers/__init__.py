@@ -30,3 +30,11 @@ __all__ = ["SAMPLERS", "PREDICTORS", "CORRECTORS", "ODE_METHODS", "SDE_METHODS",
 __all__ += ["inpaint", "colorize", "classifier_free_guidance", "classifier_guidance",  # issue 10
             "encode", "decode", "slerp", "EncodeResult"]
 __all__ += ["vlb_bits_per_dim", "VLBResult", "VARIANCES"]  # issue 9
+
+# Conditioning on linear observations (replacement, SMC, RePaint, DPS): one entry point.
+from samplers.condition import CONDITION_METHODS, METHOD_OPTIONS, condition  # noqa: E402
+from samplers.operators import (AvgPool, ChannelMean, Dense, LinearOperator, Mask,  # noqa: E402
+                                MatrixFree)
+from samplers.registry import ConditionResult  # noqa: E402
+__all__ += ["condition", "ConditionResult", "CONDITION_METHODS", "METHOD_OPTIONS",
+            "LinearOperator", "Mask", "ChannelMean", "AvgPool", "Dense", "MatrixFree"]
