@@ -2,7 +2,7 @@
 y = A·x + σ_y·n, n ~ N(0, I), a mixture with full covariances (`FullGaussianMixture`).
 
 For a prior Σ_k w_k N(μ_k, V_k) (V_k = diag(v_k)), Bayes' rule per component gives
-    p(x | y) = Σ_k w'_k N(x; μ'_k, V'_k),    w'_k ∝ w_k·N(y; A·μ_k, S_k),    S_k = A·V_k·Aᵀ + σ_y²·I,
+    p(x | y) = Σ_k w'_k N(x; μ'_k, V'_k),   w'_k ∝ w_k·N(y; A·μ_k, S_k),   S_k = A·V_k·Aᵀ + σ_y²·I,
     μ'_k = μ_k + V_k·Aᵀ·S_k⁻¹·(y − A·μ_k),    V'_k = V_k − V_k·Aᵀ·S_k⁻¹·A·V_k
 (the Gaussian conditioning formula; e.g. Bishop 2006, eqs. 2.113-2.117). It holds for σ_y = 0
 too when A has full row rank: V'_k is then singular (the posterior lives on A·x = y), so
@@ -47,7 +47,7 @@ class FullGaussianMixture:
         return self.weights @ self.means
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """`[n, d]` exact draws (float64, CPU): x = μ_k + U_k·diag(λ_k)^½·z, Σ_k = U_k·diag(λ_k)·U_kᵀ."""
+        """`[n, d]` exact draws (float64, CPU): x = μ_k + U_k·diag(λ_k)^½·z with Σ_k = U_k·Λ_k·U_kᵀ."""
         components = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=f64)
         eigenvalues, eigenvectors = torch.linalg.eigh(self.covariances)

@@ -20,7 +20,8 @@ in x_N is π, whatever the intermediate h_i.
 Proposal and weights (fully adapted; Pitt & Shephard 1999). x_{i+1} is drawn from the kernel
 times the next twist, q_i(x' | x) ∝ p_i(x' | x)·h_{i+1}(x'), a Gaussian sampled exactly by
 Matheron's rule: x'' = m_i(x) + γ_i·z, e ~ N(0, C_{i+1}) (as v·A·ζ + ρσ_y·ξ), and
-    x' = x'' + γ_i²·Aᵀ·S_i⁻¹·(ρ_{i+1}·y − A·x'' − e),    S_i = (γ_i² + v_{i+1}²)·AAᵀ + ρ_{i+1}²σ_y²·I.
+    x' = x'' + γ_i²·Aᵀ·S_i⁻¹·(ρ_{i+1}·y − A·x'' − e),
+    S_i = (γ_i² + v_{i+1}²)·AAᵀ + ρ_{i+1}²σ_y²·I.
 The incremental weight γ_{i+1} / (γ_i·q_i) is G_i(x_i) = L_i(x_i) / h_i(x_i), with the predictive
 L_i(x) = ∫ p_i(x' | x)·h_{i+1}(x') dx' = N(ρ_{i+1}·y; A·m_i(x), S_i). It depends on x_i only, so the
 particles are weighted and resampled before they move; the initial weight h_0(x_0) cancels

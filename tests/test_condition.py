@@ -107,7 +107,8 @@ def chain_law(sde, times, steps):
     """Mean and variance `[2]` of the chain's x_N for data N(GAUSS_MEAN, diag(GAUSS_VAR)): the
     exact score is affine in x, so each step x' = α·x + β·s + γ·z maps N(m, P) to a Gaussian."""
     prior_logp = sde.prior_logp(torch.zeros(1, 1, dtype=f64)).item()
-    mean, var = torch.zeros(2, dtype=f64), torch.full((2,), math.exp(-2 * prior_logp) / (2 * math.pi))
+    prior_var = math.exp(-2 * prior_logp) / (2 * math.pi)        # log p_T(0) = −½·log(2π·var)
+    mean, var = torch.zeros(2, dtype=f64), torch.full((2,), prior_var, dtype=f64)
     mean_coeffs, stds = sde.marginal_coeffs(times)
     for (alpha, beta, gamma), a, std in zip(steps, mean_coeffs, stds):
         spread = a ** 2 * GAUSS_VAR + std ** 2                 # s(x) = −(x − a·μ)/spread
@@ -274,7 +275,7 @@ def smc_draws(mixture, sde, y, operator, seed=0, noise_std=0.0, num_particles=16
 
 
 def _image_mixture() -> GaussianMixture:
-    """Three components on [3, 2, 2] images (12 dims), means ~1.2 apart, variances in [0.05, 0.4]."""
+    """Three components on [3, 2, 2] images (12 dims): means ~1.2 apart, variances 0.05-0.4."""
     generator = torch.Generator().manual_seed(7)
     means = 1.2 * torch.randn(3, 12, generator=generator, dtype=f64)
     variances = 0.05 + 0.35 * torch.rand(3, 12, generator=generator, dtype=f64)
