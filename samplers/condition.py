@@ -36,11 +36,13 @@ REPLACEMENT_DEFAULTS = dict(predictor="reverse_diffusion", corrector="langevin",
                             n_steps=1, probability_flow=False)
 METHOD_OPTIONS: Dict[str, dict] = {
     "replacement": REPLACEMENT_DEFAULTS,
-    "smc": dict(num_particles=16, predictor="reverse_diffusion", ess_threshold=0.5),
+    "smc": dict(num_particles=16, predictor="reverse_diffusion", ess_threshold=0.5,
+                lookahead="predictive", data_std=1.0),
     "repaint": dict(predictor="ancestral", jump_length=10, jump_n_sample=10),
     "dps": dict(predictor="ancestral", dps_scale=1.0),
 }
 NOISELESS_ONLY = ("replacement", "repaint")
+LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.smc)
 
 
 def stochastic_steps(sde: SDE, times: torch.Tensor, predictor: str):
@@ -67,10 +69,13 @@ def _smc(score_fn, sde, y, operator, noise_std, times, generator, denoise, optio
             or not 0 <= threshold <= 1:
         raise ValueError(f"ess_threshold must be a number in [0, 1] (a fraction of "
                          f"num_particles), got {threshold!r}")
+    check_choice("lookahead", options["lookahead"], LOOKAHEADS)
+    data_std = check_positive("data_std", options["data_std"])
     steps = stochastic_steps(sde, times, options["predictor"])
     return smc(score_fn, sde, y, operator, noise_std=noise_std, times=times, steps=steps,
                num_particles=num_particles, ess_threshold=float(threshold),
-               generator=generator, denoise=denoise)
+               lookahead=options["lookahead"], data_std=data_std, generator=generator,
+               denoise=denoise)
 
 
 def _repaint(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):

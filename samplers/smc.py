@@ -101,13 +101,34 @@ def log_twist(operator: LinearOperator, y: torch.Tensor, x: torch.Tensor, ratio:
                                                       (ratio * noise_std) ** 2))
 
 
+class TweedieLookahead:
+    """log h_i(x) = log N(y; A·x̂_0, r_i²·AAᵀ + σ_y²·I) up to a constant, float64 `[B·K]`, with
+    x̂_0 = (x + σ_i²·s(x, t_i)) / a_i (Tweedie; the score the step evaluates anyway) and
+    r_i² = c²σ_i² / (a_i²c² + σ_i²), Var[x_0 | x_t] for data N(·, c²·I), c = `data_std`: the
+    exact p(y | x_t) for such data (Wu et al. 2023's twist, with this variance)."""
+
+    def __init__(self, sde: SDE, times: torch.Tensor, operator: LinearOperator, y: torch.Tensor,
+                 noise_std: float, data_std: float):
+        self.mean_coeffs, self.stds = (c.tolist() for c in sde.marginal_coeffs(times))
+        self.operator, self.y, self.noise_std, self.data_std = operator, y, noise_std, data_std
+
+    def __call__(self, x: torch.Tensor, score: torch.Tensor, i: int) -> torch.Tensor:
+        a, std, c = self.mean_coeffs[i], self.stds[i], self.data_std
+        residual = self.y - self.operator((x + std ** 2 * score) / a)
+        spread = c ** 2 * std ** 2 / (a ** 2 * c ** 2 + std ** 2)
+        return -0.5 * inner(residual, self.operator.gram_solve(residual, spread,
+                                                               self.noise_std ** 2))
+
+
 def smc(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOperator, *,
         noise_std: float, times: torch.Tensor, steps, num_particles: int, ess_threshold: float,
-        generator: Generator, denoise: bool) -> ConditionResult:
+        lookahead: str, data_std: float, generator: Generator, denoise: bool) -> ConditionResult:
     """Draw one x `[B, ...]` per observation y `[B, ...]` by SMC with `num_particles` K each.
 
     `steps`: the predictor's per-step floats (α_i, β_i, γ_i) on `times` `[N + 1]` (float64);
-    resampling (systematic) when an observation's ESS falls below `ess_threshold`·K.
+    resampling (systematic) when an observation's ESS falls below `ess_threshold`·K, with the
+    predictive weights (`lookahead` "predictive") or the Tweedie look-ahead of `data_std`
+    ("tweedie"; module docstring).
     """
     batch, k = y.shape[0], num_particles
     rows = [b for b in range(batch) for _ in range(k)]
@@ -121,21 +142,28 @@ def smc(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOperator, 
     t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])
     log_w = torch.zeros(batch, k, dtype=torch.float64, device=y.device)
     log_h = torch.zeros(batch * k, dtype=torch.float64, device=y.device)   # h_0 cancels
+    offsets = k * torch.arange(batch, device=y.device)[:, None]
+    look = None if lookahead == "predictive" else \
+        TweedieLookahead(sde, times, op, y_rows, noise_std, data_std)
     ess_history, resampled_history = [], []
     for i, (x_coeff, score_coeff, noise_coeff) in enumerate(steps):
-        mean = x.mul(x_coeff).add_(particle_score(x, t_x[i]), alpha=score_coeff)
+        score = particle_score(x, t_x[i])
+        mean = x.mul(x_coeff).add_(score, alpha=score_coeff)
         kernel = TwistedKernel(op, y_rows, mean, noise_coeff, ratios[i + 1], spreads[i + 1],
                                noise_std)
-        # Weight by the potential G_i = L_i / h_i, then resample where the ESS is low.
-        log_w += (kernel.log_predictive() - log_h).view(batch, k)
-        ess = effective_sample_size(log_w)
+        # Weight by the potential G_i = L_i / h_i, then resample where the ESS is low, by the
+        # weights times the look-ahead ratio λ_i (1 for "predictive"); survivors carry 1/λ_i.
+        log_predictive = kernel.log_predictive()
+        log_w += (log_predictive - log_h).view(batch, k)
+        log_ratio = torch.zeros_like(log_w) if look is None else \
+            (look(x, score, i) - log_predictive).view(batch, k)
+        ess = effective_sample_size(log_w + log_ratio)
         resample = ess < ess_threshold * k
-        ancestors = systematic_resample(log_w, resample, generator)
-        log_w[resample] = 0.0
+        ancestors = systematic_resample(log_w + log_ratio, resample, generator)
+        log_w = torch.where(resample[:, None], -log_ratio.gather(1, ancestors), log_w)
         ess_history.append(ess)
         resampled_history.append(resample)
-        flat = (ancestors + k * torch.arange(batch, device=y.device)[:, None]).flatten()
-        x = kernel.propose(flat, generator, batch)
+        x = kernel.propose((ancestors + offsets).flatten(), generator, batch)
         if i + 1 < len(steps):
             log_h = log_twist(op, y_rows, x, ratios[i + 1], spreads[i + 1], noise_std)
     log_w = torch.log_softmax(log_w, dim=1)
