@@ -2,7 +2,7 @@
 
     python benchmarks/conditioning.py gmm [--num-samples 1000] [--cases ...] [--sdes vp ve]
     python benchmarks/conditioning.py digits --config configs/vp_digits.py --workdir RUN \
-        [--num-images 200] [--masks bottom_half center] [--particles 4 16]
+        [--num-images 100] [--masks bottom_half center] [--particles 8]
 
 `gmm`: Gaussian mixtures whose observed and unobserved coordinates are coupled, with the exact
 score, on VP and VE (1000 steps, eps = 1e-3, no denoising), against the exact conditional law
@@ -113,13 +113,18 @@ def mixture_cases() -> dict:
     return cases
 
 
-def gmm_methods(ks, noisy: bool):
+def gmm_methods(args, noisy: bool):
     """(label, method, options) rows."""
     rows = [] if noisy else [("replacement", "replacement", dict(corrector="none")),
                              ("replacement+Langevin", "replacement", {}),
                              ("RePaint j=10 r=10", "repaint", {})]
     rows += [(f"DPS ζ={s:g}", "dps", dict(dps_scale=s)) for s in (0.3, 1.0)]
-    return rows + [(f"SMC K={k}", "smc", dict(num_particles=k)) for k in ks]
+    rows = [] if args.smc_only else rows
+    for lookahead in args.lookaheads:
+        suffix = "" if lookahead == "predictive" else f", {lookahead}"
+        rows += [(f"SMC K={k}{suffix}", "smc", dict(num_particles=k, lookahead=lookahead))
+                 for k in args.ks]
+    return rows
 
 
 def measure(case: Case, sde, method: str, options: dict, n: int, law, exact_draws):
@@ -150,7 +155,7 @@ def run_gmm(args) -> str:
             exact_draws = law.sample(200_000, torch.Generator().manual_seed(1))
             exact = case.statistic(exact_draws, law).mean().item()
             exact_draws = law.sample(500, torch.Generator().manual_seed(2))
-            for label, method, options in gmm_methods(args.ks, case.noise_std > 0):
+            for label, method, options in gmm_methods(args, case.noise_std > 0):
                 evals, wall, mean, se, energy, p = measure(case, sde, method, options,
                                                            args.num_samples, law, exact_draws)
                 lines.append(f"| {name} | {sde_name} | {label} | {evals} | {wall:.1f} | "
@@ -170,7 +175,9 @@ def digits_methods(config, ks):
             (f"replacement, {k // 2}x steps", "replacement", dict(num_steps=steps * k // 2, **pc)),
             (f"RePaint j=10 r={k}", "repaint", dict(num_steps=steps, jump_n_sample=k)),
             ("DPS ζ=1", "dps", dict(num_steps=steps))]
-    return rows + [(f"SMC K={n}", "smc", dict(num_steps=steps, num_particles=n)) for n in ks]
+    rows += [(f"SMC K={n}", "smc", dict(num_steps=steps, num_particles=n)) for n in ks]
+    return rows + [(f"SMC K={k}, Tweedie look-ahead", "smc",
+                    dict(num_steps=steps, num_particles=k, lookahead="tweedie"))]
 
 
 def inpaint_digits(model, sde, x, mask, method, options, seed: int = 0):
@@ -228,13 +235,17 @@ def main() -> None:
     gmm.add_argument("--cases", nargs="+", default=list(mixture_cases()))
     gmm.add_argument("--sdes", nargs="+", default=list(SDES), choices=list(SDES))
     gmm.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16, 64])
+    gmm.add_argument("--lookaheads", nargs="+", default=["predictive"],
+                     choices=["predictive", "tweedie"])
+    gmm.add_argument("--smc-only", action="store_true")
+    gmm.add_argument("--output", default="conditioning_gmm.md")
     digits = commands.add_parser("digits")
     digits.add_argument("--config", required=True)
     digits.add_argument("--workdir", required=True)
     digits.add_argument("--classifier-workdir", default=None)
-    digits.add_argument("--num-images", type=int, default=200)
+    digits.add_argument("--num-images", type=int, default=100)
     digits.add_argument("--masks", nargs="+", default=["bottom_half", "center"])
-    digits.add_argument("--particles", type=int, nargs="+", default=[4, 16])
+    digits.add_argument("--particles", type=int, nargs="+", default=[8])
     digits.add_argument("--judge-t", type=float, default=0.05)
     digits.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
@@ -243,8 +254,8 @@ def main() -> None:
     if args.command == "gmm":
         table = run_gmm(args)
         header = (f"# Conditioning on coupled Gaussian mixtures\n\n`python benchmarks/"
-                  f"conditioning.py gmm --num-samples {args.num_samples}`\n\n")
-        (RESULTS / "conditioning_gmm.md").write_text(header + table + "\n")
+                  f"conditioning.py {' '.join(sys.argv[1:])}`\n\n")
+        (RESULTS / args.output).write_text(header + table + "\n")
     else:
         with torch.no_grad():
             run_digits(args)
