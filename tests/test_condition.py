@@ -307,10 +307,16 @@ def test_smc_matches_the_exact_conditional_where_replacement_is_biased(sde_name)
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_smc_matches_the_exact_posterior_of_a_noisy_observation(sde_name):
-    """y = x₁ + 0.5·n = 0.8: both modes have posterior weight ½, and x₁ is uncertain too."""
+    """y = x₁ + 0.5·n = 0.8: both modes have posterior weight ½, and x₁ is uncertain too. The
+    hardest case measured for the modes' masses (benchmarks/conditioning.py: P(x₂ < 0.25) is
+    0.58 at K = 16, 0.53-0.56 at K = 64 against 0.50 with the predictive resampling weights,
+    0.49 at K = 64 with the Tweedie look-ahead), so 64 particles, the look-ahead, 250 steps."""
     sde = SDE_FACTORIES[sde_name]()
     y = torch.tensor([[0.8, 0.0]], dtype=f64).expand(NUM_SAMPLES, 2)
-    x = smc_draws(MIXTURE_2D, sde, y, Mask(torch.tensor([1.0, 0.0])), seed=1, noise_std=0.5)
+    x = samplers.condition(MIXTURE_2D.score_fn(sde), sde, y, Mask(torch.tensor([1.0, 0.0])),
+                           noise_std=0.5, method="smc", num_particles=64, lookahead="tweedie",
+                           num_steps=250, denoise=False, dtype=f64,
+                           generator=torch.Generator().manual_seed(1)).x
     exact = MIXTURE_2D.diffused(EPS, sde).posterior([[1.0, 0.0]], [0.8], 0.5)
     assert exact.weights.min() > 0.45
     assert_matches_law(x, exact, seed=1)
