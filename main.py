@@ -7,12 +7,18 @@
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode train_classifier
 
 Every config field can be overridden as --config.<section>.<field>=value. The whole config
-and the workdir are checked before any work starts; a bad value exits with status 2 and one
-line naming the field, a failure during the run with status 1.
+and the workdir are checked before any work starts. Exit status: 0 done; 1 the run failed;
+2 bad input (a config field, a workdir in use or holding another model, a path leading out of
+it), before any work; 3 stopped by SIGTERM / SIGINT / SIGUSR1 after saving its progress (rerun
+the same command to resume); 130 aborted by a second Ctrl-C. Errors are one line;
+--verbose (or SCORE_SDE_VERBOSE=1) adds the traceback.
 """
+import errno
 import logging
+import os
 import sys
-from typing import List
+import traceback
+from typing import List, Tuple
 
 from absl import flags
 from ml_collections import config_flags
@@ -30,6 +36,8 @@ def _define_flags(argv: List[str]) -> flags.FlagValues:
     flags.DEFINE_enum("mode", "train", MODES, "What to run.", flag_values=flag_values)
     flags.DEFINE_string("eval_folder", "eval", "Sub-directory of workdir for eval results.",
                         flag_values=flag_values)
+    flags.DEFINE_bool("verbose", False, "Print the traceback of an error (also: "
+                      "SCORE_SDE_VERBOSE=1).", flag_values=flag_values)
     flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
     return flag_values
 
@@ -38,6 +46,80 @@ def _one_line(err: BaseException) -> str:
     """The error's message on one line (multi-line messages are joined)."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     return text or type(err).__name__
+
+
+BATCH_FIELD = {"train": "config.training.batch_size", "eval": "config.eval.batch_size",
+               "sample": "config.eval.batch_size",
+               "train_classifier": "config.classifier.batch_size"}
+
+
+def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> None:
+    """Run one mode; prints its one-line summary on rank 0."""
+    if mode == "train":
+        from evaluation.modes import snapshot_sampler
+        from training.train import train
+        snapshots = snapshot_sampler(config, workdir) if config.training.snapshot_sampling else None
+        train(config, workdir, info, on_snapshot=snapshots, stop=stop)
+    elif mode == "train_classifier":
+        from training.classifier import train_classifier
+        metrics = train_classifier(config, workdir, info, stop=stop).metrics
+        if info.is_main:
+            print("test accuracy at t: " + " ".join(
+                f"{t}={acc:.4f}" for t, acc in metrics["accuracy"].items()))
+    elif mode == "eval":
+        from evaluation.modes import run_eval
+        metrics = run_eval(config, workdir, eval_folder, info, stop=stop)
+        if info.is_main:
+            print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in metrics.items()))
+    else:
+        from evaluation.modes import run_sample
+        path = run_sample(config, workdir, info, stop=stop)
+        if info.is_main:
+            print(f"samples written to {path}")
+
+
+def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
+    """(exit status, one-line message) for an error that ended a run."""
+    from cli.validate import ConfigError
+    from run.checkpoint import CheckpointFormatError
+    from run.files import OutsideWorkdirError
+    from run.lock import WorkdirLocked
+    from run.preemption import EXIT_PREEMPTED, Preempted
+    from run.stored_config import ConfigMismatch
+
+    if isinstance(err, KeyboardInterrupt):
+        return 130, "aborted by a second interrupt; the last checkpoint is intact"
+    if isinstance(err, Preempted):
+        return EXIT_PREEMPTED, f"stopped: {_one_line(err)}"
+    if isinstance(err, (ConfigError, ConfigMismatch, WorkdirLocked, OutsideWorkdirError,
+                        CheckpointFormatError)):
+        return 2, f"error: {_one_line(err)}"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 1, (f"error: no space left on the device ({_one_line(err)}); every file written "
+                   f"before is intact; free space and rerun to continue")
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return 1, (f"error: out of memory ({_one_line(err)}); lower {BATCH_FIELD[mode]} or use a "
+                   f"smaller model")
+    return 1, f"error: {_one_line(err)}"
+
+
+def _main(flag_values, config) -> None:
+    """Validate, open the workdir and run the mode (raises what `_classify` reports)."""
+    from cli.validate import validate
+    from run.distributed import barrier, init_distributed, shutdown
+    from run.session import open_workdir
+
+    mode, workdir = flag_values.mode, flag_values.workdir
+    validate(config, mode, workdir)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    info = init_distributed()  # world size 1 unless launched by torchrun
+    try:
+        with open_workdir(config, workdir, mode, info) as session:
+            _run_mode(mode, config, workdir, flag_values.eval_folder, info, session.stop)
+            barrier(info)  # no rank tears the process group down while another still uses it
+    finally:
+        shutdown(info)
 
 
 def run(argv: List[str]) -> int:
@@ -50,48 +132,14 @@ def run(argv: List[str]) -> int:
     except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
-    from evaluation.fid import InceptionError
-    from training.checkpoint import CheckpointError
-    from training.datasets import DatasetError
-    from training.train import NonFiniteLossError
-    from training.validate import ConfigError, validate
-
     try:
-        validate(config, flag_values.mode, flag_values.workdir)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from training.distributed import barrier, init_distributed, shutdown
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    info = init_distributed()  # world size 1 unless launched by torchrun
-    try:
-        if flag_values.mode == "train":
-            from training.train import train
-            train(config, flag_values.workdir, info)
-        elif flag_values.mode == "train_classifier":
-            from training.classifier import train_classifier
-            metrics = train_classifier(config, flag_values.workdir, info).metrics
-            if info.is_main:
-                print("test accuracy at t: " + " ".join(
-                    f"{t}={acc:.4f}" for t, acc in metrics["accuracy"].items()))
-        elif flag_values.mode == "eval":
-            from evaluation.run import run_eval
-            metrics = run_eval(config, flag_values.workdir, flag_values.eval_folder, info)
-            if info.is_main:
-                print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in metrics.items()))
-        else:
-            from evaluation.run import run_sample
-            path = run_sample(config, flag_values.workdir, info)
-            if info.is_main:
-                print(f"samples written to {path}")
-        barrier(info)  # no rank tears the process group down while another still uses it
-    except (ValueError, DatasetError, CheckpointError, InceptionError, NonFiniteLossError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown(info)
+        _main(flag_values, config)
+    except (Exception, KeyboardInterrupt) as err:   # noqa: BLE001 — every error is one line
+        status, message = _classify(err, flag_values.mode)
+        print(message, file=sys.stderr)
+        if flag_values.verbose or os.environ.get("SCORE_SDE_VERBOSE", "") not in ("", "0"):
+            traceback.print_exc()
+        return status
     return 0
 
 

@@ -34,9 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import samplers  # noqa: E402
-from evaluation.run import load_ema_model  # noqa: E402
-from training.datasets import build_dataset  # noqa: E402
-from training.pipeline import scale_images  # noqa: E402
+from data import build_dataset, scale_images  # noqa: E402
+from run.loading import load_ema_model  # noqa: E402
 
 
 def load_config(path: str, overrides=()):

@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bound_vs_ode import load_config  # noqa: E402
-from evaluation.run import load_ema_model  # noqa: E402
+import samplers  # noqa: E402
+from data import NUM_CLASSES  # noqa: E402
+from evaluation.modes import build_guidance  # noqa: E402
 from evaluation.sampling import generate_samples  # noqa: E402
-from training.classifier import load_classifier  # noqa: E402
-from training.datasets import NUM_CLASSES  # noqa: E402
+from run.builders import data_shape  # noqa: E402
+from run.loading import load_classifier, load_ema_model  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     judge = load_classifier(config, args.classifier_workdir, device)
     classes = model.num_classes or NUM_CLASSES[config.data.dataset]
     num = classes * args.per_class
-    config.eval.batch_size = num
+    sampler, shape = samplers.build_sampler(config.sampling), data_shape(config)
     print(f"{args.config} at step {step}, {num} samples, judged at t = {args.judge_t}\n")
     print(f"| {args.kind} scale | agreement | mean log p(y|x) | wall s |\n|---|---|---|---|")
     for scale in args.scales:
@@ -58,10 +60,9 @@ def main() -> None:
             config.sampling.classifier_scale = scale
             guide = judge if scale > 0 else None
         tick = time.perf_counter()
-        if guide is None and not model.num_classes:   # unguided: labels only for judging
-            samples = generate_samples(config, model, sde, num, device)
-        else:
-            samples = generate_samples(config, model, sde, num, device, classifier=guide)
+        # Unguided (no classifier, unconditional model): labels only for judging.
+        guidance = build_guidance(config, model, guide)
+        samples = generate_samples(sampler, model, sde, shape, num, num, config.eval.seed, guidance)
         wall = time.perf_counter() - tick
         target = torch.arange(num) % classes
         with torch.no_grad():

@@ -15,7 +15,7 @@ each averaged over `--repeats` runs with different seeds and reference sets, bes
 level: the same metric for exact samples against exact samples (mean ± sd, `--null-reps` pairs).
 Fixed-step samplers run at each NFE of `--nfe` (Heun at NFE = 2N − 2, PC at 2 per step); the
 adaptive SDE solver runs at several `reltol` and is placed at its mean evaluations per sample.
-Overhead: wall / (NFE × unit) as in `benchmarks/samplers.py` (the samplers issue): its exact
+Overhead: wall / (NFE × unit) as in `benchmarks/samplers.py`: its exact
 1×8×8 image-mixture score plus a small conv net, timed inside the run; batch 64, 100 NFE.
 Writes `quality_vs_nfe.md`, `.json` and `.png` under `--out-dir`.
 """
@@ -123,9 +123,9 @@ def run_adaptive(sde, references, n, seed):
     return rows
 
 
-def _issue3_benchmark():
-    """`benchmarks/samplers.py` (the samplers issue's benchmark; its module name clashes with the
-    `samplers` package, hence the import by path), for its timed score and overhead definition."""
+def _samplers_benchmark():
+    """`benchmarks/samplers.py` (its module name clashes with the `samplers` package, hence the
+    import by path), for its timed score and overhead definition."""
     path = ROOT / "benchmarks" / "samplers.py"
     spec = importlib.util.spec_from_file_location("benchmark_samplers", path)
     module = importlib.util.module_from_spec(spec)
@@ -139,7 +139,7 @@ def overhead(sde, nfe=100, batch=64, repeats=5):
     The score is its exact 1×8×8 image-mixture score plus `ConvScoreNet` (zero output layer), the
     unit the mean time of one evaluation timed inside the same run; median of `repeats` runs.
     """
-    bench = _issue3_benchmark()
+    bench = _samplers_benchmark()
     torch.set_flush_denormal(True)   # as there: denormals would slow the net at VE's large σ
     mixture, net = bench.image_mixture(), bench.ConvScoreNet().eval()
     ratios = {label: [] for label in FIXED_STEP}
@@ -184,9 +184,9 @@ def markdown(results, nfes) -> str:
 
 
 def targets(res) -> list:
-    """The issue's targets. A run "reaches" EM-1000 on a distance when it is not above EM-1000's by
+    """The targets. A run "reaches" EM-1000 on a distance when it is not above EM-1000's by
     more than 2 standard errors of a difference of two means of `repeats` values (2·sd·√(2/R));
-    reported for E(x) alone (the issue's two-sample distance) and for E(x) and E(log p) together."""
+    reported for E(x) alone (the two-sample distance) and for E(x) and E(log p) together."""
     fixed, null = res["fixed"], res["null"]
     em = fixed["euler_maruyama"].get(1000)
     if em is None:

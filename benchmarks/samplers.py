@@ -1,4 +1,4 @@
-"""Every sampler of issue 3 on every SDE: NFE, wall time, overhead per score evaluation, error.
+"""Every sampler on every SDE: NFE, wall time, overhead per score evaluation, error.
 
     python benchmarks/samplers.py [--batch 64] [--channels 16] [--quality-samples 1000]
         [--threads 1] [--sdes vp vp_cosine subvp ve] [--methods pc ancestral ...] [--num-steps N]

@@ -33,6 +33,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.importance_sampling = False
     training.seed = 42
     training.nan_policy = "stop"  # stop | skip: what a non-finite loss does
+    training.nan_skip_limit = 10  # skip: non-finite batches in a row before the run stops
     training.loss = "dsm"         # dsm | hybrid | vlb (hybrid, vlb: DDPM with model.learn_variance)
     training.vlb_weight = 0.001   # λ of L_simple + λ·L_vlb (loss=hybrid)
     training.timestep_sampling = "uniform"  # hybrid, vlb: uniform | loss_second_moment

@@ -1,12 +1,16 @@
-"""Writing samples as PNG: image grids, and 2-D point clouds as density images."""
+"""Writing samples as PNG: image grids, and 2-D point clouds as density images (atomically;
+with `root`, only inside that workdir: `run.files`)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image
+
+from run.files import atomic_write
 
 
 def image_grid(images: torch.Tensor, nrow: int = 0, padding: int = 1) -> np.ndarray:
@@ -24,26 +28,27 @@ def image_grid(images: torch.Tensor, nrow: int = 0, padding: int = 1) -> np.ndar
     return grid
 
 
-def save_image_grid(images: torch.Tensor, path, nrow: int = 0, upscale: int = 0) -> Path:
+def save_png(picture: Image.Image, path, root: Optional[Path] = None) -> Path:
+    """Write `picture` as a PNG file atomically."""
+    return atomic_write(path, lambda f: picture.save(f, format="PNG"), root)
+
+
+def save_image_grid(images: torch.Tensor, path, nrow: int = 0, upscale: int = 0,
+                    root: Optional[Path] = None) -> Path:
     """Save a PNG grid of uint8 images; small images are enlarged (nearest) to ≥ 32 px."""
     grid = image_grid(images, nrow)
     upscale = upscale or max(1, 32 // images.shape[-1])
     picture = Image.fromarray(grid).resize((grid.shape[1] * upscale, grid.shape[0] * upscale),
                                            Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
+    return save_png(picture, path, root)
 
 
-def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0, size: int = 256) -> Path:
+def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0, size: int = 256,
+                     root: Optional[Path] = None) -> Path:
     """A 2-D point cloud `[N, 2]` as a log-density image over [−extent, extent]² (PNG)."""
     xy = points.detach().cpu().double().numpy()
     hist, _, _ = np.histogram2d(xy[:, 1], xy[:, 0], bins=size,
                                 range=[[-extent, extent], [-extent, extent]])
     shade = np.log1p(hist[::-1])  # rows from top (+y) to bottom
     shade = (255 * (1 - shade / max(shade.max(), 1e-12))).astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(shade).save(path)
-    return path
+    return save_png(Image.fromarray(shade), path, root)

@@ -1,86 +1,100 @@
 """Bits/dim of a data split under the probability-flow ODE, resumable batch by batch.
 
-Images: each uint8 batch is uniformly dequantized ((v + u)/256, `eval.bpd_repeats` draws of u)
-and scaled as in training; `samplers.bits_per_dim` adds the bin-width offset. Vectors (toy
-sets): the negative log-likelihood in nats per dim, and bits/dim = nats/ln 2 (no offset).
+Images: each uint8 batch is uniformly dequantized ((v + u)/256, `repeats` draws of u) and
+scaled as in training; `samplers.bits_per_dim` adds the bin-width offset. Vectors (toy sets):
+the negative log-likelihood in nats per dim, and bits/dim = nats/ln 2 (no offset).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 import samplers
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.distributed import DistInfo, all_gather_objects
-from training.pipeline import scale_images
+from data import Dataset, DataTransform
+from run.distributed import DistInfo, all_gather_objects, single_process
+from run.preemption import Preempted
+from run.progress import Progress, batches
+
+KEYS = ("bpd", "nfe", "nll")
 
 
-def batches(num_examples: int, batch_size: int):
-    """(start, stop) of each batch of `batch_size` over `num_examples` examples."""
-    return [(i, min(i + batch_size, num_examples)) for i in range(0, num_examples, batch_size)]
+@dataclass(frozen=True)
+class BpdSettings:
+    """What the bits/dim evaluation runs: the split, its examples (0: the whole split), batch
+    size, dequantization draws per example, and the likelihood ODE's options."""
+    split: str
+    num_examples: int
+    batch_size: int
+    repeats: int
+    eps: float
+    rtol: float
+    atol: float
+    divergence: str
 
+    @classmethod
+    def from_config(cls, eval_config) -> "BpdSettings":
+        return cls(split=eval_config.bpd_dataset, num_examples=eval_config.bpd_num_examples,
+                   batch_size=eval_config.batch_size,
+                   repeats=eval_config.bpd_repeats, eps=eval_config.likelihood_eps,
+                   rtol=eval_config.rtol, atol=eval_config.atol,
+                   divergence=eval_config.divergence)
 
-def resume_progress(eval_dir, name: str, info: DistInfo, step: int, keys) -> tuple:
-    """(path, done): this rank's progress file `eval_dir/<name>_progress_<rank>of<world>.pth`
-    and the finished batches it holds for checkpoint `step` (else empty lists per key)."""
-    path = Path(eval_dir) / f"{name}_progress_{info.rank}of{info.world_size}.pth"
-    done = {"step": step, **{key: [] for key in keys}}
-    if path.exists():
-        stored = load_checkpoint(path)
-        if stored.get("step") == step:
-            done = stored
-    return path, done
+    def count(self, dataset: Dataset) -> int:
+        """The number of examples evaluated."""
+        return len(dataset) if self.num_examples == 0 else min(self.num_examples, len(dataset))
 
 
 @torch.no_grad()
-def evaluate_bpd(config, model, sde, dataset, eval_dir, device, step: int, progress: bool = True,
-                 dist_info: Optional[DistInfo] = None) -> dict:
-    """Per-example bits/dim over `eval.bpd_num_examples` (0: all) × `eval.bpd_repeats`.
+def evaluate_bpd(model, sde, dataset: Dataset, transform: DataTransform, settings: BpdSettings,
+                 done: Progress, progress: bool = True, dist_info: Optional[DistInfo] = None,
+                 stop=None) -> dict:
+    """Per-example bits/dim over `settings.count(dataset)` examples × `settings.repeats`.
 
-    Finished batches are kept in `eval_dir/bpd_progress_<rank>of<world>.pth`, so an
-    interrupted evaluation resumes at the first unfinished batch (for the same checkpoint
-    step). Under torchrun rank r takes batches r, r + world, …; every rank solves its own ODEs
-    (no collective inside the adaptive solver) and the results are gathered at the end.
+    Finished batches are kept in `done` (this rank's `run.progress.Progress`, keyed by the
+    checkpoint and the settings), so an interrupted evaluation resumes at the first unfinished
+    batch; `stop` ends it between batches with `Preempted`. Under torchrun rank r takes batches
+    r, r + world, …; every rank solves its own ODEs (no collective inside the adaptive solver)
+    and the results are gathered at the end.
     """
-    info = dist_info or DistInfo(device=torch.device(device))
+    info = dist_info or single_process(next(model.parameters()).device)
     model.eval()
-    ev = config.eval
-    count = len(dataset) if ev.bpd_num_examples == 0 else min(ev.bpd_num_examples, len(dataset))
-    partial_path, done = resume_progress(eval_dir, "bpd", info, step, ("bpd", "nfe", "nll"))
-    all_jobs = [(r, lo, hi) for r in range(ev.bpd_repeats) for lo, hi in batches(count, ev.batch_size)]
+    count = settings.count(dataset)
+    all_jobs = [(r, lo, hi) for r in range(settings.repeats)
+                for lo, hi in batches(count, settings.batch_size)]
     jobs = all_jobs[info.rank::info.world_size]
-    for job_index in tqdm(range(len(done["bpd"]), len(jobs)), desc="bpd",
+    for job_index in tqdm(range(len(done), len(jobs)), desc="bpd",
                           disable=not (progress and info.is_main)):
         repeat, lo, hi = jobs[job_index]
         generator = torch.Generator().manual_seed(1_000_003 * repeat + lo)
-        bpd, nll, nfe = _batch_bpd(config, model, sde, dataset.data[lo:hi], generator, device)
-        done["bpd"].append(bpd)
-        done["nll"].append(nll)
-        done["nfe"].append(nfe)
-        save_checkpoint(partial_path, done)
-    gathered = all_gather_objects(info, {k: done[k] for k in ("bpd", "nll", "nfe")})
-    merged = {k: [item for part in gathered for item in part[k]] for k in ("bpd", "nll", "nfe")}
+        bpd, nll, nfe = _batch_bpd(model, sde, dataset.data[lo:hi], transform, settings,
+                                   generator, info.device)
+        done.append(bpd=bpd, nll=nll, nfe=nfe)
+        if stop is not None and stop.should_stop() and job_index + 1 < len(jobs):
+            raise Preempted(f"{stop.requested} after {job_index + 1} of {len(jobs)} bits/dim "
+                            f"batches; rerun the same command to continue")
+    gathered = all_gather_objects(info, {k: done.done[k] for k in KEYS})
+    merged = {k: [item for part in gathered for item in part[k]] for k in KEYS}
     return _summary(merged, count)
 
 
-def _batch_bpd(config, model, sde, raw, generator, device):
-    if raw.dtype == torch.uint8:
-        x = scale_images(raw, centered=config.data.centered, dequantize=True, generator=generator)
-    else:
-        x = raw.float()
+def _batch_bpd(model, sde, raw: torch.Tensor, transform: DataTransform, settings: BpdSettings,
+               generator: torch.Generator, device):
+    """(bits/dim `[b]`, nats/dim `[b]`, NFE) of one batch of stored examples."""
+    is_image = raw.dtype == torch.uint8
+    x = transform.images(raw, dequantize=True, generator=generator) if is_image else raw.float()
     x = x.to(device)
     result = samplers.log_likelihood(
-        model, sde, x, eps=config.eval.likelihood_eps, rtol=config.eval.rtol, atol=config.eval.atol,
-        divergence=config.eval.divergence, generator=torch.Generator(device).manual_seed(
+        model, sde, x, eps=settings.eps, rtol=settings.rtol, atol=settings.atol,
+        divergence=settings.divergence, generator=torch.Generator(device).manual_seed(
             int(torch.randint(2 ** 62, (1,), generator=generator))))
     logp = result.logp.double().cpu()
     num_dims = x[0].numel()
-    if raw.dtype == torch.uint8:
-        bpd = samplers.bits_per_dim(logp, num_dims, centered=config.data.centered)
+    if is_image:
+        bpd = samplers.bits_per_dim(logp, num_dims, centered=transform.centered)
     else:
         bpd = -logp / (num_dims * math.log(2))
     return bpd.double(), (-logp / num_dims).double(), int(result.nfe)

@@ -1,102 +1,136 @@
-"""Generating samples with the configured sampler and writing them (`.npz` + PNG)."""
+"""Generating samples with a configured sampler and writing them (`.npz` + PNG).
+
+Sample i always uses the same noise (a generator seeded by (seed, i)) and the same class label,
+whatever the batch size or the number of processes.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 import samplers
+from data import to_uint8_images
 from evaluation.images import save_image_grid, save_scatter_png
-from training.datasets import NUM_CLASSES
-from training.distributed import DistInfo, all_gather_objects
-from training.pipeline import to_uint8_images
-from training.setup import data_shape
+from run.distributed import DistInfo, all_gather_objects, single_process
+from run.files import readable_npz, save_npz
+from run.preemption import Preempted
+from run.progress import Progress
+from sde_lib import ScoreFn
 
 
-def sample_labels(config, indices: range, num_classes: int) -> Optional[torch.Tensor]:
-    """Class labels `[len(indices)]` of samples `indices`: `sampling.class_label`, or for -1 the
-    classes in turn (sample i gets i mod K, so a grid with K columns has one class per column).
-    None when nothing is class-conditional."""
-    if not num_classes:
-        return None
-    label = config.sampling.get("class_label", -1)
-    index = torch.arange(indices.start, indices.stop)
-    return index % num_classes if label == -1 else torch.full_like(index, label)
+@dataclass
+class Guidance:
+    """How each sample is conditioned: its class label and the guidance that uses it.
+
+    `num_classes` 0 means unconditional. `class_label` is the class of every sample, or −1 for
+    the classes in turn (sample i gets i mod K, so a grid with K columns has one class per
+    column). A class-conditional model gets classifier-free guidance with `guidance_scale` γ
+    (s_∅ + γ(s_y − s_∅); 1 is plain conditional sampling); a `classifier` adds
+    `classifier_scale`·∇ₓ log p_t(y | x).
+    """
+    num_classes: int = 0
+    class_label: int = -1
+    guidance_scale: float = 1.0
+    classifier: Optional[torch.nn.Module] = None
+    classifier_scale: float = 0.0
+
+    def labels(self, indices: range) -> Optional[torch.Tensor]:
+        """Class labels `[len(indices)]` of samples `indices`, or None (unconditional)."""
+        if not self.num_classes:
+            return None
+        index = torch.arange(indices.start, indices.stop)
+        return index % self.num_classes if self.class_label == -1 else torch.full_like(
+            index, self.class_label)
+
+    def score_fn(self, model, indices: range) -> ScoreFn:
+        """The score function the samplers get for samples `indices`: `model` itself, or the
+        guided score of their labels."""
+        labels = self.labels(indices)
+        if labels is None:
+            return model
+        labels = labels.to(next(model.parameters()).device)
+        score_fn = model
+        if model.num_classes:
+            score_fn = samplers.classifier_free_guidance(model, labels, self.guidance_scale,
+                                                         model.null_label)
+        if self.classifier is not None:
+            score_fn = samplers.classifier_guidance(score_fn, self.classifier.log_prob, labels,
+                                                    self.classifier_scale)
+        return score_fn
 
 
-def guided_score_fn(config, model, labels: Optional[torch.Tensor], classifier=None):
-    """The score function the samplers get: `model` itself, or for class labels `[B]` the
-    classifier-free guided score of a class-conditional model (`sampling.guidance_scale` γ:
-    s_∅ + γ(s_y − s_∅); 1 is plain conditional sampling), plus classifier guidance
-    γ_c·∇ₓ log p_t(y | x) when `classifier` is given (`sampling.classifier_scale` γ_c)."""
-    if labels is None:
-        return model
-    labels = labels.to(next(model.parameters()).device)
-    score_fn = model
-    if model.num_classes:
-        score_fn = samplers.classifier_free_guidance(
-            model, labels, config.sampling.get("guidance_scale", 1.0), model.null_label)
-    if classifier is not None:
-        score_fn = samplers.classifier_guidance(score_fn, classifier.log_prob, labels,
-                                                config.sampling.classifier_scale)
-    return score_fn
-
-
-def num_classes_of(config, model, classifier=None) -> int:
-    """Classes to sample: the conditional model's, else the data set's when a classifier guides
-    (0: unconditional)."""
-    if model.num_classes:
-        return model.num_classes
-    return NUM_CLASSES.get(config.data.dataset, 0) if classifier is not None else 0
-
-
-def sample_generators(seed: int, indices: range, device) -> list:
+def sample_generators(seed: int, indices: Sequence[int], device) -> list:
     """One generator per sample, seeded by (seed, sample index): sample i always gets the same
     noise, whatever the batch size or the number of processes."""
     return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
 @torch.no_grad()
-def generate_samples(config, model, sde, num_samples: int, device, seed: int = 0,
+def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int,
+                     batch_size: int, seed: int, guidance: Optional[Guidance] = None,
                      progress: bool = False, dist_info: Optional[DistInfo] = None,
-                     classifier=None) -> torch.Tensor:
-    """`[num_samples, ...]` samples in the model's data space, in batches of `eval.batch_size`.
+                     resume: Optional[Progress] = None, stop=None) -> torch.Tensor:
+    """`[num_samples, *shape]` samples in the model's data space, drawn by `sampler` (a
+    `samplers.build_sampler` result) in batches of `batch_size`, conditioned by `guidance`.
 
-    Class-conditional models (and classifier guidance with `classifier`) sample the classes of
-    `sample_labels`, guided as `guided_score_fn` says. Under torchrun each rank draws a
-    contiguous block of the sample indices and rank 0 gathers them all (other ranks return an
-    empty tensor).
+    Under torchrun each rank draws a contiguous block of the sample indices and rank 0 gathers
+    them all (other ranks return an empty tensor). With `resume` (a `run.progress.Progress`
+    keyed by the run's settings) every finished batch is kept, so a rerun continues; `stop` (a
+    `run.preemption.StopRequest`) ends the run between batches with `Preempted`.
     """
-    info = dist_info or DistInfo(device=torch.device(device))
+    device = next(model.parameters()).device
+    info = dist_info or single_process(device)
+    guidance = guidance or Guidance()
     model.eval()
-    sampler = samplers.build_sampler(config.sampling)
     per_rank = -(-num_samples // info.world_size)
     mine = range(info.rank * per_rank, min(num_samples, (info.rank + 1) * per_rank))
-    chunks = []
-    starts = range(mine.start, mine.stop, config.eval.batch_size)
-    for start in tqdm(starts, desc="sample", disable=not (progress and info.is_main)):
-        indices = range(start, min(start + config.eval.batch_size, mine.stop))
-        labels = sample_labels(config, indices, num_classes_of(config, model, classifier))
-        score_fn = guided_score_fn(config, model, labels, classifier)
-        result = sampler(score_fn, sde, (len(indices),) + data_shape(config),
+    starts = range(mine.start, mine.stop, batch_size)
+    chunks = list(resume.done["samples"]) if resume is not None else []
+    for start in tqdm(starts[len(chunks):], desc="sample",
+                      disable=not (progress and info.is_main)):
+        indices = range(start, min(start + batch_size, mine.stop))
+        result = sampler(guidance.score_fn(model, indices), sde, (len(indices),) + tuple(shape),
                          generator=sample_generators(seed, indices, device), device=device)
         chunks.append(result.x.float().cpu())
-    local = torch.cat(chunks) if chunks else torch.empty((0,) + data_shape(config))
+        check_finite_samples(chunks[-1])   # before anything is kept of a diverged batch
+        if resume is not None:
+            resume.append(samples=chunks[-1])
+        if stop is not None and stop.should_stop() and start + batch_size < mine.stop:
+            raise Preempted(f"{stop.requested} after {start + len(indices) - mine.start} of "
+                            f"{len(mine)} samples; rerun the same command to continue")
+    local = torch.cat(chunks) if chunks else torch.empty((0,) + tuple(shape))
     gathered = all_gather_objects(info, local)
     return torch.cat(gathered) if info.is_main else local[:0]
 
 
-def save_samples(config, samples: torch.Tensor, folder, nrow: int = 0) -> Path:
+def check_finite_samples(samples: torch.Tensor) -> None:
+    """Refuse to write samples holding NaN or ±inf (a broken model or sampler)."""
+    bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum())
+    if bad:
+        raise ValueError(f"{bad} of {len(samples)} samples are not finite (NaN or inf): the "
+                         f"model's scores or the sampler diverged; nothing was written")
+
+
+def save_samples(samples: torch.Tensor, folder, *, centered: bool, nrow: int = 0,
+                 root: Optional[Path] = None) -> Path:
     """Write `samples.npz` (uint8 images or float points) and `samples.png` (a grid of `nrow`
-    columns; 0: square) into `folder`."""
+    columns; 0: square) into `folder`, atomically (with `root`: only inside that workdir);
+    images are in the model's range (`centered`)."""
+    check_finite_samples(samples)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 4:
-        images = to_uint8_images(samples, centered=config.data.centered)
-        np.savez_compressed(folder / "samples.npz", samples=images.permute(0, 2, 3, 1).numpy())
-        return save_image_grid(images[:256], folder / "samples.png", nrow=nrow)
-    np.savez_compressed(folder / "samples.npz", samples=samples.numpy())
-    return save_scatter_png(samples, folder / "samples.png")
+        images = to_uint8_images(samples, centered=centered)
+        save_npz(folder / "samples.npz", {"samples": images.permute(0, 2, 3, 1).numpy()}, root)
+        return save_image_grid(images[:256], folder / "samples.png", nrow=nrow, root=root)
+    save_npz(folder / "samples.npz", {"samples": samples.numpy()}, root)
+    return save_scatter_png(samples, folder / "samples.png", root=root)
+
+
+def samples_complete(folder) -> bool:
+    """Whether `folder` holds a readable `samples.npz` and its PNG."""
+    folder = Path(folder)
+    return (folder / "samples.png").is_file() and readable_npz(folder / "samples.npz")

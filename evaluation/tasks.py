@@ -2,26 +2,41 @@
 PNG grid: inpainting and colorization of test images (Song et al. 2021, App. I) and
 interpolation between test images through the probability-flow ODE's latents.
 
-Every task takes the first `eval.num_samples` test images (or pairs of them), uses the model's
-(class-conditional / guided) score as `--mode sample` does, and the PC options of
-`config.sampling` (predictor, corrector, snr, n_steps_each, num_steps, eps, noise_removal).
+Every task takes the first `num_samples` test images (or pairs of them), uses the model's
+(class-conditional / guided) score as `--mode sample` does, and the sampler options it is given
+(`samplers.config.config_options` of the config's sampling section).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
 import samplers
+from data import DataTransform
 from evaluation.images import save_image_grid
-from evaluation.sampling import guided_score_fn, num_classes_of, sample_generators, sample_labels
-from training.datasets import build_dataset
-from training.pipeline import scale_images, to_uint8_images
+from evaluation.sampling import Guidance, check_finite_samples, sample_generators
+from run.files import save_npz
 
 TASKS = ("generate", "inpaint", "colorize", "interpolate")   # config.sampling.task
 MASKS = ("right_half", "bottom_half", "center", "random_pixels")
 INTERPOLATION_STEPS = 8
+
+
+@dataclass
+class TaskSettings:
+    """A task, its test images (uint8 `[N, C, H, W]`, the first `num_samples` used), the seed,
+    the inpainting mask kind, and the sampler options of `samplers.inpaint` / `colorize`
+    (`options`) and of `samplers.encode` / `decode` (`ode_options`)."""
+    task: str
+    test_images: torch.Tensor
+    num_samples: int
+    seed: int = 0
+    mask: str = "right_half"
+    options: Dict[str, Any] = field(default_factory=dict)
+    ode_options: Dict[str, Any] = field(default_factory=dict)
 
 
 def make_mask(kind: str, shape, generator: torch.Generator) -> torch.Tensor:
@@ -41,69 +56,64 @@ def make_mask(kind: str, shape, generator: torch.Generator) -> torch.Tensor:
     return mask
 
 
-def pc_options(config) -> dict:
-    """The PC options of `config.sampling` for `samplers.inpaint` / `colorize`."""
-    sampling = config.sampling
-    return dict(predictor=sampling.predictor, corrector=sampling.corrector, snr=sampling.snr,
-                n_steps=sampling.n_steps_each, eps=sampling.eps, denoise=sampling.noise_removal,
-                num_steps=sampling.num_steps or None, probability_flow=sampling.probability_flow)
-
-
-def _test_images(config, count: int, device) -> torch.Tensor:
-    data = build_dataset(config.data, "test").data
+def _test_images(settings: TaskSettings, transform: DataTransform, count: int,
+                 device) -> torch.Tensor:
+    data = settings.test_images
     if data.dtype != torch.uint8:
-        raise ValueError(f"config.sampling.task={config.sampling.task!r} needs image data")
-    return scale_images(data[:count], centered=config.data.centered, dequantize=False).to(device)
+        raise ValueError(f"config.sampling.task={settings.task!r} needs image data")
+    return transform.images(data[:count]).to(device)
 
 
-def _save(config, rows, folder: Path, name: str) -> Path:
+def _save(transform: DataTransform, rows: List[torch.Tensor], folder: Path, name: str,
+          root: Optional[Path]) -> Path:
     """Rows of image batches `[n, C, H, W]` → `<name>.npz` (uint8, NHWC) and one PNG grid with
-    one column per example (each row: originals, inputs, results, …)."""
-    images = [to_uint8_images(r.float().cpu(), centered=config.data.centered) for r in rows]
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / f"{name}.npz",
-                        **{f"row{i}": im.permute(0, 2, 3, 1).numpy() for i, im in enumerate(images)})
-    return save_image_grid(torch.cat(images), folder / f"{name}.png", nrow=images[0].shape[0])
+    one column per example (each row: originals, inputs, results, …), written atomically."""
+    check_finite_samples(torch.cat([r.float().cpu() for r in rows]))
+    images = [transform.to_uint8(r.float().cpu()) for r in rows]
+    save_npz(folder / f"{name}.npz",
+             {f"row{i}": im.permute(0, 2, 3, 1).numpy() for i, im in enumerate(images)}, root)
+    return save_image_grid(torch.cat(images), folder / f"{name}.png", nrow=images[0].shape[0],
+                           root=root)
 
 
-def run_task(config, model, sde, folder: Path, device, classifier=None) -> Path:
-    """Run `config.sampling.task` ("inpaint", "colorize" or "interpolate") into `folder`."""
-    task, count = config.sampling.task, config.eval.num_samples
-    seed = config.eval.get("seed", 0)
+def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folder: Path,
+             guidance: Guidance, root: Optional[Path] = None) -> Path:
+    """Run task "inpaint", "colorize" or "interpolate" into `folder`; returns the PNG's path."""
+    device = next(model.parameters()).device
+    task, count = settings.task, settings.num_samples
     indices = range(count)
-    labels = sample_labels(config, indices, num_classes_of(config, model, classifier))
-    generator = sample_generators(seed, indices, device)
+    generator = sample_generators(settings.seed, indices, device)
     if task == "interpolate":
-        return _interpolate(config, model, sde, folder, device)
-    x = _test_images(config, count, device)
-    score_fn = guided_score_fn(config, model, labels, classifier)
+        return _interpolate(settings, model, sde, transform, folder, root)
+    x = _test_images(settings, transform, count, device)
+    score_fn = guidance.score_fn(model, indices)
     if task == "inpaint":
-        mask = make_mask(config.sampling.mask, x.shape,
-                         torch.Generator().manual_seed(seed)).to(device)
-        result = samplers.inpaint(score_fn, sde, x, mask, generator=generator, **pc_options(config))
-        shown = x * mask + (1 - mask) * (0.0 if config.data.centered else 0.5)  # unknown: gray
-        return _save(config, [x, shown, result.x], folder, "inpaint")
+        mask = make_mask(settings.mask, x.shape,
+                         torch.Generator().manual_seed(settings.seed)).to(device)
+        result = samplers.inpaint(score_fn, sde, x, mask, generator=generator, **settings.options)
+        shown = x * mask + (1 - mask) * (0.0 if transform.centered else 0.5)  # unknown: gray
+        return _save(transform, [x, shown, result.x], folder, "inpaint", root)
     if task == "colorize":
         if x.shape[1] != 3:
             raise ValueError("config.sampling.task='colorize' needs 3-channel images "
                              f"(config.data.num_channels=3), got {x.shape[1]}")
         gray = x.mean(dim=1, keepdim=True)
-        result = samplers.colorize(score_fn, sde, gray, generator=generator, **pc_options(config))
-        return _save(config, [x, gray.expand_as(x), result.x], folder, "colorize")
+        result = samplers.colorize(score_fn, sde, gray, generator=generator, **settings.options)
+        return _save(transform, [x, gray.expand_as(x), result.x], folder, "colorize", root)
     raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of {list(TASKS)}")
 
 
-def _interpolate(config, model, sde, folder, device) -> Path:
+def _interpolate(settings: TaskSettings, model, sde, transform: DataTransform,
+                 folder: Path, root: Optional[Path]) -> Path:
     """Encode test images 2k and 2k+1 with the probability-flow ODE of the unconditional score
     (a class-conditional model's null label), decode `INTERPOLATION_STEPS` points of the
     spherical path between their latents; one row per pair."""
-    pairs = max(1, config.eval.num_samples // 2)
-    x = _test_images(config, 2 * pairs, device)
-    options = dict(eps=config.sampling.eps, rtol=config.sampling.rtol, atol=config.sampling.atol,
-                   ode_method=config.sampling.ode_method)
-    z = samplers.encode(model, sde, x, **options).z
+    device = next(model.parameters()).device
+    pairs = max(1, settings.num_samples // 2)
+    x = _test_images(settings, transform, 2 * pairs, device)
+    z = samplers.encode(model, sde, x, **settings.ode_options).z
     alphas = torch.linspace(0, 1, INTERPOLATION_STEPS, dtype=z.dtype, device=z.device)
     path = torch.cat([samplers.slerp(z[2 * k], z[2 * k + 1], alphas) for k in range(pairs)])
-    decoded = samplers.decode(model, sde, path, **options).x
+    decoded = samplers.decode(model, sde, path, **settings.ode_options).x
     rows = decoded.view(pairs, INTERPOLATION_STEPS, *x.shape[1:])
-    return _save(config, list(rows), folder, "interpolate")
+    return _save(transform, list(rows), folder, "interpolate", root)

@@ -6,7 +6,7 @@ Every SDE here has a linear Gaussian kernel x_t = a(t)·x_0 + σ(t)·z, so a mix
 with a closed-form score ∇ₓ log p_t and log-density (nats). The mixture lives in the
 flattened space, so `x` may be `[B, d]` or an image batch `[B, C, H, W]` with C·H·W = d.
 
-Also exact ground truth for controllable generation (issue 10): the conditional law of the
+Also exact ground truth for controllable generation: the conditional law of the
 unknown coordinates given the known ones (`GaussianMixture.conditional`), and a class-conditional
 mixture, one component per class (`ClassConditionalMixture`), with its exact conditional score
 and noisy-data classifier log p_t(y | x). For any linear observation y = A·x + σ_y·n, the exact

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -63,15 +63,17 @@ def _import_attr(module_name: str, attr: str) -> Optional[Any]:
         return None
 
 
-def atomic_save(obj: Any, path: PathLike) -> None:
-    """`torch.save` to `path` atomically: written to a temporary file in the same directory,
-    fsynced, then renamed over `path`, so a kill at any moment leaves the old file or the new."""
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file atomically: `write(f)` fills a temporary file in `path`'s folder, which is
+    fsynced and renamed over `path`, so a kill at any moment leaves the old file or the new
+    (never a partial one), and a full disk leaves the old file. The rename replaces a symbolic
+    link at `path` itself, never the file it points to."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -84,6 +86,12 @@ def atomic_save(obj: Any, path: PathLike) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+    return path
+
+
+def atomic_save(obj: Any, path: PathLike) -> None:
+    """`torch.save` to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def safe_load(path: PathLike, map_location: Any = "cpu") -> Any:

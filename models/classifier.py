@@ -10,7 +10,7 @@ the `log_prob_fn` that `samplers.guidance.classifier_guidance` differentiates.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -18,32 +18,13 @@ import torch.nn.functional as F
 
 from models.blocks import AttnBlock, ResnetBlock
 from models.embeddings import TimeEmbedding, check_embedding_type
-from models.layers import conv3x3, dense, get_act, group_norm
+from models.layers import conv3x3, dense, get_act, group_norm, level_resolutions
 from models.mlp import MLPBlock
-from models.score_model import VP_CONTINUOUS_LABEL_SCALE
+from models.score_model import VP_CONTINUOUS_LABEL_SCALE, default_parametrization
 
 # The config.classifier fields that are architecture (the rest is training).
 IMAGE_FIELDS = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "nonlinearity")
 VECTOR_FIELDS = ("nf", "width", "num_res_blocks", "dropout", "nonlinearity")
-
-
-def _check_sizes(image_size: int, ch_mult: Sequence[int], attn_resolutions: Sequence[int],
-                 dropout: float) -> List[int]:
-    """The resolution of each level; ValueError naming the field for inconsistent sizes."""
-    if len(ch_mult) < 1 or any(int(m) < 1 for m in ch_mult):
-        raise ValueError(f"ch_mult must be a non-empty tuple of integers >= 1, got {ch_mult!r}")
-    factor = 2 ** (len(ch_mult) - 1)
-    if image_size < factor or image_size % factor:
-        raise ValueError(f"image_size={image_size} must be divisible by 2^(len(ch_mult) - 1) = "
-                         f"{factor} (ch_mult={tuple(ch_mult)})")
-    resolutions = [image_size // 2 ** i for i in range(len(ch_mult))]
-    unknown = sorted(set(attn_resolutions) - set(resolutions))
-    if unknown:
-        raise ValueError(f"attn_resolutions {unknown} are not among the classifier's resolutions "
-                         f"{resolutions}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    return resolutions
 
 
 class EncoderClassifier(nn.Module):
@@ -64,7 +45,7 @@ class EncoderClassifier(nn.Module):
         if nf < 1 or num_res_blocks < 0 or num_classes < 2:
             raise ValueError(f"nf must be >= 1, num_res_blocks >= 0 and num_classes >= 2, got "
                              f"nf={nf}, num_res_blocks={num_res_blocks}, num_classes={num_classes}")
-        resolutions = _check_sizes(image_size, ch_mult, attn_resolutions, dropout)
+        resolutions = level_resolutions(image_size, ch_mult, attn_resolutions, dropout)
         self.num_channels, self.num_classes, self.centered = num_channels, num_classes, centered
         self.act = act = get_act(nonlinearity)
         self.embed = TimeEmbedding(nf, act, check_embedding_type(embedding_type), fourier_scale)
@@ -135,13 +116,6 @@ class MLPClassifier(nn.Module):
         return self.head(self.act(self.norm_out(h)))
 
 
-def uses_sigma_labels(sde) -> bool:
-    """Whether `ScoreModel` labels this SDE by σ(t) (VE: mean coefficient a(T) = 1) rather than
-    by 999·t (as `score_model.default_parametrization`, on the CPU even under a meta device)."""
-    t = torch.full((1,), float(sde.T), dtype=torch.float64, device="cpu")
-    return bool(sde.marginal_coeffs(t)[0] == 1)
-
-
 class NoisyClassifier(nn.Module):
     """p_t(y | x) from a classifier network `net(x, labels) -> logits [B, K]` and the SDE.
 
@@ -152,7 +126,7 @@ class NoisyClassifier(nn.Module):
     def __init__(self, net: nn.Module, sde):
         super().__init__()
         self.net, self.sde = net, sde
-        self.label_type = "sigma" if uses_sigma_labels(sde) else "time"
+        self.label_type = "sigma" if default_parametrization(sde) == "score" else "time"
 
     def labels(self, t: torch.Tensor) -> torch.Tensor:
         """Noise labels `[B]` for times t `[B]`."""
@@ -176,39 +150,15 @@ class NoisyClassifier(nn.Module):
         return self.log_prob(x, t)
 
 
-def classifier_fields(config, sde, num_classes: Optional[int] = None) -> Dict[str, Any]:
-    """Constructor arguments of the classifier network from `config.classifier` and `config.data`
-    (plain values: stored in checkpoints). `num_classes` defaults to the data set's; the
-    embedding follows the SDE's labels (positional of 999·t, or Fourier features of σ)."""
-    from training.datasets import IMAGE_SETS, NUM_CLASSES
-
-    section, data = config.classifier, config.data
-    if num_classes is None:
-        num_classes = NUM_CLASSES.get(data.dataset, 0)
-    fields: Dict[str, Any] = {"num_classes": int(num_classes),
-                              "embedding_type": "fourier" if uses_sigma_labels(sde)
-                              else "positional"}
-    if data.dataset in IMAGE_SETS:
-        fields.update(kind="image", image_size=data.image_size, num_channels=data.num_channels,
-                      centered=data.centered)
-        names = IMAGE_FIELDS
-    else:
-        fields.update(kind="vector", dim=data.dim)
-        names = VECTOR_FIELDS
-    for name in names:
-        value = section[name]
-        fields[name] = tuple(value) if isinstance(value, (list, tuple)) else value
-    return fields
-
-
 CLASSIFIERS = {"image": EncoderClassifier, "vector": MLPClassifier}
 
 
-def build_classifier(config, sde, num_classes: Optional[int] = None) -> NoisyClassifier:
-    """`NoisyClassifier` for `config.data` (images: `EncoderClassifier`, vectors: `MLPClassifier`)
-    with the architecture of `config.classifier`; ValueError for an inconsistent section."""
-    fields = classifier_fields(config, sde, num_classes)
-    if fields["num_classes"] < 2:
-        raise ValueError(f"config.data.dataset={config.data.dataset!r} has no class labels")
+def classifier_from_fields(fields: Dict[str, Any]) -> nn.Module:
+    """The classifier network of stored constructor fields: `kind` ("image" or "vector", a key
+    of `CLASSIFIERS`) and that class's keyword arguments (lists are read as tuples)."""
+    fields = dict(fields)
     kind = fields.pop("kind")
-    return NoisyClassifier(CLASSIFIERS[kind](**fields), sde)
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier kind {kind!r}; expected one of {sorted(CLASSIFIERS)}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return CLASSIFIERS[kind](**fields)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Set, Union
 
@@ -23,11 +24,10 @@ from models.ema import ExponentialMovingAverage
 from models.embeddings import sigma_table
 from models.reference_layout import convert_reference_state_dict, frozen_reference_keys
 from models.registry import build_model
-from models.score_model import ScoreModel
+from models.score_model import ScoreModel, default_parametrization
 
 ReferenceConfig = Union[str, Path, Mapping[str, Any]]
 REFERENCE_MODELS = ("ncsnpp", "ddpm")
-PARAMETRIZATION_OF_SDE = {"vpsde": "noise", "subvpsde": "noise", "vesde": "score"}
 
 
 def load_reference_config(config: ReferenceConfig) -> Dict[str, Any]:
@@ -47,18 +47,18 @@ def project_config(ref: Mapping[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"Unsupported reference model {model.get('name')!r}; expected one of "
                          f"{list(REFERENCE_MODELS)}")
     sde_name = str(training["sde"]).lower()
-    if sde_name not in PARAMETRIZATION_OF_SDE:
+    if sde_name not in sde_lib.SDES:
         raise ValueError(f"Unknown reference training.sde {training['sde']!r}; expected one of "
-                         f"{sorted(PARAMETRIZATION_OF_SDE)}")
+                         f"{sorted(sde_lib.SDES)}")
     model_cfg = dict(model, image_size=data["image_size"], num_channels=data["num_channels"],
                      centered=data["centered"])
     sde_cfg = {"name": sde_name, "num_scales": model["num_scales"]}
     sde_cfg.update({k: model[k] for k in ("beta_min", "beta_max", "sigma_min", "sigma_max")})
     # The reference always feeds sub-VP networks continuous labels (models/utils.get_score_fn).
     continuous = bool(training["continuous"]) or sde_name == "subvpsde"
+    parametrization = default_parametrization(sde_lib.build_sde(sde_cfg))
     return {"model": model_cfg, "sde": sde_cfg,
-            "training": {"continuous": continuous,
-                         "parametrization": PARAMETRIZATION_OF_SDE[sde_name]}}
+            "training": {"continuous": continuous, "parametrization": parametrization}}
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -145,7 +145,8 @@ def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: Refe
                      step=int(checkpoint.get("step", 0)), meta=meta)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status (2: bad input, one line; 1: failed)."""
     parser = argparse.ArgumentParser(prog="python -m models.convert",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
@@ -155,9 +156,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="EMA weights (default, what the paper evaluates) or raw weights")
     args = parser.parse_args(argv)
-    convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+    try:
+        convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write {args.dst}: {_one_line(error)}", file=sys.stderr)
+        return 1
     print(f"wrote {args.dst} ({args.weights} weights of {args.src})")
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

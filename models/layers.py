@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -81,3 +81,24 @@ def group_norm(channels: int, num_groups: Optional[int] = None) -> nn.GroupNorm:
     if groups < 1 or channels % groups:
         raise ValueError(f"GroupNorm: {channels} channels cannot be split into {groups} groups")
     return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+def level_resolutions(image_size: int, ch_mult: Sequence[int], attn_resolutions: Sequence[int],
+                      dropout: float) -> List[int]:
+    """The resolution image_size / 2^i of each level of a U-Net or encoder; ValueError naming the
+    field for inconsistent sizes (levels that do not halve evenly, attention at a resolution no
+    level has, dropout outside [0, 1))."""
+    if len(ch_mult) < 1 or any(int(m) < 1 for m in ch_mult):
+        raise ValueError(f"ch_mult must be a non-empty tuple of integers >= 1, got {ch_mult!r}")
+    factor = 2 ** (len(ch_mult) - 1)
+    if image_size < factor or image_size % factor:
+        raise ValueError(f"image_size={image_size} must be divisible by 2^(len(ch_mult) - 1) = "
+                         f"{factor} (ch_mult={tuple(ch_mult)})")
+    resolutions = [image_size // 2 ** i for i in range(len(ch_mult))]
+    unknown = sorted(set(attn_resolutions) - set(resolutions))
+    if unknown:
+        raise ValueError(f"attn_resolutions {unknown} are not among the network's resolutions "
+                         f"{resolutions}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return resolutions

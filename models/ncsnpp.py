@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from models.blocks import AttnBlock, Combine, Downsample, ResnetBlock, Upsample, residual_sum
 from models.embeddings import TimeEmbedding, check_embedding_type, label_sigmas, sigma_table
-from models.layers import conv3x3, get_act, group_norm
+from models.layers import conv3x3, get_act, group_norm, level_resolutions
 from models.up_down import Resample
 
 RESBLOCK_TYPES = ("biggan", "ddpm")
@@ -136,7 +136,7 @@ class NCSNpp(nn.Module):
                                               PROGRESSIVE_INPUT)
         self.combine = check_choice("progressive_combine", progressive_combine, PROGRESSIVE_COMBINE)
         self.embedding_type = check_embedding_type(embedding_type)
-        self.resolutions = self._check_sizes(image_size, ch_mult, attn_resolutions, dropout)
+        self.resolutions = level_resolutions(image_size, ch_mult, attn_resolutions, dropout)
         self.num_channels, self.centered, self.skip_rescale = num_channels, centered, skip_rescale
         self.scale_by_sigma = scale_by_sigma
         self.num_classes, self.learn_variance = num_classes, learn_variance
@@ -213,24 +213,6 @@ class NCSNpp(nn.Module):
             up.upsample = make.resample("up", in_ch) if level != 0 else None
             self.up.append(up)
         return in_ch
-
-    @staticmethod
-    def _check_sizes(image_size, ch_mult, attn_resolutions, dropout) -> List[int]:
-        """The resolution of each level; ValueError for inconsistent sizes."""
-        if len(ch_mult) < 1:
-            raise ValueError("ch_mult must have at least one entry")
-        factor = 2 ** (len(ch_mult) - 1)
-        if image_size < factor or image_size % factor:
-            raise ValueError(f"image_size={image_size} must be divisible by 2^(len(ch_mult) - 1) = "
-                             f"{factor} (ch_mult={tuple(ch_mult)})")
-        resolutions = [image_size // 2 ** i for i in range(len(ch_mult))]
-        unknown = sorted(set(attn_resolutions) - set(resolutions))
-        if unknown:
-            raise ValueError(f"attn_resolutions {unknown} are not among the network's resolutions "
-                             f"{resolutions}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        return resolutions
 
     def _check_input(self, x: torch.Tensor) -> None:
         factor = 2 ** (len(self.resolutions) - 1)

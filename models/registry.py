@@ -35,16 +35,10 @@ def _as_dict(config: Any) -> Dict[str, Any]:
     raise TypeError(f"config.model must be a mapping or ConfigDict, got {type(config).__name__}")
 
 
-def build_model(model_config: Any, **overrides: Any) -> nn.Module:
-    """Build the network named `model_config["name"]` from the section's fields.
-
-    Each constructor argument is read from the field of the same name (see `NCSNpp`,
-    `DDPM`, `MLP`); `overrides` take precedence, e.g.
-    `build_model(cfg.model, image_size=cfg.data.image_size, num_channels=cfg.data.num_channels,
-    centered=cfg.data.centered)`. Fields meant for other models are ignored, so one config
-    schema serves all networks; an unknown field, an unknown name or a missing required
-    field raises ValueError.
-    """
+def network_arguments(model_config: Any, **overrides: Any) -> Dict[str, Any]:
+    """The network's name and every constructor argument (defaults filled in) that
+    `build_model` would use for `model_config`: what defines the network, whatever extra fields
+    the section carries. ValueError as `build_model`."""
     fields = _as_dict(model_config)
     fields.update(overrides)
     name = fields.get("name")
@@ -58,9 +52,23 @@ def build_model(model_config: Any, **overrides: Any) -> nn.Module:
         if (value.lower() if isinstance(value, str) else value) not in allowed:
             raise ValueError(f"Unsupported {field} {value!r}; expected one of {list(allowed)}")
     params = _constructor_fields(MODELS[name])
-    kwargs = {k: v for k, v in fields.items() if k in params}
     missing = [k for k, p in params.items()
-               if p.default is inspect.Parameter.empty and k not in kwargs]
+               if p.default is inspect.Parameter.empty and k not in fields]
     if missing:
         raise ValueError(f"config.model for {name!r} lacks the required field(s) {missing}")
-    return MODELS[name](**kwargs)
+    kwargs = {k: fields.get(k, p.default) for k, p in params.items()}
+    return {"name": name, **kwargs}
+
+
+def build_model(model_config: Any, **overrides: Any) -> nn.Module:
+    """Build the network named `model_config["name"]` from the section's fields.
+
+    Each constructor argument is read from the field of the same name (see `NCSNpp`,
+    `DDPM`, `MLP`); `overrides` take precedence, e.g.
+    `build_model(cfg.model, image_size=cfg.data.image_size, num_channels=cfg.data.num_channels,
+    centered=cfg.data.centered)`. Fields meant for other models are ignored, so one config
+    schema serves all networks; an unknown field, an unknown name or a missing required
+    field raises ValueError.
+    """
+    kwargs = network_arguments(model_config, **overrides)
+    return MODELS[kwargs.pop("name")](**kwargs)

@@ -18,9 +18,13 @@ VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 
 
 
 def default_parametrization(sde) -> str:
-    """"score" for a variance-exploding SDE (mean coefficient a(t) ≡ 1, tested at t = T),
-    else "noise"."""
-    mean_coeff, _ = sde.marginal_coeffs(torch.full((1,), float(sde.T), dtype=torch.float64))
+    """The network output convention of an SDE, as score_sde_pytorch trains it: "score" for a
+    variance-exploding SDE (mean coefficient a(t) ≡ 1, tested at t = T), else "noise".
+
+    The one rule for training, evaluation, the converter and the guidance classifier's labels
+    (evaluated on the CPU, so it also works while a network is built on the meta device)."""
+    t = torch.full((1,), float(sde.T), dtype=torch.float64, device="cpu")
+    mean_coeff, _ = sde.marginal_coeffs(t)
     return "score" if bool(mean_coeff == 1) else "noise"
 
 
@@ -56,8 +60,7 @@ class ScoreModel(nn.Module):
         sde: the forward SDE (`sde_lib`).
         continuous: whether the network was trained with continuous time.
         parametrization: "noise" or "score"; None picks it from the SDE
-            (`default_parametrization`). `build_model` callers and `models.convert` pass
-            it explicitly from the SDE's name.
+            (`default_parametrization`).
     Calling the model never changes `net`'s train / eval mode.
     """
 

@@ -39,7 +39,7 @@ from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, che
                              prior_sample, sample_noise, select_rows, tweedie_denoise)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_positive_int
+from sde_lib.utils import check_int
 
 Generators = Union[None, torch.Generator, List[torch.Generator]]
 NORMS = ("l2", "linf")
@@ -70,7 +70,7 @@ def _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, ma
     check_choice("noise", noise, NOISE_MODES)
     integers = (("check_every", check_every), ("max_steps", max_steps), ("max_depth", max_depth))
     for name, value in integers:
-        check_positive_int(name, value)
+        check_int(name, value)
 
 
 def _error_norm(diff: torch.Tensor, norm: str) -> torch.Tensor:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from samplers.common import check_positive_int
+from samplers.common import check_int
 
 
 def bits_per_dim(logp: torch.Tensor, num_dims: int, *, centered: bool,
@@ -21,7 +21,7 @@ def bits_per_dim(logp: torch.Tensor, num_dims: int, *, centered: bool,
     an offset of 8 bits for 256 bins on [0, 1] and 7 on [−1, 1] (the reference code's
     "7 − inverse_scaler(−1)"). Returns `[B]`, typed like `logp`.
     """
-    num_dims = check_positive_int("num_dims", num_dims)
-    bins = check_positive_int("bins", bins)
+    num_dims = check_int("num_dims", num_dims)
+    bins = check_int("bins", bins)
     width = 2.0 if centered else 1.0
     return -logp / (num_dims * math.log(2)) + math.log2(bins / width)

@@ -5,13 +5,12 @@ float64 and cast to the state's dtype where they meet `x`.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from sde_lib import SDE, append_dims, randn
+from sde_lib import SDE, ScoreFn, append_dims, check_int, randn
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Randomness: None (the global RNG), a torch.Generator, or a list of one generator per sample,
 # so that sample i gets the same noise in any batch (`sde_lib.randn`).
 Generator = Optional[Union[torch.Generator, Sequence[torch.Generator]]]
@@ -33,14 +32,7 @@ def check_eps(sde: SDE, eps: float) -> float:
 
 def check_num_steps(sde: SDE, num_steps: Optional[int]) -> int:
     """`num_steps` must be an integer >= 1; None means the SDE's own `N`."""
-    return sde.N if num_steps is None else check_positive_int("num_steps", num_steps)
-
-
-def check_positive_int(field: str, value) -> int:
-    """An integer >= 1 (n_steps, num_probes)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
-    return value
+    return sde.N if num_steps is None else check_int("num_steps", num_steps)
 
 
 def check_positive(field: str, value) -> float:
@@ -56,6 +48,34 @@ def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor
     return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
 
 
+class Capabilities(NamedTuple):
+    """The optional capabilities of a score function (`sde_lib.score_fn`); None where absent."""
+    forward_with_variance: Optional[Callable]
+    select_rows: Optional[Callable]
+    chain_time: Optional[Callable]
+
+
+def capabilities(score_fn: ScoreFn) -> Capabilities:
+    """Discover `score_fn`'s optional capabilities: the one place that probes a score function.
+
+    `forward_with_variance` counts as absent on a model that declares `learn_variance = False`.
+    """
+    if isinstance(score_fn, CountedScore):  # its own methods, which count the calls
+        inner = score_fn.capabilities
+        return Capabilities(score_fn.with_variance if inner.forward_with_variance else None,
+                            score_fn.select_rows,
+                            score_fn.chain_time if inner.chain_time else None)
+
+    def method(name: str) -> Optional[Callable]:
+        found = getattr(score_fn, name, None)
+        return found if callable(found) else None
+
+    with_variance = method("forward_with_variance")
+    if getattr(score_fn, "learn_variance", True) is False:
+        with_variance = None
+    return Capabilities(with_variance, method("select_rows"), method("chain_time"))
+
+
 def select_rows(score_fn: ScoreFn, index: Sequence[int]) -> ScoreFn:
     """`score_fn` for a batch made of the rows `index` of the batch it was built for.
 
@@ -64,28 +84,64 @@ def select_rows(score_fn: ScoreFn, index: Sequence[int]) -> ScoreFn:
     other score function this is the identity. A sampler that evaluates a subset of its rows
     (`adaptive_sde` drops finished samples) calls this, as it selects the generators.
     """
-    select = getattr(score_fn, "select_rows", None)
+    select = capabilities(score_fn).select_rows
     return score_fn if select is None else select(index)
 
 
 class CountedScore:
-    """Wraps a score_fn, calling it with `t` in `x`'s dtype and counting the calls (`nfe`)."""
+    """A score function wrapped once for a sampler: it is called with `t` in `x`'s dtype, its
+    calls are counted (`nfe`), and its optional capabilities are discovered here
+    (`capabilities`) and offered as methods."""
 
     def __init__(self, score_fn: ScoreFn, parent: Optional["CountedScore"] = None):
+        self.capabilities = capabilities(score_fn)
         self.score_fn = score_fn
         self.nfe = 0
         self.parent = parent
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _count(self) -> None:
         counter = self
         while counter is not None:  # a row view counts into the score it was selected from
             counter.nfe += 1
             counter = counter.parent
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._count()
         return self.score_fn(x, t.to(x.dtype))
+
+    @property
+    def has_variance(self) -> bool:
+        """Whether the score function predicts a learned reverse variance."""
+        return self.capabilities.forward_with_variance is not None
+
+    def with_variance(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(score, v) from `forward_with_variance`, counted as one evaluation."""
+        if not self.has_variance:
+            raise ValueError(VARIANCE_NEEDED)
+        self._count()
+        score, v = self.capabilities.forward_with_variance(x, t.to(x.dtype))
+        if v is None:
+            raise ValueError("variance 'learned': forward_with_variance returned no v "
+                             "(a network without learned-variance channels)")
+        return score, v
 
     def select_rows(self, index: Sequence[int]) -> "CountedScore":
         """A view on the rows `index` (`select_rows`) whose calls also count here."""
         return CountedScore(select_rows(self.score_fn, index), parent=self)
+
+    def chain_time(self, index: torch.Tensor) -> Optional[torch.Tensor]:
+        """The model's own time for step `index` of the discrete chain, or None if it has none."""
+        chain_time = self.capabilities.chain_time
+        return None if chain_time is None else chain_time(index)
+
+
+VARIANCE_NEEDED = ("variance 'learned' needs a model with learned variances: "
+                   "score_fn.forward_with_variance(x, t) -> (score, v)")
+
+
+def counted(score_fn: ScoreFn) -> CountedScore:
+    """`score_fn` as a `CountedScore` (itself if it already is one)."""
+    return score_fn if isinstance(score_fn, CountedScore) else CountedScore(score_fn)
 
 
 def coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

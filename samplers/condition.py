@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from samplers.common import (Generator, ScoreFn, check_choice, check_eps, check_num_steps,
-                             check_positive, check_positive_int, time_grid)
+                             check_positive, check_int, time_grid)
 from samplers.dps import dps
 from samplers.operators import LinearOperator
 from samplers.pc import check_pc_options
@@ -54,7 +54,7 @@ def stochastic_steps(sde: SDE, times: torch.Tensor, predictor: str):
 def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
     check_pc_options(options["predictor"], options["corrector"], options["probability_flow"])
     snr = check_positive("snr", options["snr"])
-    n_steps = check_positive_int("n_steps", options["n_steps"])
+    n_steps = check_int("n_steps", options["n_steps"])
     replace = Replacement(operator, y, operator.input_shape(y.shape), generator)
     result = replacement_pc(score_fn, sde, replace, times, options["predictor"],
                             options["corrector"], snr, n_steps, options["probability_flow"],
@@ -63,7 +63,7 @@ def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denois
 
 
 def _smc(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
-    num_particles = check_positive_int("num_particles", options["num_particles"])
+    num_particles = check_int("num_particles", options["num_particles"])
     threshold = options["ess_threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
@@ -79,8 +79,8 @@ def _smc(score_fn, sde, y, operator, noise_std, times, generator, denoise, optio
 
 
 def _repaint(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
-    jump_length = check_positive_int("jump_length", options["jump_length"])
-    jump_n_sample = check_positive_int("jump_n_sample", options["jump_n_sample"])
+    jump_length = check_int("jump_length", options["jump_length"])
+    jump_n_sample = check_int("jump_n_sample", options["jump_n_sample"])
     steps = stochastic_steps(sde, times, options["predictor"])
     replace = Replacement(operator, y, operator.input_shape(y.shape), generator)
     return repaint(score_fn, sde, replace, times, steps, jump_length, jump_n_sample, denoise)

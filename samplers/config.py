@@ -5,7 +5,7 @@ The config stops here: the returned callable passes explicit, typed options to t
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import torch
 
@@ -34,8 +34,8 @@ CONFIG_FIELDS = {
     "sde_method": ("sde_method",),
     "step_lr": ("step_lr",),
     "adaptive": ("adaptive",),
-    "variance": ("variance",),   # issue 9: the ancestral predictor's variance
-    # Fast samplers (issue 8): "ddim", "heun", "dpm_solver", "adaptive_sde".
+    "variance": ("variance",),   # the ancestral predictor's reverse variance
+    # "ddim", "heun", "dpm_solver", "adaptive_sde".
     "eta": ("eta",),
     "time_schedule": ("schedule",),
     "rho": ("rho",),
@@ -50,10 +50,32 @@ CONFIG_FIELDS = {
 }
 
 
+def keyword_options(fn: Callable) -> set:
+    """Names of the keyword-only options that `fn` (a sampling method, `inpaint`, …) takes."""
+    parameters = inspect.signature(fn).parameters.values()
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def method_options(method: str) -> set:
     """Names of the keyword options that sampling method `method` takes."""
-    parameters = inspect.signature(SAMPLERS[method]).parameters.values()
-    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return keyword_options(SAMPLERS[method])
+
+
+def config_options(sampling_config, accepted: set) -> Dict[str, Any]:
+    """The options a `config.sampling` section sets among the names `accepted`, by the table
+    `CONFIG_FIELDS` (`noise_removal` sets `denoise`; `n_steps_each` sets "pc"'s `n_steps` and
+    "annealed_langevin"'s `n_steps_each`). Fields absent from the config, or None, are left
+    out (the function's defaults hold); so is `num_steps` = 0, the configs' placeholder for the
+    SDE's N."""
+    options = {}
+    for name, targets in CONFIG_FIELDS.items():
+        value = sampling_config[name] if name in sampling_config else None
+        if name == "num_steps" and value == 0:
+            value = None
+        for target in targets:
+            if value is not None and target in accepted:
+                options[target] = value
+    return options
 
 
 def _check_names(method: str, options: Dict[str, Any]) -> None:
@@ -93,26 +115,12 @@ class ConfiguredSampler:
 def build_sampler(sampling_config) -> ConfiguredSampler:
     """The sampler a `config.sampling` section (ml_collections.ConfigDict or dict) describes.
 
-    Reads `method` (default "pc") and, for the methods that take them, the fields of
-    `CONFIG_FIELDS` (`noise_removal` sets `denoise`; `n_steps_each` sets "pc"'s `n_steps` and
-    "annealed_langevin"'s `n_steps_each`). Fields absent from the config, or None, keep the
-    method's defaults (so does `num_steps` = 0, the configs' placeholder for the SDE's N); other
-    fields are ignored. Unknown method, predictor, corrector,
-    ode_method or sde_method names raise ValueError listing the valid ones.
+    Reads `method` (default "pc") and the options of `config_options` that the method takes;
+    other fields are ignored. Unknown method, predictor, corrector, ode_method or sde_method
+    names raise ValueError listing the valid ones.
     """
-    def field(name, default=None):
-        return sampling_config[name] if name in sampling_config else default
-
-    method = field("method", "pc")
+    method = sampling_config["method"] if "method" in sampling_config else "pc"
     check_choice("config.sampling.method", method, SAMPLERS)
-    accepted = method_options(method)
-    options = {}
-    for name, targets in CONFIG_FIELDS.items():
-        value = field(name)
-        if name == "num_steps" and value == 0:   # configs' placeholder for "the SDE's N"
-            value = None
-        for target in targets:
-            if value is not None and target in accepted:
-                options[target] = value
+    options = config_options(sampling_config, method_options(method))
     _check_names(method, options)
     return ConfiguredSampler(method, options)

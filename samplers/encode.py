@@ -16,8 +16,8 @@ import torch
 from scipy import integrate
 
 from samplers.common import CountedScore, ScoreFn, tweedie_denoise
-from samplers.flow import VPFlow, announcing_solver, to_numpy
-from samplers.ode import check_ode_options
+from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
+from samplers.ode import MAX_NFE, check_ode_options
 from samplers.registry import SampleResult
 from sde_lib import SDE
 
@@ -44,7 +44,8 @@ def flow_map(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t_start: float, t_end
     flow = VPFlow(counted, sde, x.shape, x.dtype, x.device)
     w_start = to_numpy(x) / flow.scale(t_start)
     with torch.no_grad():
-        solution = integrate.solve_ivp(flow.drift, (flow.tau(t_start), flow.tau(t_end)), w_start,
+        drift = guarded(flow.drift, flow, MAX_NFE, "probability-flow ODE")
+        solution = integrate.solve_ivp(drift, (flow.tau(t_start), flow.tau(t_end)), w_start,
                                        rtol=rtol, atol=atol,
                                        method=announcing_solver(ode_method, flow))
     if not solution.success:

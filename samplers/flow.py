@@ -121,3 +121,30 @@ def announcing_solver(method: str, flow: VPFlow) -> Union[str, type]:
             return super()._step_impl()
 
     return AnnouncingSolver
+
+
+class FlowDiverged(RuntimeError):
+    """A probability-flow solve stopped: its state turned non-finite, or it needed more than
+    its cap of score evaluations (a diverging or absurdly stiff score function)."""
+
+
+def guarded(fun, flow: VPFlow, max_nfe: int, what: str):
+    """scipy's `fun(τ, y)` that stops the solve with `FlowDiverged` as soon as the state, the
+    time or the derivative is not finite, or after `max_nfe` calls, instead of letting the
+    adaptive solver shrink its steps forever."""
+    calls = 0
+
+    def checked(tau: float, y: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls > max_nfe:
+            raise FlowDiverged(f"{what}: more than max_nfe={max_nfe} score evaluations (at "
+                               f"t={float(flow.coefficients(tau)[0][0]):.4g}); the scores are "
+                               f"too large or stiff for these tolerances (check the model, or "
+                               f"raise max_nfe)")
+        out = fun(tau, y) if np.isfinite(tau) and np.isfinite(y).all() else None
+        if out is None or not np.isfinite(out).all():
+            raise FlowDiverged(f"{what}: the state or its derivative is not finite after "
+                               f"{calls} score evaluations; the score function diverged")
+        return out
+    return checked

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_eps, check_num_steps,
-                             check_positive, check_positive_int, prior_sample, tweedie_denoise)
+                             check_positive, check_int, prior_sample, tweedie_denoise)
 from samplers.correctors import langevin_steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -39,7 +39,7 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
     """
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    n_steps_each = check_positive_int("n_steps_each", n_steps_each)
+    n_steps_each = check_int("n_steps_each", n_steps_each)
     # Levels geometric in σ̄ as in Song & Ermon, i.e. uniform in λ (uniform in t for VE).
     end_points = sde.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64))
     times = sde.t_from_log_snr(torch.linspace(*end_points.tolist(), num_steps, dtype=torch.float64))

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_positive_int
-from samplers.flow import VPFlow, announcing_solver, to_numpy
-from samplers.ode import check_ode_options
+from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_int
+from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
+from samplers.ode import MAX_NFE, check_ode_options
 from samplers.registry import LikelihoodResult
 from sde_lib import SDE, randn
 
@@ -81,7 +81,7 @@ def _ode_function(flow: VPFlow, probes: torch.Tensor, exact: bool):
 def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float = 1e-5,
                    rtol: float = 1e-5, atol: float = 1e-5, ode_method: str = "RK45",
                    divergence: str = "rademacher", num_probes: int = 1,
-                   generator: Generator = None) -> LikelihoodResult:
+                   generator: Generator = None, max_nfe: int = MAX_NFE) -> LikelihoodResult:
     """log p_eps(x) in nats `[B]` (float64) for x `[B, ...]`, by the probability-flow ODE.
 
     Args:
@@ -90,19 +90,23 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
             "gaussian" (Hutchinson–Skilling with probes fixed along the flow, unbiased).
         num_probes: Hutchinson probes per sample, averaged (one batched backward pass).
         generator: draws the probes.
+        max_nfe: the solve stops with `samplers.flow.FlowDiverged` after this many score
+            evaluations, or as soon as the state is not finite (a diverging model).
     Returns LikelihoodResult(logp, z, nfe): z `[B, ...]` the end of the flow at T, typed like x,
     and nfe the score evaluations (one per solver call; the probes share its forward pass).
     """
     eps = check_ode_options(sde, eps, rtol, atol, ode_method)
     check_choice("divergence", divergence, DIVERGENCES)
-    num_probes = check_positive_int("num_probes", num_probes)
+    num_probes = check_int("num_probes", num_probes)
     score_fn = CountedScore(score_fn)
     flow = VPFlow(score_fn, sde, x.shape, x.dtype, x.device)
     probes = draw_probes(x, divergence, num_probes, generator)
     # Start at eps with w = x/k; the last B entries accumulate ∫∇·v dτ.
     k_eps, k_T = flow.scale(eps), flow.scale(sde.T)
     y0 = np.concatenate([to_numpy(x) / k_eps, np.zeros(x.shape[0])])
-    solution = integrate.solve_ivp(_ode_function(flow, probes, divergence == "exact"),
+    fun = guarded(_ode_function(flow, probes, divergence == "exact"), flow,
+                  check_int("max_nfe", max_nfe), "likelihood ODE")
+    solution = integrate.solve_ivp(fun,
                                    (flow.tau(eps), flow.tau(sde.T)), y0, rtol=rtol, atol=atol,
                                    method=announcing_solver(ode_method, flow))
     if not solution.success:

@@ -8,13 +8,16 @@ import torch
 from scipy import integrate
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_positive, prior_sample, tweedie_denoise)
-from samplers.flow import VPFlow, announcing_solver
+                             check_int, check_positive, prior_sample, tweedie_denoise)
+from samplers.flow import VPFlow, announcing_solver, guarded
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
 # scipy.integrate.solve_ivp's methods.
 ODE_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+# Score evaluations after which a probability-flow solve is stopped (`samplers.flow.guarded`):
+# far above what any usable model needs at any tolerance (~100–1000).
+MAX_NFE = 20_000
 
 
 def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method: str) -> float:
@@ -29,13 +32,16 @@ def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method
 def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                 generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, rtol: float = 1e-5, atol: float = 1e-5,
-                ode_method: str = "RK45", eps: float = 1e-3, denoise: bool = True) -> SampleResult:
+                ode_method: str = "RK45", eps: float = 1e-3, denoise: bool = True,
+                max_nfe: int = MAX_NFE) -> SampleResult:
     """Solve the probability-flow ODE from x_T ~ prior at T down to eps with `solve_ivp`.
 
     The ODE is integrated as the reference VP's in (τ, w = x/k) (`samplers.flow`), with the
     state in float64; `rtol` / `atol` apply to w, which has the scale of VP's x. `denoise` ends
     with Tweedie's E[x_0 | x_eps]. NFE counts every score evaluation, the solver's first-step
-    selection included. Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
+    selection included. The solve stops with `samplers.flow.FlowDiverged` as soon as its state
+    is not finite, or after `max_nfe` evaluations. Returns `shape` `[B, ...]` samples of p_eps
+    (of p_0 with `denoise`).
     """
     eps = check_ode_options(sde, eps, rtol, atol, ode_method)
     score_fn = CountedScore(score_fn)
@@ -45,7 +51,8 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     tau_T, tau_eps = flow.tau(sde.T), flow.tau(eps)
     w_T = x.double().cpu().reshape(-1).numpy() / flow.scale(sde.T)
     with torch.no_grad():
-        solution = integrate.solve_ivp(flow.drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
+        drift = guarded(flow.drift, flow, check_int("max_nfe", max_nfe), "probability-flow ODE")
+        solution = integrate.solve_ivp(drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
                                        method=announcing_solver(ode_method, flow))
     if not solution.success:
         raise RuntimeError(f"solve_ivp failed: {solution.message}")

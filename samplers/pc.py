@@ -11,13 +11,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_num_steps, check_positive, check_positive_int, prior_sample,
-                             time_grid, tweedie_denoise)
+from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn, check_choice,
+                             check_eps, check_int, check_num_steps, check_positive,
+                             prior_sample, time_grid, tweedie_denoise)
 from samplers.correctors import CORRECTORS
 from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
-                                 CountedVarianceScore, affine_step, ancestral_log_variances,
-                                 learned_variance_step)
+                                 affine_step, ancestral_log_variances, learned_variance_step)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -58,13 +57,12 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             SDE's `ancestral_variance`); "learned" needs `score_fn.forward_with_variance`.
     """
     check_pc_options(predictor, corrector, probability_flow, variance)
-    if variance == "learned" and not callable(getattr(score_fn, "forward_with_variance", None)):
-        raise ValueError("variance 'learned' needs score_fn.forward_with_variance(x, t) "
-                         "-> (score, v)")
+    score_fn = CountedScore(score_fn)
+    if variance == "learned" and not score_fn.has_variance:
+        raise ValueError(VARIANCE_NEEDED)
     snr = check_positive("snr", snr)
-    n_steps = check_positive_int("n_steps", n_steps)
+    n_steps = check_int("n_steps", n_steps)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    score_fn = CountedVarianceScore(score_fn) if variance == "learned" else CountedScore(score_fn)
     times = time_grid(sde, num_steps, eps)
     variance_option = {} if variance is None else {"variance": variance}
     steps = PREDICTORS[predictor](sde, times, probability_flow, **variance_option)

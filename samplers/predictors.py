@@ -43,19 +43,7 @@ def affine_step(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor, coeffs,
     return noise.mul_(noise_coeff).add_(score, alpha=score_coeff).add_(x, alpha=x_coeff)
 
 
-class CountedVarianceScore(CountedScore):
-    """`CountedScore` that also counts `with_variance(x, t) -> (score, v)` calls (learned Σ)."""
-
-    def with_variance(self, x: torch.Tensor, t: torch.Tensor):
-        self.nfe += 1
-        score, v = self.score_fn.forward_with_variance(x, t.to(x.dtype))
-        if v is None:
-            raise ValueError("variance 'learned': forward_with_variance returned no v "
-                             "(a network without learned-variance channels)")
-        return score, v
-
-
-def learned_variance_step(score_fn: CountedVarianceScore, x: torch.Tensor, t: torch.Tensor,
+def learned_variance_step(score_fn: CountedScore, x: torch.Tensor, t: torch.Tensor,
                           coeffs, log_variances, generator: Generator) -> torch.Tensor:
     """x ← A·x + B·s + exp(½(v·log β + (1 − v)·log β̃))·z, with (s, v) from the model at `t`.
 

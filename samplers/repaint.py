@@ -15,7 +15,7 @@ from typing import List
 
 import torch
 
-from samplers.common import CountedScore, Generator, ScoreFn, prior_sample, sample_noise, \
+from samplers.common import CountedScore, ScoreFn, prior_sample, sample_noise, \
     tweedie_denoise
 from samplers.predictors import affine_step
 from samplers.registry import ConditionResult

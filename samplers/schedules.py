@@ -22,7 +22,7 @@ import torch
 
 from samplers.common import check_choice, check_eps, check_positive
 from sde_lib import SDE
-from sde_lib.utils import check_positive_int
+from sde_lib.utils import check_int
 
 Schedule = Callable[..., torch.Tensor]
 TIME_SCHEDULES: Dict[str, Schedule] = {}
@@ -96,7 +96,7 @@ def get_time_steps(sde: SDE, name: str, num_steps: int, eps: float, *, rho: floa
         device: where the returned tensor lives (computed on the CPU).
     """
     rho = check_schedule_options(name, rho)
-    eps, num_steps = check_eps(sde, eps), check_positive_int("num_steps", num_steps)
+    eps, num_steps = check_eps(sde, eps), check_int("num_steps", num_steps)
     kwargs = {"rho": rho} if name == "edm" else {}
     times = TIME_SCHEDULES[name](sde, num_steps, eps, **kwargs)
     if not bool((times[1:] < times[:-1]).all()):

@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-from samplers.common import Generator, ScoreFn, check_choice
+from samplers.common import VARIANCE_NEEDED, Generator, ScoreFn, check_choice, counted
 from samplers.predictors import ANCESTRAL_VARIANCES
 from sde_lib import SDE, append_dims, batch_sum, randn
 
@@ -179,12 +179,14 @@ def vlb_term(sde: SDE, x0: torch.Tensor, x_t: torch.Tensor, index: torch.Tensor,
 def chain_time(score_fn: ScoreFn, sde: SDE, index: torch.Tensor) -> torch.Tensor:
     """The time `[B]` (float64) at which `score_fn` is evaluated for chain index `[B]`.
 
-    `score_fn.chain_time(index)` when the model has it (`models.ScoreModel`); else the continuous
-    time with the chain's log-SNR log(ᾱᵢ/(1 − ᾱᵢ)), where an exact continuous-time score (e.g.
-    `models.analytic.GaussianMixture.score_fn`) is the exact score of the chain's marginal.
+    The model's own `chain_time(index)` when it has one (`models.ScoreModel`); else the
+    continuous time with the chain's log-SNR log(ᾱᵢ/(1 − ᾱᵢ)), where an exact continuous-time
+    score (e.g. `models.analytic.GaussianMixture.score_fn`) is the exact score of the chain's
+    marginal.
     """
-    if callable(getattr(score_fn, "chain_time", None)):
-        return score_fn.chain_time(index)
+    own = counted(score_fn).chain_time(index)
+    if own is not None:
+        return own
     abar = _table(sde, "abar", index)
     return sde.t_from_log_snr(torch.log(abar) - torch.log1p(-abar))
 
@@ -192,14 +194,11 @@ def chain_time(score_fn: ScoreFn, sde: SDE, index: torch.Tensor) -> torch.Tensor
 def chain_score(score_fn: ScoreFn, sde: SDE, x_t: torch.Tensor, index: torch.Tensor,
                 variance: str = "posterior") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(score, v) of the model at x_t `[B, ...]`, chain index `[B]`; v is None unless "learned"."""
+    score_fn = counted(score_fn)
     t = chain_time(score_fn, sde, index).to(device=x_t.device, dtype=x_t.dtype)
     if variance != "learned":
         return score_fn(x_t, t), None
-    score, v = score_fn.forward_with_variance(x_t, t)
-    if v is None:
-        raise ValueError("variance 'learned': the model's forward_with_variance returned no v "
-                         "(a network without learned-variance channels)")
-    return score, v
+    return score_fn.with_variance(x_t, t)
 
 
 def check_chain(sde: SDE) -> None:
@@ -221,10 +220,8 @@ def check_vlb_inputs(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, variance: st
     """Validate the arguments of `vlb_bits_per_dim` before any work (ValueError)."""
     check_chain(sde)
     check_choice("variance", variance, VARIANCES)
-    if variance == "learned" and (not callable(getattr(score_fn, "forward_with_variance", None))
-                                  or getattr(score_fn, "learn_variance", True) is False):
-        raise ValueError("variance 'learned' needs a model with learned variances: "
-                         "score_fn.forward_with_variance(x, t) -> (score, v)")
+    if variance == "learned" and not counted(score_fn).has_variance:
+        raise ValueError(VARIANCE_NEEDED)
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.ndim < 2:
         raise ValueError("x0 must be a floating-point tensor [B, ...]")
     if x0.numel() == 0 or not bool(torch.isfinite(x0).all()) or x0.min() < -1 or x0.max() > 1:
@@ -275,6 +272,7 @@ def vlb_bits_per_dim(score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, *,
     correction, SE = (N − 1)·√((1 − K/(N − 1))·s²/K), s² the sample variance of the K terms
     (NaN for K = 1, 0 for K = N − 1). Score evaluations are taken without autograd.
     """
+    score_fn = counted(score_fn)
     check_vlb_inputs(score_fn, sde, x0, variance, num_timesteps)
     batch, num_dims = x0.shape[0], x0[0].numel()
     indices = _draw_indices(sde, batch, num_timesteps, generator, x0.device)   # [B, K]

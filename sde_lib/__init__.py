@@ -1,10 +1,13 @@
 """Forward SDEs of score-based generative modeling: VP (linear/cosine), sub-VP and VE."""
 from sde_lib.base import SDE, ReverseSDE
-from sde_lib.registry import SDES, build_sde, get_sde
+from sde_lib.registry import SDES, build_sde, sde_fields, get_sde
+from sde_lib.score_fn import ConditionalScoreFn, ScoreFn
 from sde_lib.subvp import subVPSDE
-from sde_lib.utils import append_dims, batch_sum, randn, select_generators
+from sde_lib.utils import append_dims, batch_sum, check_int, randn, select_generators
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE
 
 __all__ = ["SDE", "ReverseSDE", "VPSDE", "subVPSDE", "VESDE", "SDES", "get_sde", "build_sde",
-           "append_dims", "batch_sum", "randn", "select_generators"]
+           "sde_fields",
+           "ScoreFn", "ConditionalScoreFn", "append_dims", "batch_sum", "randn",
+           "select_generators", "check_int"]

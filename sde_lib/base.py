@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-from sde_lib.utils import append_dims, batch_sum, check_positive_int, randn
-
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from sde_lib.score_fn import ScoreFn
+from sde_lib.utils import append_dims, batch_sum, check_int, randn
 
 
 class SDE(abc.ABC):
@@ -27,7 +26,7 @@ class SDE(abc.ABC):
     """
 
     def __init__(self, N: int):
-        self.N = check_positive_int("N", N)
+        self.N = check_int("N", N)
 
     @property
     @abc.abstractmethod

@@ -1,6 +1,8 @@
 """SDEs by name, and the mapping from the `config.sde` section onto constructor arguments."""
 from __future__ import annotations
 
+import inspect
+
 from sde_lib.base import SDE
 from sde_lib.subvp import subVPSDE
 from sde_lib.ve import VESDE
@@ -33,3 +35,17 @@ def build_sde(sde_config) -> SDE:
     kwargs = {arg: sde_config[field] for field, arg in _CONFIG_FIELDS[name].items()
               if field in sde_config}
     return get_sde(name, **kwargs)
+
+
+def sde_fields(sde_config) -> dict:
+    """The fields of a `config.sde` section that its SDE reads, each with the value it is built
+    with (the constructor's default where the section lacks the field), plus `name`: what
+    defines the SDE, whatever else the section holds. Unknown names give only `name`."""
+    name = sde_config.get("name") if hasattr(sde_config, "get") else None
+    fields = {"name": name}
+    if name not in SDES:
+        return fields
+    defaults = inspect.signature(SDES[name]).parameters
+    for field, arg in sorted(_CONFIG_FIELDS[name].items()):
+        fields[field] = sde_config[field] if field in sde_config else defaults[arg].default
+    return fields

@@ -20,10 +20,12 @@ def batch_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).sum(1)
 
 
-def check_positive_int(name: str, value) -> int:
-    """Return `value` if it is an integer >= 1, else raise ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """Return `value` if it is an integer >= `minimum`, else raise ValueError naming `name`.
+
+    The project's one integer check: SDEs, samplers and config validation all use it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 

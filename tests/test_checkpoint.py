@@ -1,11 +1,11 @@
-"""training.checkpoint: atomic writes and safe, named-file loading errors."""
+"""run.checkpoint: atomic writes and safe, named-file loading errors."""
 import os
 import pickle
 
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_roundtrip_and_no_temporary_files(tmp_path):

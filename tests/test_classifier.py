@@ -15,11 +15,18 @@ from configs.toy_gmm import get_config as toy_gmm_config
 from configs.vp_digits import get_config as digits_config
 from models import ScoreModel
 from models.analytic import GaussianMixture
-from models.classifier import (EncoderClassifier, MLPClassifier, NoisyClassifier,
-                               build_classifier)
-from training.checkpoint import CheckpointError
-from training.classifier import checkpoint_path, load_classifier, perturb, train_classifier
-from training.toy_data import toy_gaussian_mixture
+from data.toy import toy_gaussian_mixture
+from models.classifier import EncoderClassifier, MLPClassifier, NoisyClassifier
+from run.builders import build_classifier
+from run.checkpoint import CheckpointError
+from run.loading import load_classifier
+from run.paths import WorkdirPaths
+from run.stored_config import ConfigMismatch
+from training.classifier import perturb, train_classifier
+
+
+def checkpoint_path(workdir):
+    return WorkdirPaths(workdir).classifier_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config.classifier.n_iters=6", "--config.classifier.batch_size=16",
@@ -164,8 +171,14 @@ def test_load_classifier_errors(tmp_path):
     train_classifier(_tiny_config(n_iters=2), tmp_path)
     config = _tiny_config()
     config.sde.name = "vesde"
-    with pytest.raises(CheckpointError, match="config.sde"):
+    with pytest.raises(ConfigMismatch, match="sde.name='vpsde' .stored. vs 'vesde' .now."):
         load_classifier(config, tmp_path)
+    config = _tiny_config()
+    config.sde.sigma_max = 80.0          # a field the VP SDE does not read: not a mismatch
+    load_classifier(config, tmp_path)
+    config.classifier.width = 32         # resuming with another architecture is refused
+    with pytest.raises(ConfigMismatch, match="classifier.width=16 .stored. vs 32 .now."):
+        train_classifier(config, tmp_path)
 
 
 def _posteriors(mixture: GaussianMixture, x_t, t, sde):
@@ -187,7 +200,7 @@ def test_accuracy_is_near_the_bayes_accuracy_of_the_mixture(tmp_path):
                           eval_freq=1000, snapshot_freq=1000)
     config.data.num_train = 20_000
     state = train_classifier(config, tmp_path)
-    model, sde, mixture = state.model.eval(), state.sde, toy_gaussian_mixture()
+    model, sde, mixture = state.model.eval(), state.model.sde, toy_gaussian_mixture()
     gen = torch.Generator().manual_seed(123)
     components = torch.multinomial(mixture.weights, 4000, replacement=True, generator=gen)
     x0 = mixture.means[components] + mixture.variances[components].sqrt() * torch.randn(

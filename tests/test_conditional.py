@@ -1,4 +1,4 @@
-"""Inpainting and colorization (issue 10) against the exact conditional laws of Gaussian mixtures.
+"""Inpainting and colorization against the exact conditional laws of Gaussian mixtures.
 
 The replacement method (samplers/conditional.py) is exact when p_0 factorizes between known and
 unknown coordinates, so those cases must pass the null-calibrated two-sample test. When they are

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import sde_lib
-from training import setup
+from run.builders import build_score_model
+from training.objective import build_training_loss
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem not in {"__init__", "default", "cifar", "toy"})
@@ -23,9 +24,9 @@ def load(name):
 def test_config_builds(name):
     config = load(name)
     sde = sde_lib.build_sde(config.sde)
-    setup.build_training_loss(config, sde)
+    build_training_loss(config, sde)
     with torch.device("meta"):  # the CIFAR networks are large: count without allocating
-        model = setup.build_score_model(config, sde)
+        model = build_score_model(config, sde)
     count = sum(p.numel() for p in model.parameters())
     if name in PAPER_PARAMS:
         assert count == PAPER_PARAMS[name]
@@ -45,12 +46,12 @@ def test_ddpm_configs_follow_the_papers():
                                torch.tensor([1e-4, 0.02], dtype=torch.float64))
     assert sde.N == 1000 and not ddpm.training.continuous and ddpm.training.loss == "dsm"
     with torch.device("meta"):
-        model = setup.build_score_model(ddpm, sde)
+        model = build_score_model(ddpm, sde)
     assert sum(p.numel() for p in model.parameters()) == 35_218_947
     iddpm = load("iddpm_cifar")
     sde = sde_lib.build_sde(iddpm.sde)
     assert sde.N == 4000 and iddpm.sde.schedule == "cosine"
     assert iddpm.training.loss == "hybrid" and iddpm.training.vlb_weight == 0.001
     with torch.device("meta"):
-        model = setup.build_score_model(iddpm, sde)
+        model = build_score_model(iddpm, sde)
     assert model.learn_variance and iddpm.sampling.variance == "learned"

@@ -1,4 +1,4 @@
-"""training.datasets: CIFAR-10's pickle format (on a fake set), DIGITS, toy sets, class labels,
+"""data.datasets: CIFAR-10's pickle format (on a fake set), DIGITS, toy sets, class labels,
 errors."""
 import pickle
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.datasets import (LABELED_DATASETS, NUM_CLASSES, Dataset, DatasetError, build_dataset,
-                               load_cifar10)
-from training.toy_data import TOY_SETS, toy_gaussian_mixture
+from data.datasets import (LABELED_DATASETS, NUM_CLASSES, Dataset, DatasetError, build_dataset,
+                           load_cifar10)
+from data.toy import TOY_SETS, toy_gaussian_mixture
 
 
 def write_fake_cifar10(root, num_per_batch=10, seed=0):

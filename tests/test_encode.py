@@ -1,4 +1,4 @@
-"""Probability-flow encoding, decoding and spherical interpolation of latents (issue 10)."""
+"""Probability-flow encoding, decoding and spherical interpolation of latents."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Classifier-free and classifier guidance (issue 10) with an exact class-conditional mixture.
+"""Classifier-free and classifier guidance with an exact class-conditional mixture.
 
 Each class is one component of MIXTURE_2D, so p_t(x | y) and p_t(y | x) are exact: scale 0 must
 reproduce unconditional sampling bit for bit, scale 1 must sample the class's component, and

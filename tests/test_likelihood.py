@@ -100,3 +100,14 @@ def test_bad_options(options, field):
     with pytest.raises(ValueError, match=field):
         samplers.log_likelihood(lambda x, t: -x, SDE_FACTORIES["vp"](), torch.zeros(2, 2),
                                 **options)
+
+
+def test_the_likelihood_of_a_diverging_score_is_an_error_not_a_number():
+    import pytest
+    from samplers.flow import FlowDiverged
+    sde = SDE_FACTORIES["vp"]()
+    with pytest.raises(FlowDiverged, match="likelihood ODE: the state or its derivative"):
+        samplers.log_likelihood(lambda x, t: x * float("inf"), sde, torch.ones(2, 2))
+    with pytest.raises(FlowDiverged, match="more than max_nfe=30"):
+        samplers.log_likelihood(lambda x, t: -x * 1e12 * (1 + torch.sin(1e6 * t)[:, None]), sde,
+                                torch.ones(2, 2), max_nfe=30)

@@ -137,7 +137,7 @@ def test_shards_reproduce_the_global_batch(continuous):
     torch.testing.assert_close(torch.cat(shards), full, rtol=0, atol=0)
 
 
-# Class labels and label dropout (issue 10).
+# Class labels and label dropout.
 
 def test_label_dropout_replaces_the_expected_fraction_and_passes_labels_on():
     from training.losses import LabelDropout

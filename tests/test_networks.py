@@ -197,7 +197,7 @@ def test_bad_input_shape_raises_value_error():
         MLP(dim=2)(torch.randn(3, 4), torch.zeros(3))
 
 
-# Class conditioning and learned variances (issues 9 and 10).
+# Class conditioning and learned variances.
 
 def _small_nets(**kwargs):
     common = dict(image_size=8, num_channels=3, nf=32, ch_mult=(1, 2), num_res_blocks=1,

@@ -1,5 +1,9 @@
-"""Training killed with SIGKILL at random moments (also inside checkpoint writes) resumes
-to exactly the parameters of an uninterrupted run, and every checkpoint on disk loads."""
+"""Runs stopped at random moments by SIGTERM (what SLURM and Kubernetes send before
+preemption), SIGINT (Ctrl-C) and SIGKILL, also inside checkpoint and sample writes: every
+checkpoint on disk loads, SIGTERM / SIGINT end with a checkpoint, exit status 3 and one line,
+and the resumed run ends bit-identical to an uninterrupted one. Eval and sample runs continue
+from their last finished batch."""
+import json
 import os
 import random
 import signal
@@ -8,83 +12,185 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
+from run.checkpoint import load_checkpoint
+from run.preemption import EXIT_PREEMPTED, StopRequest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--config=configs/toy_gmm.py", "--config.training.n_iters=80",
-         "--config.training.snapshot_freq=20", "--config.training.snapshot_freq_for_preemption=4",
-         "--config.training.snapshot_sampling=False", "--config.training.log_freq=10",
-         "--config.training.eval_freq=1000", "--config.training.batch_size=64",
-         "--config.model.dropout=0.1"]  # dropout: the global RNG must be restored too
+TRAIN = ["--config=configs/toy_gmm.py", "--config.training.n_iters=1000",
+         "--config.training.snapshot_freq=500", "--config.training.snapshot_freq_for_preemption=10",
+         "--config.training.snapshot_sampling=False", "--config.training.log_freq=50",
+         "--config.training.eval_freq=100000", "--config.training.batch_size=64",
+         "--config.model.width=32", "--config.model.dropout=0.1"]  # dropout: global RNG too
+EVAL = ["--config.eval.bpd_num_examples=64", "--config.eval.batch_size=4",
+        "--config.eval.rtol=1e-2", "--config.eval.atol=1e-2", "--config.eval.num_samples=48",
+        "--config.sampling.num_steps=30"]
 
-# Runs main.py with checkpoint writes slowed down, announcing each write with a marker file,
-# so that the test can kill the process while a temporary checkpoint file is half-done.
+# main.py with every atomic write announced by a marker file (present while a file is being
+# written) and slowed down, so that a test can signal or kill the process inside a write.
 DRIVER = """
 import sys, time, pathlib
-import torch
-real_save = torch.save
+import run.files as files
+real = files._atomic_write
 marker = pathlib.Path(sys.argv[1])
-def slow_save(obj, f, *a, **k):
-    marker.touch()
-    real_save(obj, f, *a, **k)
-    time.sleep(0.15)
-    marker.unlink()
-torch.save = slow_save  # checkpoints are written through torch.save
+def slow_write(path, write):
+    def slowly(f):
+        marker.touch()
+        write(f)
+        time.sleep(0.02)
+    try:
+        return real(path, slowly)
+    finally:
+        marker.unlink(missing_ok=True)
+files._atomic_write = slow_write
 import main
 sys.exit(main.run(["main.py"] + sys.argv[2:]))
 """
 
 
-def _start(workdir, marker):
-    return subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), *FLAGS, f"--workdir={workdir}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def start(workdir, marker, *flags):
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), *TRAIN, *EVAL, *flags,
+                             f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-def _final_params(workdir):
-    state = load_checkpoint(workdir / "checkpoints-meta" / "checkpoint.pth")
-    assert state["step"] == 80
-    return state["model"], state["ema"]["shadow_params"]
+def wait_for(condition, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not condition() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
 
 
-def _all_checkpoints_load(workdir):
+def error_lines(stderr: str):
+    return [line for line in stderr.splitlines() if line.startswith(("error", "stopped"))]
+
+
+def all_checkpoints_load(workdir):
     for path in workdir.rglob("*.pth"):
-        assert isinstance(load_checkpoint(path)["step"], int), path
+        assert isinstance(load_checkpoint(path), dict), path
+
+
+def final_state(workdir):
+    state = load_checkpoint(workdir / "checkpoints-meta" / "checkpoint.pth")
+    assert state["step"] == 1000
+    return state
+
+
+def stop_once(workdir, marker, sig, in_write, rng, outcomes):
+    """Start training on `workdir`, wait until it has saved a checkpoint of its own, then send
+    `sig` (inside a checkpoint write, or at a random moment); returns the process."""
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    step_before = load_checkpoint(meta)["step"] if meta.exists() else 0
+    proc = start(workdir, marker)
+    wait_for(lambda: meta.exists() and load_checkpoint(meta)["step"] > step_before, proc)
+    if in_write:
+        wait_for(marker.exists, proc)
+        outcomes["in_write"] += marker.exists()
+    else:
+        time.sleep(rng.uniform(0.0, 0.3))
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        outcomes[sig.name] += 1
+    return proc
+
+
+def check_stopped(proc, sig, workdir):
+    """SIGTERM / SIGINT: exit 3, one line naming the step, saved at that step."""
+    status = proc.wait(timeout=120)
+    stderr = proc.stderr.read()
+    if sig != signal.SIGKILL and status != 0:
+        lines = error_lines(stderr)
+        assert status == EXIT_PREEMPTED and len(lines) == 1, stderr[-2000:]
+        assert lines[0].startswith(f"stopped: {sig.name} at step "), lines
+        step = int(lines[0].split(" at step ")[1].split(";")[0])
+        assert load_checkpoint(workdir / "checkpoints-meta" / "checkpoint.pth")["step"] == step
+    all_checkpoints_load(workdir)
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
-    reference = tmp_path / "reference"
-    assert _start(reference, tmp_path / "ref_marker").wait(timeout=300) == 0
-    expected_model, expected_ema = _final_params(reference)
-
-    workdir, marker = tmp_path / "killed", tmp_path / "marker"
+def test_twenty_signals_and_kills_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """Two workdirs stopped ten times each (two processes at a time on the CI's two cores),
+    cycling SIGKILL, SIGTERM and SIGINT, some inside checkpoint writes."""
+    reference = start(tmp_path / "reference", tmp_path / "ref_marker")
+    workdirs = [tmp_path / "stopped_a", tmp_path / "stopped_b"]
+    markers = [tmp_path / "marker_a", tmp_path / "marker_b"]
     rng = random.Random(0)
-    kills, killed_in_write = 0, 0
-    for trial in range(6):
-        proc = _start(workdir, marker)
-        if trial % 2 == 0:  # kill inside a checkpoint write
-            deadline = time.time() + 120
-            while not marker.exists() and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.1))
-            killed_in_write += marker.exists()
-        else:  # kill at a random moment
-            time.sleep(rng.uniform(1.0, 4.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        marker.unlink(missing_ok=True)
-        _all_checkpoints_load(workdir)
-    assert kills >= 3 and killed_in_write >= 1
-    assert _start(workdir, marker).wait(timeout=300) == 0
-    _all_checkpoints_load(workdir)
-    model, ema = _final_params(workdir)
-    for name, value in expected_model.items():
-        assert torch.equal(model[name], value), name
-    for got, want in zip(ema, expected_ema):
-        assert torch.equal(got, want)
+    outcomes = {"SIGKILL": 0, "SIGTERM": 0, "SIGINT": 0, "in_write": 0}
+    signals = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+    for trial in range(0, 20, 2):
+        procs = [stop_once(workdirs[j], markers[j], signals[(trial + j) % 3],
+                           (trial + j) % 4 == 0, rng, outcomes) for j in range(2)]
+        for j, proc in enumerate(procs):
+            check_stopped(proc, signals[(trial + j) % 3], workdirs[j])
+            markers[j].unlink(missing_ok=True)
+    assert min(outcomes[s] for s in ("SIGKILL", "SIGTERM", "SIGINT")) >= 4, outcomes
+    assert outcomes["in_write"] >= 1, outcomes
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    expected = final_state(tmp_path / "reference")
+    finals = [start(w, m) for w, m in zip(workdirs, markers)]
+    for workdir, final in zip(workdirs, finals):
+        assert final.wait(timeout=600) == 0, final.stderr.read()
+        all_checkpoints_load(workdir)
+        state = final_state(workdir)
+        for name, value in expected["model"].items():
+            assert torch.equal(state["model"][name], value), name
+        for got, want in zip(state["ema"]["shadow_params"], expected["ema"]["shadow_params"]):
+            assert torch.equal(got, want)
+        assert torch.equal(state["rng"], expected["rng"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, sig", [("eval", signal.SIGTERM), ("sample", signal.SIGKILL)])
+def test_eval_and_sample_continue_after_a_stop(tmp_path, mode, sig):
+    workdir, marker = tmp_path / "work", tmp_path / "marker"
+    short = ["--config.training.n_iters=20", "--config.training.snapshot_freq=20"]
+    assert start(workdir, marker, *short).wait(timeout=600) == 0
+    reference = tmp_path / "reference"
+    subprocess.run(["cp", "-r", str(workdir), str(reference)], check=True)
+    assert start(reference, marker, *short, f"--mode={mode}").wait(timeout=600) == 0
+
+    proc = start(workdir, marker, *short, f"--mode={mode}")
+    progress = (lambda: list(workdir.glob("eval/bpd_progress_*"))) if mode == "eval" else (
+        lambda: list(workdir.glob("samples/*/progress_*")))
+    wait_for(lambda: bool(progress()), proc)
+    if sig == signal.SIGKILL:
+        wait_for(marker.exists, proc)          # inside a progress or sample write
+    proc.send_signal(sig)
+    status = proc.wait(timeout=120)
+    if sig != signal.SIGKILL:
+        lines = error_lines(proc.stderr.read())
+        assert status == EXIT_PREEMPTED and len(lines) == 1 and "rerun" in lines[0], lines
+    assert progress(), "the finished batches are kept"
+    assert start(workdir, marker, *short, f"--mode={mode}").wait(timeout=600) == 0
+    assert not progress(), "finished: the progress is removed"
+    if mode == "eval":
+        got = json.loads((workdir / "eval" / "metrics.json").read_text())
+        want = json.loads((reference / "eval" / "metrics.json").read_text())
+        assert got == want
+    else:
+        got, = workdir.glob("samples/step_20_*/samples.npz")
+        want, = reference.glob("samples/step_20_*/samples.npz")
+        with np.load(got) as a, np.load(want) as b:
+            assert np.array_equal(a["samples"], b["samples"])
+
+
+def test_a_second_interrupt_aborts_at_once():
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.requested == "SIGINT" and stop.should_stop()
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+
+
+def test_signals_set_a_flag_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop.should_stop()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGUSR1" and stop.should_stop()
+    assert signal.getsignal(signal.SIGTERM) == before

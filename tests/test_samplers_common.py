@@ -1,8 +1,9 @@
-"""Shared sampler helpers: Tweedie denoising, the time grid, NFE counting."""
+"""Shared sampler helpers: Tweedie denoising, the time grid, NFE counting and the
+score function's optional capabilities."""
 import torch
 
 from models.analytic import GaussianMixture
-from samplers.common import CountedScore, time_grid, tweedie_denoise
+from samplers.common import CountedScore, capabilities, select_rows, time_grid, tweedie_denoise
 from tests.conftest import SDE_FACTORIES
 
 f64 = torch.float64
@@ -33,3 +34,61 @@ def test_counted_score_counts_calls_and_casts_time():
     for _ in range(3):
         counted(torch.zeros(2, 1), torch.zeros(2, dtype=f64))
     assert counted.nfe == 3 and seen == [torch.float32] * 3
+
+
+class _Model:
+    """A score function with every optional capability (`sde_lib.score_fn`), logging its calls."""
+    learn_variance = True
+
+    def __init__(self, rows=None, log=None):
+        self.rows, self.log = rows, log if log is not None else []
+
+    def __call__(self, x, t):
+        self.log.append(("score", self.rows))
+        return -x
+
+    def forward_with_variance(self, x, t):
+        self.log.append(("variance", self.rows))
+        return -x, torch.full_like(x, 0.5)
+
+    def select_rows(self, index):
+        return _Model(list(index), self.log)
+
+    def chain_time(self, index):
+        return index.to(f64) / 10
+
+
+def test_capabilities_are_discovered_once_and_absent_ones_are_none():
+    assert capabilities(lambda x, t: x) == (None, None, None)
+    found = capabilities(_Model())
+    assert all(callable(c) for c in found)
+    no_variance = _Model()
+    no_variance.learn_variance = False          # the method exists but the model has no v
+    assert capabilities(no_variance).forward_with_variance is None
+
+
+def test_counted_views_count_into_their_parent_at_any_depth():
+    model = _Model()
+    counted = CountedScore(model)
+    x, t = torch.zeros(4, 2), torch.zeros(4)
+    counted(x, t)
+    view = select_rows(counted, [1, 3])          # the function form follows the counting view
+    view(x[:2], t[:2])
+    deeper = select_rows(view, [0])
+    deeper(x[:1], t[:1])
+    score, v = counted.with_variance(x, t)
+    assert counted.nfe == 4 and view.nfe == 2 and deeper.nfe == 1
+    assert model.log == [("score", None), ("score", [1, 3]), ("score", [0]), ("variance", None)]
+    assert torch.equal(counted.chain_time(torch.tensor([5])), torch.tensor([0.5], dtype=f64))
+    # Wrapping a wrapped score keeps the counting methods of the inner wrapper.
+    outer = CountedScore(counted)
+    outer.with_variance(x, t)
+    assert outer.nfe == 1 and counted.nfe == 5
+
+
+def test_a_score_without_variance_is_refused_where_it_is_wrapped():
+    import pytest
+    counted = CountedScore(lambda x, t: -x)
+    assert not counted.has_variance and counted.chain_time(torch.tensor([1])) is None
+    with pytest.raises(ValueError, match="learned variances"):
+        counted.with_variance(torch.zeros(1, 1), torch.zeros(1))

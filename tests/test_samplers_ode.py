@@ -76,3 +76,28 @@ def test_other_scipy_methods(ode_method):
 def test_bad_options(options, field):
     with pytest.raises(ValueError, match=field):
         samplers.sample(lambda x, t: -x, SDE_FACTORIES["vp"](), (2, 2), "ode", **options)
+
+
+def test_a_diverging_score_stops_the_solve_at_once_or_at_the_cap():
+    import pytest
+    from samplers.flow import FlowDiverged
+
+    calls = []
+
+    def nan_score(x, t):
+        calls.append(1)
+        return torch.full_like(x, float("nan"))
+
+    sde = SDE_FACTORIES["vp"]()
+    with pytest.raises(FlowDiverged, match="not finite after 1 score evaluations"):
+        samplers.sample(nan_score, sde, (2, 2), "ode")
+    assert len(calls) == 1
+    calls.clear()
+
+    def stiff_score(x, t):   # finite, but so large that an adaptive solver crawls
+        calls.append(1)
+        return -x * 1e12 * (1 + torch.sin(1e6 * t)[:, None])
+
+    with pytest.raises(FlowDiverged, match="more than max_nfe=50"):
+        samplers.sample(stiff_score, sde, (2, 2), "ode", max_nfe=50)
+    assert len(calls) == 50

@@ -114,7 +114,7 @@ def test_bad_options_raise_before_any_work(options, field):
         samplers.sample(score_fn, SDE_FACTORIES["vp"](), (2, 2), "no_such_method")
 
 
-# --- the ancestral sampler's variance: β, β̃ or learned (issue 9) -------------------------------
+# --- the ancestral sampler's variance: β, β̃ or learned ---------------------------------------
 
 class ConstantVarianceModel:
     """Stand-in learned-variance model: an exact score, and v from `v_fn(x)` (shaped like x)."""

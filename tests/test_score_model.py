@@ -122,7 +122,7 @@ def test_unknown_parametrization_raises():
         ScoreModel(nn.Identity(), sde_lib.VPSDE(), parametrization="eps")
 
 
-# Learned variances, class labels and the chain's times (issues 9 and 10).
+# Learned variances, class labels and the chain's times.
 
 class _TwoHeaded(nn.Module):
     """A stand-in network: output [x·label-independent noise guess, v_raw], optionally by class."""

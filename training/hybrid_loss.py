@@ -27,7 +27,8 @@ import torch
 
 from samplers.vlb import check_chain, vlb_term
 from sde_lib import SDE
-from training.losses import Shard, chain_perturb, draw_global, randn_global, uniform_chain_index
+from training.losses import (Gather, Loss, Shard, chain_perturb, draw_global, randn_global,
+                             uniform_chain_index)
 
 LOSS_TYPES = ("hybrid", "vlb")
 TIMESTEP_SAMPLING = ("uniform", "loss_second_moment")
@@ -74,7 +75,7 @@ class LossSecondMomentSampler:
         self.counts.copy_(state["counts"])
 
 
-class VLBLoss:
+class VLBLoss(Loss):
     """L_hybrid (`loss_type="hybrid"`) or L_vlb ("vlb") on a learned-variance score model; see
     the module docstring. `score_fn` must accept `return_variance=True` (a `ScoreModel`)."""
 
@@ -132,6 +133,9 @@ class VLBLoss:
         index, terms = gather(index.to(terms.device)).cpu(), gather(terms)
         if bool(torch.isfinite(terms).all()):   # a skipped non-finite batch teaches nothing
             self.sampler.update(index, terms)
+
+    def after_backward(self, gather: Gather) -> None:
+        self.update_sampler(gather)
 
     def state_dict(self) -> dict:
         return {} if self.sampler is None else {"sampler": self.sampler.state_dict()}

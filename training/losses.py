@@ -14,12 +14,27 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from sde_lib import SDE, append_dims
-
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
+from sde_lib import SDE, ScoreFn, append_dims
 
 Shard = Tuple[int, int]
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Loss:
+    """Base of the training losses: `loss(score_fn, x0, generator=None, shard=(0, 1), y=None)
+    -> [B]`. A loss is stateless unless it overrides the three hooks below (the hybrid loss's
+    timestep sampler is the one with state)."""
+
+    def state_dict(self) -> dict:
+        """State to keep in training checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s state."""
+
+    def after_backward(self, gather: Gather) -> None:
+        """Called once per training step after the backward pass; `gather` concatenates a
+        tensor over ranks in rank order (the identity for one process)."""
 
 
 def draw_global(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
@@ -82,7 +97,7 @@ class ImportanceSampler:
         return self._t[left] + frac * (self._t[right] - self._t[left])
 
 
-class ContinuousDSMLoss:
+class ContinuousDSMLoss(Loss):
     """Continuous-time DSM (Song et al. 2021, eq. 7) with t ~ U(eps, T).
 
     Default weighting λ(t) = σ(t)²: loss = ‖σ·s + z‖². With `likelihood_weighting`,
@@ -127,7 +142,7 @@ class ContinuousDSMLoss:
         return _reduce((score * std_ + z) ** 2, self.reduce_mean) * weight
 
 
-class DiscreteDSMLoss:
+class DiscreteDSMLoss(Loss):
     """DSM on the SDE's own discrete chain, i ~ U{0, …, N−1}, t_i = i·T/(N−1).
 
     For VP this is DDPM's L_simple ‖ε_θ − ε‖² (Ho et al. 2020, eq. 14), since ε_θ = −σᵢ·s; for
@@ -165,7 +180,7 @@ def chain_perturb(sde: SDE, x0: torch.Tensor, index: torch.Tensor, z: torch.Tens
     return x_t, std_, t
 
 
-class LabelDropout:
+class LabelDropout(Loss):
     """Classifier-free guidance training (Ho & Salimans 2022): each example's class label is
     replaced by the null label with probability `p` before the wrapped loss sees it, so one
     network learns both the conditional and the unconditional score.
@@ -188,15 +203,18 @@ class LabelDropout:
             y = torch.where(u.to(y.device) < self.p, torch.full_like(y, self.null_label), y)
         return self.loss(score_fn, x0, generator, shard, y)
 
-    def __getattr__(self, name):
-        # The wrapped loss's attributes and methods (e.g. a hybrid loss's sampler state).
-        if name == "loss":
-            raise AttributeError(name)
-        return getattr(self.loss, name)
+    def state_dict(self) -> dict:
+        return self.loss.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.load_state_dict(state)
+
+    def after_backward(self, gather: Gather) -> None:
+        self.loss.after_backward(gather)
 
 
 def build_loss(sde: SDE, *, continuous: bool, reduce_mean: bool, likelihood_weighting: bool,
-               importance_sampling: bool = False, discrete_weight: float = 1.0):
+               importance_sampling: bool = False, discrete_weight: float = 1.0) -> Loss:
     """The loss a `config.training` section asks for (continuous DSM or the discrete chain's)."""
     if continuous:
         return ContinuousDSMLoss(sde, reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting,
@@ -204,3 +222,4 @@ def build_loss(sde: SDE, *, continuous: bool, reduce_mean: bool, likelihood_weig
     if likelihood_weighting:
         raise ValueError("training.likelihood_weighting=True needs training.continuous=True")
     return DiscreteDSMLoss(sde, reduce_mean=reduce_mean, weight=discrete_weight)
+

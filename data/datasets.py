@@ -1,6 +1,6 @@
 """Data sets by `config.data.dataset`: CIFAR10, DIGITS and the 2-D toy sets.
 
-Images are kept as uint8 `[N, C, H, W]` (what the files hold); `training.pipeline` turns a
+Images are kept as uint8 `[N, C, H, W]` (what the files hold); `data.transforms` turns a
 batch into model inputs. Toy sets are float32 `[N, 2]`. Class labels, where the set has them
 (`NUM_CLASSES`), are int64 `[N]` aligned with the examples.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.toy_data import TOY_NUM_CLASSES, TOY_SETS, make_toy_labeled, toy_gaussian_mixture
+from data.toy import TOY_NUM_CLASSES, TOY_SETS, make_toy_labeled, toy_gaussian_mixture
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

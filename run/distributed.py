@@ -35,10 +35,20 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU (never stored in a config)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def single_process(device=None) -> DistInfo:
+    """The `DistInfo` of a plain process on `device` (default: `default_device()`)."""
+    return DistInfo(device=torch.device(device) if device is not None else default_device())
+
+
 def init_distributed() -> DistInfo:
     """Initialise the process group under torchrun (nccl on CUDA, gloo on CPU), else no-op."""
     if not launched_by_torchrun():
-        return DistInfo(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return single_process()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -62,6 +72,24 @@ def all_gather_objects(info: DistInfo, obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def all_reduce_mean(info: DistInfo, x: torch.Tensor) -> torch.Tensor:
+    """The mean of `x` over ranks (`x` itself for one process)."""
+    if info.world_size == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / info.world_size
+
+
+def gather_cat(info: DistInfo, x: torch.Tensor) -> torch.Tensor:
+    """Every rank's `x` `[n, ...]` concatenated in rank order (`x` itself for one process)."""
+    if info.world_size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(info.world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 def shutdown(info: DistInfo) -> None:

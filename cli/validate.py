@@ -1,19 +1,22 @@
-"""Checking a whole config (and the workdir) before any work starts.
+"""Checking a whole config (and the workdir) before any work starts, for `main.py`.
 
 Every check raises `ConfigError` with one line naming the field and what is allowed, so
 `main.py` can exit with that line and no traceback, having written nothing.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import torch
 
 import sde_lib
-from training import setup
+from data import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
 from evaluation.tasks import MASKS, TASKS
-from training.datasets import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
+from run.builders import build_classifier, build_score_model
+from training.hybrid_loss import TIMESTEP_SAMPLING
+from training.objective import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
 DIVERGENCES = ("exact", "rademacher", "gaussian")
@@ -24,8 +27,10 @@ class ConfigError(ValueError):
 
 
 def _positive_int(field: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field} must be an integer >= {minimum}, got {value!r}")
+    try:
+        sde_lib.check_int(field, value, minimum)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _choice(field: str, value, allowed) -> None:
@@ -44,6 +49,21 @@ def _wrapped(field: str, build):
         raise ConfigError(f"{field}: {message}") from None
 
 
+def validate_finite(section, prefix: str = "config") -> None:
+    """Every number in the config must be finite (an inf learning rate or a NaN β would train or
+    evaluate to nonsense without a word)."""
+    for name, value in section.items():
+        field = f"{prefix}.{name}"
+        if hasattr(value, "items"):
+            validate_finite(value, field)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{field}[{i}] must be a finite number, got {item!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{field} must be a finite number, got {value!r}")
+
+
 def validate_training(config) -> None:
     training, optim = config.training, config.optim
     for field in ("batch_size", "n_iters", "snapshot_freq", "snapshot_freq_for_preemption",
@@ -51,6 +71,7 @@ def validate_training(config) -> None:
         _positive_int(f"config.training.{field}", training[field], minimum=0 if field == "n_iters" else 1)
     _positive_int("config.training.num_snapshot_samples", training.num_snapshot_samples)
     _choice("config.training.nan_policy", training.get("nan_policy", "stop"), NAN_POLICIES)
+    _positive_int("config.training.nan_skip_limit", training.get("nan_skip_limit", 10))
     _choice("config.optim.optimizer", optim.optimizer, ["Adam"])
     if not optim.lr > 0:
         raise ConfigError(f"config.optim.lr must be > 0, got {optim.lr!r}")
@@ -90,7 +111,6 @@ def validate_data(config, mode: str) -> None:
 
 def validate_classifier(config, sde) -> None:
     """The `classifier` section, and a data set with class labels (--mode train_classifier)."""
-    from models.classifier import build_classifier
     from models.layers import ACTIVATIONS
 
     section = config.get("classifier")
@@ -124,9 +144,8 @@ LOSSES = ("dsm", "hybrid", "vlb")
 
 
 def validate_ddpm(config, sde) -> None:
-    """Learned variances, the hybrid / vlb losses and the variational bound (issue 9)."""
+    """Learned variances, the hybrid / vlb losses and DDPM's variational bound."""
     import samplers
-    from training.hybrid_loss import TIMESTEP_SAMPLING
 
     training, model = config.training, config.model
     loss = training.get("loss", "dsm")
@@ -169,7 +188,7 @@ def validate_ddpm(config, sde) -> None:
 
 
 def validate_conditioning(config, mode: str) -> None:
-    """Class labels, guidance and the sample-mode tasks (issue 10)."""
+    """Class labels, guidance and the sample-mode tasks."""
     num_classes = config.model.get("num_classes", 0)
     _positive_int("config.model.num_classes", num_classes, minimum=0)
     if num_classes and config.data.dataset not in LABELED_DATASETS:
@@ -219,15 +238,16 @@ def validate(config, mode: str, workdir) -> None:
     import samplers
 
     validate_workdir(workdir)
+    validate_finite(config)
     sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
     validate_data(config, mode)
     with torch.device("meta"):  # builds the network without allocating its weights
-        _wrapped("config.model", lambda: setup.build_score_model(config, sde))
+        _wrapped("config.model", lambda: build_score_model(config, sde))
     validate_training(config)
     validate_eval(config)
     validate_ddpm(config, sde)
     validate_conditioning(config, mode)
-    _wrapped("config.training", lambda: setup.build_training_loss(config, sde))
+    _wrapped("config.training", lambda: build_training_loss(config, sde))
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")

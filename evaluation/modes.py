@@ -1,0 +1,251 @@
+"""`--mode eval` and `--mode sample`: load the latest checkpoint's EMA weights, then measure
+bits/dim and/or draw samples. Results go to `workdir/<eval_folder>/` and `workdir/samples/`.
+
+`run_eval` and `run_sample` are the builders of this layer: they turn the config into the typed
+settings of `evaluation.likelihood`, `evaluation.vlb`, `evaluation.sampling` and
+`evaluation.tasks`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+import samplers
+from data import NUM_CLASSES, Dataset, DataTransform, build_dataset, build_transform
+from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
+                            inception_score, load_inception)
+from evaluation.likelihood import KEYS as BPD_KEYS
+from evaluation.likelihood import BpdSettings, evaluate_bpd
+from evaluation.sampling import Guidance, generate_samples, samples_complete, save_samples
+from evaluation.tasks import TaskSettings, run_task
+from evaluation.vlb import TERMS as VLB_TERMS
+from evaluation.vlb import VLBSettings, evaluate_vlb
+from run.builders import data_shape
+from run.distributed import DistInfo, barrier, single_process
+from run.files import check_inside, save_npz, write_json
+from run.loading import load_classifier, load_ema_model
+from run.paths import WorkdirPaths
+from run.progress import Progress, settings_digest, weights_digest
+from samplers.config import config_options, keyword_options
+
+
+def build_guidance(config, model, classifier=None) -> Guidance:
+    """The `Guidance` of `config.sampling` for `model` (and a guidance classifier)."""
+    sampling = config.sampling
+    num_classes = model.num_classes
+    if not num_classes and classifier is not None:
+        num_classes = NUM_CLASSES.get(config.data.dataset, 0)
+    return Guidance(num_classes=num_classes, class_label=sampling.get("class_label", -1),
+                    guidance_scale=sampling.get("guidance_scale", 1.0), classifier=classifier,
+                    classifier_scale=sampling.get("classifier_scale", 0.0))
+
+
+class SnapshotSamples:
+    """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
+    with the configured sampler, written under `samples/iter_<step>/` (class-conditional
+    models: one class per column); `done(step)` tells whether they are complete."""
+
+    def __init__(self, config, workdir):
+        self.config, self.paths = config, WorkdirPaths(workdir)
+        self.sampler = samplers.build_sampler(config.sampling)
+        self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
+        self.batch_size, self.seed = config.eval.batch_size, config.training.seed
+        self.centered = build_transform(config.data).centered
+
+    def __call__(self, model, step: int) -> None:
+        guidance = build_guidance(self.config, model)
+        x = generate_samples(self.sampler, model, model.sde, self.shape, self.count,
+                             self.batch_size, self.seed, guidance)
+        save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
+                     nrow=model.num_classes, root=self.paths.root)
+
+    def done(self, step: int) -> bool:
+        return samples_complete(self.paths.snapshot_samples(step))
+
+
+def snapshot_sampler(config, workdir) -> SnapshotSamples:
+    """The snapshot callback of `config` for `workdir` (`SnapshotSamples`)."""
+    return SnapshotSamples(config, workdir)
+
+
+def _progress(paths: WorkdirPaths, name: str, info: DistInfo, key: dict, names) -> Progress:
+    return Progress(paths.progress(name, info.rank, info.world_size), key, names, paths.root)
+
+
+def run_eval(config, workdir, eval_folder: str = "eval",
+             dist_info: Optional[DistInfo] = None, stop=None) -> dict:
+    """Bits/dim on `eval.bpd_dataset` (the probability-flow ODE's, and DDPM's variational bound
+    when `eval.enable_vlb`; samples when `eval.enable_sampling`) → metrics.json, which records
+    the checkpoint and the settings that produced each number.
+
+    Progress is kept per batch, keyed by the checkpoint's weights and every setting that changes
+    the result, and removed once metrics.json is written. Under torchrun the work is split
+    across ranks and rank 0 writes the results.
+    """
+    info = dist_info or single_process()
+    paths = WorkdirPaths(workdir, eval_folder)
+    ev, transform = config.eval, build_transform(config.data)
+    inception = None
+    if ev.enable_fid:  # fail before any work when the network is missing
+        if not ev.enable_sampling:
+            raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
+        inception = load_inception(ev.inception_path, info.device)
+    model, sde, step = load_ema_model(config, paths, info.device)
+    checkpoint = {"step": step, "weights": weights_digest(model)}
+    metrics, settings, finished = {"step": step}, {}, []
+    data = {"dataset": config.data.dataset, "centered": transform.centered}
+    if ev.enable_bpd:
+        bpd = BpdSettings.from_config(ev)
+        settings["bpd"] = {**asdict(bpd), **data}
+        dataset = build_dataset(config.data, bpd.split)
+        done = _progress(paths, "bpd", info, {**checkpoint, **settings["bpd"]}, BPD_KEYS)
+        metrics.update(evaluate_bpd(model, sde, dataset, transform, bpd, done, dist_info=info,
+                                    stop=stop))
+        finished.append(done)
+        if dataset.log_prob is not None:  # exact density known: report the gap to it
+            exact = dataset.log_prob(dataset.data[:metrics["num_examples"]].double())
+            metrics["nll"] = metrics["nll_per_dim"] * dataset.data.shape[1]
+            metrics["exact_nll"] = -exact.mean().item()
+        if metrics["num_nonfinite"]:
+            logging.warning("%d likelihood evaluations were not finite and were left out",
+                            metrics["num_nonfinite"])
+    if ev.get("enable_vlb", False):  # DDPM's bound, beside the ODE's bits/dim
+        vlb = VLBSettings.from_config(config, model)
+        settings["vlb"] = {**asdict(vlb), **data}
+        done = _progress(paths, "vlb", info, {**checkpoint, **settings["vlb"]}, VLB_TERMS)
+        metrics.update(evaluate_vlb(model, sde, build_dataset(config.data, vlb.split), vlb, done,
+                                    dist_info=info, stop=stop))
+        finished.append(done)
+    if ev.enable_sampling:
+        sampler = samplers.build_sampler(config.sampling)
+        settings["sampling"] = sample_settings(config, sampler, ev.num_samples)
+        samples = generate_samples(sampler, model, sde, data_shape(config), ev.num_samples,
+                                   ev.batch_size, ev.get("seed", 0), build_guidance(config, model),
+                                   progress=True, dist_info=info, stop=stop)
+        metrics["num_samples"] = ev.num_samples
+        if info.is_main:
+            folder = paths.eval_samples(step)
+            save_samples(samples, folder, centered=transform.centered, root=paths.root)
+            write_json(folder / "settings.json", {"checkpoint": checkpoint,
+                                                  "settings": settings["sampling"]}, paths.root)
+            if inception is not None:
+                stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
+                metrics.update(fid_metrics(inception, samples, transform, stats_path,
+                                           lambda: build_dataset(config.data, "train"),
+                                           paths.root))
+    barrier(info)
+    if info.is_main:
+        write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
+                   paths.root)
+    barrier(info)
+    for done in finished:
+        done.finish()
+    return metrics
+
+
+def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
+                reference_set, root: Optional[Path] = None) -> dict:
+    """FID against the data set `reference_set()` (its statistics cached at `stats_path`) and
+    Inception Score."""
+    if samples.ndim != 4:
+        raise ValueError("config.eval.enable_fid needs image data, not vectors")
+    if stats_path.exists():
+        with np.load(stats_path) as stats:
+            mu_data, sigma_data = stats["mu"], stats["sigma"]
+    else:
+        data: Dataset = reference_set()
+        mu_data, sigma_data = feature_statistics(inception_outputs(inception, data.data)[0])
+        save_npz(stats_path, {"mu": mu_data, "sigma": sigma_data}, root)
+    features, probs = inception_outputs(inception, transform.to_uint8(samples))
+    inception_mean, inception_std = inception_score(probs)
+    return {"fid": frechet_distance(*feature_statistics(features), mu_data, sigma_data),
+            "inception_score": inception_mean, "inception_score_std": inception_std}
+
+
+def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> Path:
+    """`sampling.task`: "generate" draws `eval.num_samples` samples with the configured sampler
+    (class-conditional / guided as configured) into `workdir/samples/`; "inpaint", "colorize"
+    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path.
+
+    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json`,
+    and keeps per-batch progress while it runs, so a rerun continues and runs of other settings
+    never overwrite it.
+    """
+    info = dist_info or single_process()
+    paths = WorkdirPaths(workdir)
+    model, sde, step = load_ema_model(config, paths, info.device)
+    classifier = None
+    if config.sampling.get("classifier_scale", 0.0) > 0:
+        classifier = load_classifier(config, paths, info.device)
+    guidance = build_guidance(config, model, classifier)
+    transform = build_transform(config.data)
+    task = config.sampling.get("task", "generate")
+    sampler = samplers.build_sampler(config.sampling)
+    record = {"checkpoint": {"step": step, "weights": weights_digest(model)},
+              "settings": sample_settings(config, sampler, config.eval.num_samples)}
+    folder = paths.sample_run(sample_run_name(config, step, settings_digest(record)))
+    check_inside(folder, paths.root)
+    if task != "generate":
+        if info.world_size > 1:
+            raise ValueError(f"config.sampling.task={task!r} runs in one process; launch it "
+                             f"without torchrun")
+        png = run_task(task_settings(config), model, sde, transform, folder, guidance, paths.root)
+        write_json(folder / "settings.json", record, paths.root)
+        return png
+    done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
+                    ("samples",), paths.root)
+    samples = generate_samples(sampler, model, sde, data_shape(config), config.eval.num_samples,
+                               config.eval.batch_size, config.eval.get("seed", 0), guidance,
+                               progress=True, dist_info=info, resume=done, stop=stop)
+    if info.is_main:
+        save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
+                     root=paths.root)
+        write_json(folder / "settings.json", record, paths.root)
+    barrier(info)
+    done.finish()
+    return folder / "samples.png"
+
+
+def sample_settings(config, sampler, num_samples: int) -> dict:
+    """Everything that decides a sample run's output: the method and its options, the number,
+    batch size and seed, the class labels and guidance, and the task."""
+    sampling = config.sampling
+    settings = {"method": sampler.method, "options": dict(sampler.options),
+                "num_samples": num_samples, "batch_size": config.eval.batch_size,
+                "seed": config.eval.get("seed", 0), "task": sampling.get("task", "generate"),
+                "class_label": sampling.get("class_label", -1),
+                "guidance_scale": sampling.get("guidance_scale", 1.0),
+                "classifier_scale": sampling.get("classifier_scale", 0.0)}
+    if settings["task"] == "inpaint":
+        settings["mask"] = sampling.get("mask", "right_half")
+    return settings
+
+
+def task_settings(config) -> TaskSettings:
+    """The `TaskSettings` of `config.sampling.task` (the test split's images)."""
+    sampling = config.sampling
+    return TaskSettings(
+        task=sampling.task, test_images=build_dataset(config.data, "test").data,
+        num_samples=config.eval.num_samples, seed=config.eval.get("seed", 0),
+        mask=sampling.get("mask", "right_half"),
+        options=config_options(sampling, keyword_options(samplers.inpaint)),
+        ode_options=config_options(sampling, keyword_options(samplers.encode)))
+
+
+def sample_run_name(config, step: int, digest: str = "") -> str:
+    """`step_<step>_<method>`, the task and the guidance that made the samples, and the digest
+    of all their settings (so runs of other settings never share a folder)."""
+    sampling = config.sampling
+    name = f"step_{step}_{sampling.method}"
+    task = sampling.get("task", "generate")
+    if task != "generate":
+        name += f"_{task}" + (f"_{sampling.mask}" if task == "inpaint" else "")
+    if config.model.get("num_classes", 0):
+        name += f"_cfg{sampling.guidance_scale:g}"
+    if sampling.get("classifier_scale", 0.0) > 0:
+        name += f"_clf{sampling.classifier_scale:g}"
+    return f"{name}_{digest}" if digest else name

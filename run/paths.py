@@ -1,0 +1,124 @@
+"""One map of every path in a workdir; nothing else in the project spells a workdir path.
+
+    config.json                       the resolved config of the run that first used the workdir
+    .lock                             held by the run using the workdir (`run.lock`)
+    checkpoints/checkpoint_<step>.pth snapshots every `snapshot_freq` steps (older runs: <k>)
+    checkpoints-meta/checkpoint.pth   the preemption checkpoint training resumes from
+    tensorboard/                      training's event files
+    samples/iter_<step>/              snapshot samples written during training
+    samples/<run>/                    `--mode sample` runs (with per-batch progress while running)
+    <eval>/metrics.json               `--mode eval` results (folder `eval` unless --eval_folder)
+    <eval>/<name>_progress_<r>of<w>.pth   resumable per-rank progress of an evaluation
+    <eval>/samples_<step>/            eval-time samples; <eval>/fid_stats_<set>_<size>.npz
+    classifier/checkpoint.pth, classifier/metrics.json, classifier/tensorboard/
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class WorkdirPaths:
+    """The paths of workdir `root`; `eval_folder` names the eval results' sub-folder."""
+    root: Path
+    eval_folder: str = "eval"
+
+    def __init__(self, root: PathLike, eval_folder: str = "eval"):
+        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "eval_folder", eval_folder)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def output_folders(self):
+        """The folders runs write into (checked against symbolic links leading out)."""
+        return (self.checkpoints, self.checkpoints_meta, self.tensorboard, self.samples,
+                self.eval, self.classifier)
+
+    # --- training ---------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def snapshot(self, step: int) -> Path:
+        return self.checkpoints / f"checkpoint_{step}.pth"
+
+    @property
+    def checkpoints_meta(self) -> Path:
+        return self.root / "checkpoints-meta"
+
+    @property
+    def preemption(self) -> Path:
+        return self.checkpoints_meta / "checkpoint.pth"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def snapshot_samples(self, step: int) -> Path:
+        return self.samples / f"iter_{step}"
+
+    def sample_run(self, name: str) -> Path:
+        return self.samples / name
+
+    def snapshot_steps(self):
+        """(number, path) of every snapshot file, newest (largest number) first."""
+        found = []
+        for path in self.checkpoints.glob("checkpoint_*.pth"):
+            index = path.stem[len("checkpoint_"):]
+            if index.isdigit():
+                found.append((int(index), path))
+        return sorted(found, reverse=True)
+
+    # --- evaluation -------------------------------------------------------------------------
+    @property
+    def eval(self) -> Path:
+        return self.root / self.eval_folder
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    def progress(self, name: str, rank: int, world_size: int) -> Path:
+        return self.eval / f"{name}_progress_{rank}of{world_size}.pth"
+
+    def eval_samples(self, step: int) -> Path:
+        return self.eval / f"samples_{step}"
+
+    def fid_stats(self, dataset: str, image_size: int) -> Path:
+        return self.eval / f"fid_stats_{dataset}_{image_size}.npz"
+
+    # --- the guidance classifier ------------------------------------------------------------
+    @property
+    def classifier(self) -> Path:
+        return self.root / "classifier"
+
+    @property
+    def classifier_checkpoint(self) -> Path:
+        return self.classifier / "checkpoint.pth"
+
+    @property
+    def classifier_metrics(self) -> Path:
+        return self.classifier / "metrics.json"
+
+    @property
+    def classifier_tensorboard(self) -> Path:
+        return self.classifier / "tensorboard"
+
+
+def workdir_paths(workdir: Union[PathLike, WorkdirPaths]) -> WorkdirPaths:
+    """`workdir` as a `WorkdirPaths` (itself if it already is one)."""
+    return workdir if isinstance(workdir, WorkdirPaths) else WorkdirPaths(workdir)
