@@ -13,7 +13,7 @@ import torch
 
 import sde_lib
 from data import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
-from evaluation.tasks import MASKS, TASKS
+from evaluation.tasks import CONDITION_TASKS, MASKS, TASKS
 from run.builders import build_classifier, build_score_model
 from training.hybrid_loss import TIMESTEP_SAMPLING
 from training.objective import build_training_loss
@@ -209,6 +209,10 @@ def validate_conditioning(config, mode: str) -> None:
         if task == "colorize" and config.data.num_channels != 3:
             raise ConfigError(f"config.sampling.task='colorize' needs colour images "
                               f"(config.data.num_channels=3), got {config.data.num_channels}")
+        if task == "superres":
+            validate_superres(config)
+        if task in CONDITION_TASKS:
+            validate_condition_method(config.sampling)
     if not sampling.get("classifier_scale", 0.0) >= 0:
         raise ConfigError(f"config.sampling.classifier_scale must be >= 0, "
                           f"got {sampling.classifier_scale!r}")
@@ -222,6 +226,30 @@ def validate_conditioning(config, mode: str) -> None:
         if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
             raise ConfigError(f"config.sampling.class_label must be -1 (classes in turn) or in "
                               f"0 … {classes - 1}, got {label!r}")
+
+
+def validate_superres(config) -> None:
+    """The pooling factor: an integer >= 2 that divides the image size."""
+    factor = config.sampling.get("superres_factor", 2)
+    _positive_int("config.sampling.superres_factor", factor, minimum=2)
+    if config.data.image_size % factor:
+        raise ConfigError(f"config.sampling.superres_factor={factor} must divide "
+                          f"config.data.image_size={config.data.image_size}")
+
+
+def validate_condition_method(sampling) -> None:
+    """`sampling.condition_method` and the options of it that the config sets."""
+    import samplers
+    from samplers.config import config_options
+
+    method = sampling.get("condition_method", "replacement")
+    _choice("config.sampling.condition_method", method, samplers.CONDITION_METHODS)
+    options = config_options(sampling, samplers.condition_options(method))
+    own = {k: v for k, v in options.items() if k in samplers.METHOD_OPTIONS[method]}
+    try:
+        samplers.check_condition_options(method, own)
+    except ValueError as err:
+        raise ConfigError(f"config.sampling (condition_method={method!r}): {err}") from None
 
 
 def validate_workdir(workdir) -> None:

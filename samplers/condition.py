@@ -51,46 +51,87 @@ def stochastic_steps(sde: SDE, times: torch.Tensor, predictor: str):
     return PREDICTORS[predictor](sde, times, False).as_floats()
 
 
-def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
+def _check_replacement(options: dict) -> None:
     check_pc_options(options["predictor"], options["corrector"], options["probability_flow"])
-    snr = check_positive("snr", options["snr"])
-    n_steps = check_int("n_steps", options["n_steps"])
-    replace = Replacement(operator, y, operator.input_shape(y.shape), generator)
-    result = replacement_pc(score_fn, sde, replace, times, options["predictor"],
-                            options["corrector"], snr, n_steps, options["probability_flow"],
-                            denoise)
-    return ConditionResult(result.x, result.nfe)
+    check_positive("snr", options["snr"])
+    check_int("n_steps", options["n_steps"])
 
 
-def _smc(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
-    num_particles = check_int("num_particles", options["num_particles"])
+def _check_smc(options: dict) -> None:
+    check_int("num_particles", options["num_particles"])
     threshold = options["ess_threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
         raise ValueError(f"ess_threshold must be a number in [0, 1] (a fraction of "
                          f"num_particles), got {threshold!r}")
     check_choice("lookahead", options["lookahead"], LOOKAHEADS)
-    data_std = check_positive("data_std", options["data_std"])
+    check_positive("data_std", options["data_std"])
+
+
+def _check_repaint(options: dict) -> None:
+    check_int("jump_length", options["jump_length"])
+    check_int("jump_n_sample", options["jump_n_sample"])
+
+
+def _check_dps(options: dict) -> None:
+    check_positive("dps_scale", options["dps_scale"])
+
+
+OPTION_CHECKS: Dict[str, Callable[[dict], None]] = {
+    "replacement": _check_replacement, "smc": _check_smc, "repaint": _check_repaint,
+    "dps": _check_dps}
+RUN_OPTIONS = ("eps", "num_steps", "denoise")   # `condition`'s own options, any method
+
+
+def condition_options(method: str) -> set:
+    """The option names `condition(..., method=method, **options)` accepts besides the
+    observation, noise and generator: the method's (`METHOD_OPTIONS`) and `RUN_OPTIONS`."""
+    check_choice("method", method, CONDITION_METHODS)
+    return set(METHOD_OPTIONS[method]) | set(RUN_OPTIONS)
+
+
+def check_condition_options(method: str, options: dict) -> dict:
+    """The options of `method` (names in `METHOD_OPTIONS[method]`), checked before any work and
+    completed with the defaults; one-line ValueError naming a bad or unknown one."""
+    check_choice("method", method, CONDITION_METHODS)
+    unknown = set(options) - set(METHOD_OPTIONS[method])
+    if unknown:
+        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {method!r}; "
+                         f"expected some of {sorted(METHOD_OPTIONS[method])}")
+    options = {**METHOD_OPTIONS[method], **options}
+    if method != "replacement":
+        check_choice("predictor", options["predictor"], set(PREDICTORS) - {"none"})
+    OPTION_CHECKS[method](options)
+    return options
+
+
+def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
+    replace = Replacement(operator, y, operator.input_shape(y.shape), generator)
+    result = replacement_pc(score_fn, sde, replace, times, options["predictor"],
+                            options["corrector"], float(options["snr"]), options["n_steps"],
+                            options["probability_flow"], denoise)
+    return ConditionResult(result.x, result.nfe)
+
+
+def _smc(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
     steps = stochastic_steps(sde, times, options["predictor"])
     return smc(score_fn, sde, y, operator, noise_std=noise_std, times=times, steps=steps,
-               num_particles=num_particles, ess_threshold=float(threshold),
-               lookahead=options["lookahead"], data_std=data_std, generator=generator,
-               denoise=denoise)
+               num_particles=options["num_particles"],
+               ess_threshold=float(options["ess_threshold"]), lookahead=options["lookahead"],
+               data_std=float(options["data_std"]), generator=generator, denoise=denoise)
 
 
 def _repaint(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
-    jump_length = check_int("jump_length", options["jump_length"])
-    jump_n_sample = check_int("jump_n_sample", options["jump_n_sample"])
     steps = stochastic_steps(sde, times, options["predictor"])
     replace = Replacement(operator, y, operator.input_shape(y.shape), generator)
-    return repaint(score_fn, sde, replace, times, steps, jump_length, jump_n_sample, denoise)
+    return repaint(score_fn, sde, replace, times, steps, options["jump_length"],
+                   options["jump_n_sample"], denoise)
 
 
 def _dps(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
-    scale = check_positive("dps_scale", options["dps_scale"])
     steps = stochastic_steps(sde, times, options["predictor"])
-    return dps(score_fn, sde, y, operator, times=times, steps=steps, scale=scale,
-               generator=generator, denoise=denoise)
+    return dps(score_fn, sde, y, operator, times=times, steps=steps,
+               scale=float(options["dps_scale"]), generator=generator, denoise=denoise)
 
 
 CONDITION_METHODS: Dict[str, Callable[..., ConditionResult]] = {
@@ -137,18 +178,13 @@ def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOper
         dtype: of the computation (default y's).
     Returns ConditionResult(x, nfe, ...): see `samplers.registry.ConditionResult`.
     """
-    check_choice("method", method, CONDITION_METHODS)
-    unknown = set(options) - set(METHOD_OPTIONS[method])
-    if unknown:
-        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {method!r}; "
-                         f"expected some of {sorted(METHOD_OPTIONS[method])}")
+    options = check_condition_options(method, options)
     y = y.to(dtype) if isinstance(y, torch.Tensor) and dtype is not None else y
     noise_std = check_observation(y, operator, noise_std)
     if noise_std > 0 and method in NOISELESS_ONLY:
         raise ValueError(f"method {method!r} assumes a noiseless observation (noise_std = 0); "
                          f"use 'smc' or 'dps' for noise_std = {noise_std}")
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    options = {**METHOD_OPTIONS[method], **options}
     times = time_grid(sde, num_steps, eps)
     return CONDITION_METHODS[method](score_fn, sde, y, operator, noise_std, times, generator,
                                      bool(denoise), options)

@@ -47,6 +47,14 @@ CONFIG_FIELDS = {
     "abstol": ("abstol",),
     "reltol": ("reltol",),
     "safety": ("safety",),
+    # Conditioning (`samplers.condition`, `--mode sample` tasks inpaint / colorize / superres).
+    "num_particles": ("num_particles",),
+    "ess_threshold": ("ess_threshold",),
+    "lookahead": ("lookahead",),
+    "data_std": ("data_std",),
+    "jump_length": ("jump_length",),
+    "jump_n_sample": ("jump_n_sample",),
+    "dps_scale": ("dps_scale",),
 }
 
 
