@@ -8,9 +8,11 @@ observation y = A·x_N + σ_y·n, n ~ N(0, I), the target is the posterior
     π(x_N) ∝ p^θ(x_N)·N(y; A·x_N, σ_y²·I),
 and for σ_y = 0 the conditional p^θ(x_N | A·x_N = y) (density on the affine set A·x = y).
 
-Twisting functions (Wu et al. 2023, twisted diffusion sampler; Cardoso et al. 2023, MCGdiff):
-the likelihood of the observation diffused by the forward kernel. The transition eps → t_i is
-x_{t_i} = ρ_i·x_eps + v_i·ζ (`sde.transition_coeffs`), so A·x_eps = y − σ_y·n gives
+Twisting functions: the observation diffused by the forward kernel, as MCGdiff (Cardoso et al.
+2023, noiseless) and FPS (Dou & Song 2024, noisy) build their intermediate observations; the
+twisted diffusion sampler (Wu et al. 2023) instead evaluates the likelihood at Tweedie's
+estimate of x_0, available here as the resampling look-ahead "tweedie" below. The transition
+eps → t_i is x_{t_i} = ρ_i·x_eps + v_i·ζ (`sde.transition_coeffs`), so A·x_eps = y − σ_y·n gives
 A·x_{t_i} = ρ_i·y − ρ_i·σ_y·n + v_i·A·ζ, and
     h_i(x) = N(ρ_i·y; A·x, C_i),    C_i = v_i²·AAᵀ + ρ_i²σ_y²·I,
 with h_N(x) = N(y; A·x, σ_y²·I) the true likelihood (ρ_N = 1, v_N = 0; δ(A·x − y) if σ_y = 0).
@@ -52,15 +54,25 @@ score the step evaluates anyway) and r_i² = c²σ_i²/(a_i²c² + σ_i²), the 
 N(·, c²I), c = `data_std` (the twist of Wu et al. 2023 with this variance): resampling then
 follows the model's own guess of x_0 rather than the diffused observation.
 
-Finite K. The twists are approximations of p(y | x_t), so the intermediate targets give the
-modes of a multimodal posterior the wrong masses; a mode that dies out in resampling before the
-late weights would have corrected it is lost, and that bias decays slowly with K on long chains.
-Measured (`benchmarks/conditioning.py gmm`, 1000 steps): where x₁ selects one mode, K = 16
-matches the exact conditional; where both modes have conditional weight ½ (x₁ = 1.1283,
-noiseless) P(x₂ < 0.25) is 0.38-0.40 for K = 16-64 against 0.497 (0.62 at K = 1; replacement
-0.48); observed with noise, 0.69 → 0.58 → 0.53-0.56 for K = 1, 16, 64 against 0.50. On a
-20-step chain the weighted estimate converges to the chain's own posterior (0.1120 ± 0.0025 at
-K = 1024 against 0.1110 ± 0.0005 by importance sampling of the unconditional chain).
+Finite K. The twists are not p(y | x_t), so the intermediate targets give the modes of a
+multimodal posterior the wrong masses, and the last steps' weights must correct them: the
+estimator stays consistent, with a large asymptotic variance and a bias that decays slowly in K.
+Measured on MIXTURE_2D (VP, exact score) observed through x₁ in the tails of both modes: where
+the posterior gives each mode ½, the intermediate targets give one of them 3-7% around
+σ_t ≈ 0.2, and it regains its weight only in the last steps (σ_t < 0.15). Against the chain's
+own posterior (importance sampling of unconditional draws of the same chain; exact for it),
+the weighted estimate of P(x₂ < 0.25 | y), averaged over independent runs, is off by
+    12 steps, noisy y = 0.8, σ_y = 0.5:  +0.042 ± 0.004 (K = 16), +0.005 ± 0.004 (K = 1024)
+    200 steps, same:  +0.054, +0.036, +0.012, −0.007 (± 0.007, 0.010, 0.011, 0.029) for
+                      K = 64, 256, 1024, 4096 (chain posterior 0.503 ± 0.002, exact 0.500)
+(tests/test_condition.py, benchmarks/smc_convergence.py). Noiseless x₁ = 1.1283 (exact 0.497)
+is slower: 0.38, 0.42, 0.35, 0.46, 0.44 for K = 64 … 16384 on 200 steps (± 0.013 … 0.034), the
+same from 1000 to 4000 steps, while sequential importance sampling (`ess_threshold` 0, no
+resampling) gives 0.47 ± 0.012 and 0.51 ± 0.022 at K = 64 and 256: resampling by the
+intermediate targets commits particles to their mode masses. Where x₁ selects one mode, or the
+observation is not in the modes' tails, K = 4-16 already match the exact law
+(benchmarks/conditioning.py). The weights themselves are checked exactly against a Gaussian
+chain (tests/test_condition.py).
 
 Cost: one score evaluation per particle and step, batched over B·K rows, so K× an
 unconditional run; `nfe` counts the batched calls (num_steps, plus one for `denoise`, which
