@@ -23,29 +23,52 @@ from typing import List, Tuple
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ["train", "eval", "sample", "train_classifier"]
+MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config"]
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
+    from cli.config_source import stored_workdir_config
+
     flag_values = flags.FlagValues()
+    stored = stored_workdir_config(argv)
     # config_flags finds the --config.<field> overrides by scanning the argv it is given.
-    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
-                                    flag_values=flag_values, lock_config=True, sys_argv=argv)
+    if stored is None:
+        config_flags.DEFINE_config_file(
+            "config", None, "Experiment config file (configs/*.py); optional for eval, sample, "
+            "show_config and fid_stats on a workdir that has one.", flag_values=flag_values,
+            lock_config=True, sys_argv=argv)
+    else:
+        config_flags.DEFINE_config_dict("config", stored, "The workdir's stored config.",
+                                        flag_values=flag_values, lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples, eval results, logs.",
                         flag_values=flag_values)
-    flags.DEFINE_enum("mode", "train", MODES, "What to run.", flag_values=flag_values)
+    flags.DEFINE_enum("mode", "train", MODES, "What to run (the modes above).",
+                      flag_values=flag_values)
     flags.DEFINE_string("eval_folder", "eval", "Sub-directory of workdir for eval results.",
                         flag_values=flag_values)
+    flags.DEFINE_integer("threads", 0, "Torch CPU threads per process (0: the cores this "
+                         "process may use, shared among the job's processes and idle cores; "
+                         "OMP_NUM_THREADS also sets it).", flag_values=flag_values)
     flags.DEFINE_bool("verbose", False, "Print the traceback of an error (also: "
                       "SCORE_SDE_VERBOSE=1).", flag_values=flag_values)
-    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
     return flag_values
 
 
 def _one_line(err: BaseException) -> str:
-    """The error's message on one line (multi-line messages are joined)."""
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return text or type(err).__name__
+    """The error's message on one line (multi-line messages are joined); a config field's typo
+    becomes "unknown config field 'x': did you mean …"."""
+    inner = err   # config_flags wraps ConfigDict's KeyError in an AttributeError
+    while isinstance(inner, (KeyError, AttributeError)) and inner.args \
+            and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    keyed = isinstance(inner, (KeyError, AttributeError)) and inner.args
+    text = str(inner.args[0]) if keyed else str(inner)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if keyed and len(lines) == 2 and lines[1].startswith("Did you mean"):
+        return f"unknown config field {lines[0]}: d{lines[1][1:]}"
+    if isinstance(inner, KeyError) and len(lines) == 1:
+        return f"unknown config field {lines[0]} (this config has no such field)"
+    return "; ".join(lines) or type(err).__name__
 
 
 BATCH_FIELD = {"train": "config.training.batch_size", "eval": "config.eval.batch_size",
@@ -72,11 +95,18 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         if info.is_main:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
+    elif mode == "fid_stats":
+        from evaluation.modes import run_fid_stats
+        if info.is_main:
+            print(f"FID statistics in {run_fid_stats(config, workdir, eval_folder)}")
     else:
         from evaluation.modes import run_sample
-        path = run_sample(config, workdir, info, stop=stop)
+        run = run_sample(config, workdir, info, stop=stop)
         if info.is_main:
-            print(f"samples written to {path}")
+            nfe = sorted(set(run.nfe)) or [0]
+            per_batch = nfe[0] if len(nfe) == 1 else f"{nfe[0]}–{nfe[-1]}"
+            print(f"samples written to {run.path}: {run.num_samples} samples, {per_batch} score "
+                  f"evaluations per batch ({sum(run.nfe)} in all), {run.seconds:.1f} s")
 
 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
@@ -124,14 +154,37 @@ def _main(flag_values, config) -> None:
 
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
-    flag_values = _define_flags(argv)
+    from cli.help import HELP_FLAGS, show_config, usage
+
+    try:
+        flag_values = _define_flags(argv)
+    except ValueError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(usage(flag_values))
+        return 0
     try:
         flag_values(argv)
         config = flag_values.config
+        if config is None:
+            raise ValueError("--config is required (a configs/*.py file), except for eval, "
+                             "sample, show_config and fid_stats on a workdir that has a "
+                             "config.json; see --help")
         config.keys()  # the config file loads lazily: surface its errors here
+        if flag_values.mode != "show_config" and not flag_values.workdir:
+            raise ValueError("--workdir is required; see --help")
     except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    if flag_values.mode == "show_config":
+        print(show_config(config))
+        return 0
+    from cli.threads import set_threads
+    import torch
+
+    threads_before = torch.get_num_threads()
+    set_threads(flag_values.threads)
     try:
         _main(flag_values, config)
     except (Exception, KeyboardInterrupt) as err:   # noqa: BLE001 — every error is one line
@@ -140,6 +193,8 @@ def run(argv: List[str]) -> int:
         if flag_values.verbose or os.environ.get("SCORE_SDE_VERBOSE", "") not in ("", "0"):
             traceback.print_exc()
         return status
+    finally:
+        torch.set_num_threads(threads_before)   # main.run in a test process leaves it as it was
     return 0
 
 

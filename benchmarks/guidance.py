@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bound_vs_ode import load_config  # noqa: E402
 import samplers  # noqa: E402
-from data import NUM_CLASSES  # noqa: E402
+from data import describe  # noqa: E402
 from evaluation.modes import build_guidance  # noqa: E402
 from evaluation.sampling import generate_samples  # noqa: E402
 from run.builders import data_shape  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     device = torch.device("cpu")
     model, sde, step = load_ema_model(config, args.workdir, device)
     judge = load_classifier(config, args.classifier_workdir, device)
-    classes = model.num_classes or NUM_CLASSES[config.data.dataset]
+    classes = model.num_classes or describe(config.data).num_classes
     num = classes * args.per_class
     sampler, shape = samplers.build_sampler(config.sampling), data_shape(config)
     print(f"{args.config} at step {step}, {num} samples, judged at t = {args.judge_t}\n")

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 import sde_lib
-from data import DATASETS, IMAGE_SETS, LABELED_DATASETS, NUM_CLASSES, SPLITS
+from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
 from evaluation.tasks import CONDITION_TASKS, MASKS, TASKS
-from run.builders import build_classifier, build_score_model
+from run.builders import build_classifier, build_score_model, data_shape
 from training.hybrid_loss import TIMESTEP_SAMPLING
 from training.objective import build_training_loss
 
@@ -96,29 +96,50 @@ def validate_eval(config) -> None:
         raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T=1), got {ev.likelihood_eps!r}")
 
 
-def validate_data(config, mode: str) -> None:
+def validate_data(config, mode: str) -> DataInfo:
+    """The data section; returns what is known of the data set (`data.describe`)."""
     data = config.data
     _choice("config.data.dataset", data.dataset, DATASETS)
-    if data.dataset in IMAGE_SETS:
+    if data.dataset in USER_SETS:
+        if not data.get("path"):
+            raise ConfigError(f"config.data.path must name your {data.dataset!r} data (a folder "
+                              f"or zip of images, or an .npz file)")
+        if not 0 < data.get("test_fraction", 0.1) < 1:
+            raise ConfigError(f"config.data.test_fraction must lie in (0, 1), "
+                              f"got {data.test_fraction!r}")
+    info = _wrapped("config.data", lambda: describe(data))
+    if info.is_image:
         _positive_int("config.data.image_size", data.image_size)
-        _choice("config.data.num_channels", data.num_channels, [1, 3])
+        _choice("config.data.num_channels", data.num_channels,
+                [1, 2, 3, 4] if data.dataset in USER_SETS else [1, 3])
         if data.dataset == "CIFAR10" and not data.download and mode != "sample":
             folder = Path(data.root).expanduser() / "cifar-10-batches-py"
             if not (folder / "test_batch").exists():
                 raise ConfigError(f"config.data.root: CIFAR-10 not found in {folder}; put the python "
                                   f"batches there or set config.data.download=True")
+    if info.example_shape is not None:   # your own arrays: the network must fit them
+        expected = data_shape(config)
+        stored = info.example_shape
+        if info.is_image:
+            expected, stored = expected[:1], stored[:1]   # images are resized to image_size
+        if tuple(stored) != tuple(expected):
+            raise ConfigError(f"config.data.path holds examples of shape {info.example_shape}; "
+                              f"the config expects {data_shape(config)} (set config.data.dim, "
+                              f"or num_channels / image_size)")
+    return info
 
 
-def validate_classifier(config, sde) -> None:
+def validate_classifier(config, sde, info: DataInfo) -> None:
     """The `classifier` section, and a data set with class labels (--mode train_classifier)."""
     from models.layers import ACTIVATIONS
 
     section = config.get("classifier")
     if section is None:
         raise ConfigError("config.classifier is missing; add the section of configs/default.py")
-    if config.data.dataset not in LABELED_DATASETS:
+    if not info.num_classes:
         raise ConfigError(f"config.data.dataset={config.data.dataset!r} has no class labels; "
-                          f"a classifier needs one of {LABELED_DATASETS}")
+                          f"a classifier needs a labeled set, e.g. one of {LABELED_DATASETS} "
+                          f"or your own with labels")
     for field in ("nf", "width", "batch_size", "log_freq", "eval_freq", "snapshot_freq"):
         _positive_int(f"config.classifier.{field}", section[field])
     for field in ("num_res_blocks", "n_iters", "warmup", "eval_num_examples", "seed"):
@@ -143,7 +164,7 @@ def validate_classifier(config, sde) -> None:
 LOSSES = ("dsm", "hybrid", "vlb")
 
 
-def validate_ddpm(config, sde) -> None:
+def validate_ddpm(config, sde, info: DataInfo) -> None:
     """Learned variances, the hybrid / vlb losses and DDPM's variational bound."""
     import samplers
 
@@ -179,21 +200,22 @@ def validate_ddpm(config, sde) -> None:
         if config.eval.vlb_num_timesteps > sde.N - 1:
             raise ConfigError(f"config.eval.vlb_num_timesteps must be <= N - 1 = {sde.N - 1} "
                               f"(0: all steps), got {config.eval.vlb_num_timesteps}")
-        if config.data.dataset not in IMAGE_SETS:
-            raise ConfigError(f"config.eval.enable_vlb=True needs 8-bit image data, one of "
-                              f"{list(IMAGE_SETS)}; got {config.data.dataset!r}")
+        if not info.is_image:
+            raise ConfigError(f"config.eval.enable_vlb=True needs 8-bit image data; "
+                              f"config.data.dataset={config.data.dataset!r} is not")
         if not config.data.centered:
             raise ConfigError("config.eval.enable_vlb=True needs config.data.centered=True (the "
                               "DDPM bound is defined for data in [-1, 1])")
 
 
-def validate_conditioning(config, mode: str) -> None:
+def validate_conditioning(config, mode: str, info: DataInfo) -> None:
     """Class labels, guidance and the sample-mode tasks."""
     num_classes = config.model.get("num_classes", 0)
     _positive_int("config.model.num_classes", num_classes, minimum=0)
-    if num_classes and config.data.dataset not in LABELED_DATASETS:
+    if num_classes and not info.num_classes:
         raise ConfigError(f"config.model.num_classes={num_classes} needs a data set with class "
-                          f"labels, one of {LABELED_DATASETS}; got {config.data.dataset!r}")
+                          f"labels, e.g. one of {LABELED_DATASETS}; {config.data.dataset!r} has "
+                          f"none")
     if not 0 <= config.training.get("label_dropout", 0.0) <= 1:
         raise ConfigError(f"config.training.label_dropout must lie in [0, 1], "
                           f"got {config.training.label_dropout!r}")
@@ -201,9 +223,9 @@ def validate_conditioning(config, mode: str) -> None:
     task = sampling.get("task", "generate")
     _choice("config.sampling.task", task, TASKS)
     if task != "generate":
-        if config.data.dataset not in IMAGE_SETS:
+        if not info.is_image:
             raise ConfigError(f"config.sampling.task={task!r} works on test images; "
-                              f"config.data.dataset must be one of {list(IMAGE_SETS)}")
+                              f"config.data.dataset={config.data.dataset!r} has none")
         if task == "inpaint":
             _choice("config.sampling.mask", sampling.get("mask", "right_half"), MASKS)
         if task == "colorize" and config.data.num_channels != 3:
@@ -213,6 +235,10 @@ def validate_conditioning(config, mode: str) -> None:
             validate_superres(config)
         if task in CONDITION_TASKS:
             validate_condition_method(config.sampling)
+    if not num_classes and sampling.get("guidance_scale", 1.0) != 1.0:
+        raise ConfigError(f"config.sampling.guidance_scale={sampling.guidance_scale!r} does "
+                          f"nothing on an unconditional model (config.model.num_classes=0); "
+                          f"classifier guidance is config.sampling.classifier_scale")
     if not sampling.get("classifier_scale", 0.0) >= 0:
         raise ConfigError(f"config.sampling.classifier_scale must be >= 0, "
                           f"got {sampling.classifier_scale!r}")
@@ -222,7 +248,7 @@ def validate_conditioning(config, mode: str) -> None:
         raise ConfigError("config.sampling.class_label needs a class-conditional model "
                           "(config.model.num_classes > 0) or config.sampling.classifier_scale > 0")
     if guided and mode in ("sample", "eval", "train"):
-        classes = num_classes or NUM_CLASSES.get(config.data.dataset, 0)
+        classes = num_classes or info.num_classes
         if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
             raise ConfigError(f"config.sampling.class_label must be -1 (classes in turn) or in "
                               f"0 … {classes - 1}, got {label!r}")
@@ -268,16 +294,16 @@ def validate(config, mode: str, workdir) -> None:
     validate_workdir(workdir)
     validate_finite(config)
     sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
-    validate_data(config, mode)
+    info = validate_data(config, mode)
     with torch.device("meta"):  # builds the network without allocating its weights
         _wrapped("config.model", lambda: build_score_model(config, sde))
     validate_training(config)
     validate_eval(config)
-    validate_ddpm(config, sde)
-    validate_conditioning(config, mode)
+    validate_ddpm(config, sde, info)
+    validate_conditioning(config, mode, info)
     _wrapped("config.training", lambda: build_training_loss(config, sde))
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
     if mode == "train_classifier":
-        validate_classifier(config, sde)
+        validate_classifier(config, sde, info)

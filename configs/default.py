@@ -11,27 +11,27 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     config.sde = sde = ml_collections.ConfigDict()
     sde.name = "vpsde"            # vpsde | subvpsde | vesde
-    sde.beta_min = 0.1
-    sde.beta_max = 20.0
+    sde.beta_min = 0.1            # VP / sub-VP: β(0)
+    sde.beta_max = 20.0           # VP / sub-VP: β(1)
     sde.schedule = "linear"       # linear | cosine (VP, sub-VP)
-    sde.sigma_min = 0.01
-    sde.sigma_max = 50.0
+    sde.sigma_min = 0.01          # VE: smallest noise std
+    sde.sigma_max = 50.0          # VE: largest noise std (prior std)
     sde.num_scales = 1000         # N, the discretisation steps
 
     config.training = training = ml_collections.ConfigDict()
-    training.batch_size = 128
-    training.n_iters = 1_300_001
-    training.snapshot_freq = 50_000
-    training.snapshot_freq_for_preemption = 10_000
-    training.snapshot_sampling = True
-    training.num_snapshot_samples = 64
-    training.log_freq = 50
-    training.eval_freq = 100
-    training.continuous = True
-    training.reduce_mean = False
-    training.likelihood_weighting = False
-    training.importance_sampling = False
-    training.seed = 42
+    training.batch_size = 128     # global batch (split over torchrun processes)
+    training.n_iters = 1_300_001  # training steps in all (a rerun resumes up to it)
+    training.snapshot_freq = 50_000  # steps between kept checkpoint_<step>.pth
+    training.snapshot_freq_for_preemption = 10_000  # steps between rewrites of checkpoints-meta/
+    training.snapshot_sampling = True  # write a sample grid at every snapshot
+    training.num_snapshot_samples = 64  # samples in that grid
+    training.log_freq = 50        # steps between TensorBoard scalars
+    training.eval_freq = 100      # steps between test-batch losses
+    training.continuous = True    # continuous time (else the SDE's N-step discrete chain)
+    training.reduce_mean = False  # loss: mean over dimensions (else sum)
+    training.likelihood_weighting = False  # λ(t) = g(t)² (Song et al. 2021b)
+    training.importance_sampling = False  # with likelihood_weighting: t ∝ g²/σ²
+    training.seed = 42            # initial weights, noise, batch order
     training.nan_policy = "stop"  # stop | skip: what a non-finite loss does
     training.nan_skip_limit = 10  # skip: non-finite batches in a row before the run stops
     training.loss = "dsm"         # dsm | hybrid | vlb (hybrid, vlb: DDPM with model.learn_variance)
@@ -40,42 +40,42 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.label_dropout = 0.1  # class-conditional models: P(label -> null label)
 
     config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "Adam"
-    optim.lr = 2e-4
-    optim.beta1 = 0.9
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
-    optim.warmup = 5000
+    optim.optimizer = "Adam"      # Adam
+    optim.lr = 2e-4               # learning rate after warm-up
+    optim.beta1 = 0.9             # Adam β1 (β2 = 0.999)
+    optim.eps = 1e-8              # Adam ε
+    optim.weight_decay = 0.0      # Adam weight decay
+    optim.warmup = 5000           # linear warm-up steps (0: none)
     optim.grad_clip = 1.0         # max gradient norm; negative disables clipping
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"        # see samplers.SAMPLERS
-    sampling.predictor = "euler_maruyama"
-    sampling.corrector = "none"
-    sampling.snr = 0.16
-    sampling.n_steps_each = 1
-    sampling.noise_removal = True
-    sampling.probability_flow = False
-    sampling.rtol = 1e-5
-    sampling.atol = 1e-5
+    sampling.predictor = "euler_maruyama"  # pc: reverse_diffusion|ancestral|euler_maruyama|none
+    sampling.corrector = "none"   # pc: langevin | ald | none
+    sampling.snr = 0.16           # corrector signal-to-noise ratio
+    sampling.n_steps_each = 1     # corrector steps per time (annealed_langevin: per level)
+    sampling.noise_removal = True  # end with Tweedie's E[x0 | x_eps]
+    sampling.probability_flow = False  # pc: predictor on the probability-flow ODE
+    sampling.rtol = 1e-5          # ode / sdeint: relative tolerance
+    sampling.atol = 1e-5          # ode / sdeint: absolute tolerance
     sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
     sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
-    sampling.eps = 1e-3
+    sampling.eps = 1e-3           # the last time of sampling (t runs T -> eps)
     sampling.num_steps = 0        # 0: the method's default (the SDE's num_scales for pc & co.)
     # Options of particular methods; None keeps the method's own default.
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
     sampling.eta = placeholder(float)             # ddim: 0 deterministic, 1 ancestral
-    sampling.time_schedule = placeholder(str)     # ddim, heun, dpm_solver: uniform|logsnr|edm|quadratic
+    sampling.time_schedule = placeholder(str)  # uniform|logsnr|edm|quadratic
     sampling.rho = placeholder(float)             # EDM ρ schedule
     sampling.s_churn = placeholder(float)         # heun: stochastic churn
-    sampling.s_tmin = placeholder(float)
-    sampling.s_tmax = placeholder(float)
-    sampling.s_noise = placeholder(float)
+    sampling.s_tmin = placeholder(float)  # heun: churn from this σ
+    sampling.s_tmax = placeholder(float)  # heun: churn up to this σ
+    sampling.s_noise = placeholder(float)  # heun: churn noise scale
     sampling.order = placeholder(int)             # dpm_solver: 1, 2 or 3
     sampling.abstol = placeholder(float)          # adaptive_sde
-    sampling.reltol = placeholder(float)
-    sampling.safety = placeholder(float)
+    sampling.reltol = placeholder(float)  # adaptive_sde: relative tolerance
+    sampling.safety = placeholder(float)  # adaptive_sde: step-size safety factor
     sampling.variance = placeholder(str)          # ancestral: beta | posterior | learned
     # Class-conditional and guided sampling (--mode sample).
     sampling.class_label = -1     # the class of every sample; -1: classes in turn
@@ -96,58 +96,60 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.dps_scale = placeholder(float)      # dps: step size ζ (1.0)
 
     config.eval = evaluate = ml_collections.ConfigDict()
-    evaluate.batch_size = 256
-    evaluate.enable_bpd = True
+    evaluate.batch_size = 256     # examples / samples per batch
+    evaluate.enable_bpd = True    # bits/dim by the probability-flow ODE
     evaluate.bpd_dataset = "test"  # test | train
     evaluate.bpd_num_examples = 0  # 0: the whole split
     evaluate.bpd_repeats = 1       # dequantization draws per example
-    evaluate.likelihood_eps = 1e-5
-    evaluate.rtol = 1e-5
-    evaluate.atol = 1e-5
-    evaluate.divergence = "rademacher"
-    evaluate.enable_sampling = False
-    evaluate.num_samples = 64
-    evaluate.enable_fid = False    # needs enable_sampling and a local Inception file:
-    evaluate.inception_path = ""   # TorchScript inception-2015-12-05.pt (see evaluation/fid.py)
-    evaluate.seed = 0
+    evaluate.likelihood_eps = 1e-5  # the data-side end of the likelihood ODE
+    evaluate.rtol = 1e-5          # likelihood ODE relative tolerance
+    evaluate.atol = 1e-5          # likelihood ODE absolute tolerance
+    evaluate.divergence = "rademacher"  # rademacher|gaussian|exact: the flow's trace
+    evaluate.enable_sampling = False  # also draw eval.num_samples samples
+    evaluate.num_samples = 64     # samples to draw (--mode sample too)
+    evaluate.enable_fid = False         # FID / IS of the samples (needs enable_sampling)
+    evaluate.inception_path = "auto"    # auto: download once into ~/.cache/score-sde; or a path
+    evaluate.seed = 0             # sample i uses noise seeded by (seed, i)
     evaluate.enable_vlb = False    # DDPM variational bound (bits/dim) beside the ODE's (VP chain)
     evaluate.vlb_num_timesteps = 0  # 0: the exact sum over all N steps; K: unbiased K-step estimate
 
     # Time-conditional classifier for classifier guidance (--mode train_classifier); images use
     # the encoder fields, vectors `width`. Labels follow the SDE (999·t for VP, σ(t) for VE).
     config.classifier = classifier = ml_collections.ConfigDict()
-    classifier.nf = 32
+    classifier.nf = 32            # base channels
     classifier.ch_mult = (1, 2, 2)     # channels nf·ch_mult[i] at resolution image_size / 2^i
-    classifier.num_res_blocks = 1
-    classifier.attn_resolutions = (8,)
-    classifier.dropout = 0.1
-    classifier.nonlinearity = "swish"
+    classifier.num_res_blocks = 1  # residual blocks per level
+    classifier.attn_resolutions = (8,)  # self-attention at these resolutions
+    classifier.dropout = 0.1      # dropout rate
+    classifier.nonlinearity = "swish"  # swish | relu | ...
     classifier.width = 128             # vector data: MLP width
-    classifier.batch_size = 128
-    classifier.n_iters = 2000
+    classifier.batch_size = 128   # batch (eval too)
+    classifier.n_iters = 2000     # training steps
     classifier.lr = 1e-3               # Adam, linear warm-up over `warmup` steps
-    classifier.warmup = 100
+    classifier.warmup = 100       # linear warm-up steps
     classifier.eps = 1e-3              # t ~ U(eps, T)
-    classifier.log_freq = 50
-    classifier.eval_freq = 500
-    classifier.snapshot_freq = 500
+    classifier.log_freq = 50      # steps between TensorBoard scalars
+    classifier.eval_freq = 500    # steps between test evaluations
+    classifier.snapshot_freq = 500  # steps between checkpoints
     classifier.eval_t = (0.05, 0.25, 0.5, 0.75)  # test accuracy at these times
     classifier.eval_num_examples = 0   # 0: the whole test split
-    classifier.seed = 42
+    classifier.seed = 42          # weights, noise, batch order
 
     config.data = data = ml_collections.ConfigDict()
-    data.dataset = "CIFAR10"
+    data.dataset = "CIFAR10"  # CIFAR10|DIGITS|image_folder|npz|toy sets
     data.root = "data"             # holds cifar-10-batches-py/
-    data.download = False
-    data.image_size = 32
-    data.num_channels = 3
+    data.download = False         # CIFAR10: fetch and checksum the archive
+    data.image_size = 32          # images: resized / cropped to this size
+    data.num_channels = 3         # images: channels
     data.centered = False          # True: [-1, 1], False: [0, 1]
-    data.random_flip = True
-    data.uniform_dequantization = False
+    data.random_flip = True       # training: random left-right flips
+    data.uniform_dequantization = False  # training: (v + u)/256 instead of v/255
     data.dim = 2                   # vector data (toy sets)
-    data.num_train = 50_000
-    data.num_test = 10_000
-    data.seed = 0
+    data.num_train = 50_000       # toy sets: training points
+    data.num_test = 10_000        # toy sets: test points
+    data.seed = 0  # toy sets: generation seed; image_folder / npz: the drawn test split
+    data.path = ""                   # image_folder: a folder or zip of images; npz: an .npz file
+    data.test_fraction = 0.1          # image_folder / npz: test share drawn with data.seed
 
     config.model = ml_collections.ConfigDict()
     return config

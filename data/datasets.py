@@ -19,13 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data.arrays import arrays_info, load_arrays
+from data.folder import folder_num_classes, load_image_folder
 from data.toy import TOY_NUM_CLASSES, TOY_SETS, make_toy_labeled, toy_gaussian_mixture
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 SPLITS = ("train", "test")
 IMAGE_SETS = ("CIFAR10", "DIGITS")
-DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS))
+USER_SETS = ("image_folder", "npz")   # your own data, at config.data.path
+DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS) + USER_SETS)
 # Classes per data set (0: unlabeled); known without loading the data.
 NUM_CLASSES = {"CIFAR10": 10, "DIGITS": 10, **TOY_NUM_CLASSES}
 LABELED_DATASETS = sorted(name for name, k in NUM_CLASSES.items() if k > 0)
@@ -147,6 +150,15 @@ def load_digits_labeled(split: str):
     return torch.from_numpy(pixels[:, None]), torch.from_numpy(labels)
 
 
+def _user_set(name: str, data: torch.Tensor, labels: Optional[torch.Tensor],
+              is_image: bool) -> Dataset:
+    """A Dataset of your own data; its classes are the labels' range (train and test agree when
+    both hold every class; `describe` reads it from the whole file)."""
+    num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
+    return Dataset(name, data, is_image, labels=labels if num_classes else None,
+                   num_classes=num_classes)
+
+
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size:
         return images
@@ -155,11 +167,46 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """What is known of a data set without loading it: 8-bit images or not, its classes (0:
+    unlabeled), and for your own arrays the stored shape of one example (else None)."""
+    is_image: bool
+    num_classes: int
+    example_shape: Optional[tuple] = None
+
+
+def describe(data_config) -> DataInfo:
+    """The `DataInfo` of `config.data` (reads folder listings and array headers only)."""
+    name = data_config.dataset
+    if name == "image_folder":
+        return DataInfo(True, folder_num_classes(data_config.path))
+    if name == "npz":
+        shape, is_image, num_classes = arrays_info(data_config.path)
+        return DataInfo(is_image, num_classes, shape)
+    if name not in NUM_CLASSES:
+        raise ValueError(f"Unknown config.data.dataset {name!r}; expected one of {DATASETS}")
+    return DataInfo(name in IMAGE_SETS, NUM_CLASSES[name])
+
+
 def build_dataset(data_config, split: str) -> Dataset:
     """The `split` ("train" or "test") of the data set named by `config.data.dataset`."""
     name = data_config.dataset
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+    if name == "image_folder":
+        images, labels = load_image_folder(
+            data_config.path, split, image_size=data_config.image_size,
+            num_channels=data_config.num_channels, seed=data_config.get("seed", 0),
+            test_fraction=data_config.get("test_fraction", 0.1))
+        return _user_set(name, images, labels, True)
+    if name == "npz":
+        data, labels, is_image = load_arrays(data_config.path, split,
+                                             seed=data_config.get("seed", 0),
+                                             test_fraction=data_config.get("test_fraction", 0.1))
+        if is_image:
+            data = _resize(data, data_config.image_size)
+        return _user_set(name, data, labels, is_image)
     if name in IMAGE_SETS:
         if name == "CIFAR10":
             images, labels = load_cifar10_labeled(data_config.root, split,

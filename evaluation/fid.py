@@ -2,15 +2,23 @@
 
 The network is the one the StyleGAN2-ADA / EDM metrics use (`inception-2015-12-05.pt`):
 `net(images_uint8 [B, 3, H, W], return_features=True) -> [B, 2048]` pool features, and
-`net(images_uint8) -> [B, 1008]` class probabilities. Point `config.eval.inception_path` at it;
-TorchScript files hold no Python code, so loading one runs nothing but tensor ops.
+`net(images_uint8) -> [B, 1008]` class probabilities. `config.eval.inception_path` is its path,
+or "auto": downloaded once from `INCEPTION_URL` into the cache folder (`SCORE_SDE_CACHE`, else
+~/.cache/score-sde), checked (it must load and give 2048 features and 1008 probabilities),
+and its SHA-256 recorded beside it and verified at every later use (against
+`INCEPTION_SHA256` as well, where that is pinned). Offline, the error says which file to put
+where. TorchScript files hold no Python code, so loading one runs nothing but tensor ops.
 FID (Heusel et al. 2017): ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½).
 IS (Salimans et al. 2016): exp E_x KL(p(y|x) ‖ p(y)), averaged over splits.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import urllib.request
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import scipy.linalg
@@ -19,6 +27,76 @@ import torch
 
 class InceptionError(RuntimeError):
     """The Inception network file is missing or unusable."""
+
+
+INCEPTION_URL = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+                 "inception-2015-12-05.pt")
+INCEPTION_FILE = "inception-2015-12-05.pt"
+INCEPTION_SHA256: Optional[str] = None   # pin the expected digest here where it is known
+
+
+def cache_dir() -> Path:
+    """Where downloaded files live: `SCORE_SDE_CACHE`, else ~/.cache/score-sde."""
+    return Path(os.environ.get("SCORE_SDE_CACHE", Path.home() / ".cache" / "score-sde"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_network(path: Path) -> None:
+    """The file must be a TorchScript Inception giving 2048 features and 1008 probabilities."""
+    net = load_inception(path, "cpu")
+    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    with torch.no_grad():
+        features, probs = net(images, return_features=True), net(images)
+    if tuple(features.shape) != (2, 2048) or tuple(probs.shape) != (2, 1008):
+        raise InceptionError(f"{path} is a TorchScript module but not the FID Inception "
+                             f"(features {tuple(features.shape)}, outputs {tuple(probs.shape)})")
+
+
+def resolve_inception(setting: str, timeout: float = 60.0) -> Path:
+    """The Inception file of `config.eval.inception_path`: the path itself, or for "auto" the
+    cached download (see the module docstring)."""
+    if setting != "auto":
+        return Path(setting).expanduser()
+    target = cache_dir() / INCEPTION_FILE
+    recorded = target.with_name(target.name + ".sha256")
+    if target.is_file():
+        expected = INCEPTION_SHA256 or (recorded.read_text().strip() if recorded.is_file()
+                                        else None)
+        if expected is None or _sha256(target) == expected:
+            return target
+        raise InceptionError(f"{target} does not match its recorded SHA-256; delete it to "
+                             f"download it again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with urllib.request.urlopen(INCEPTION_URL, timeout=timeout) as response, \
+                open(partial, "wb") as f:
+            shutil.copyfileobj(response, f)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise InceptionError(f"could not download the FID Inception network from "
+                             f"{INCEPTION_URL} ({err}): download it on a machine that is online "
+                             f"and place it at {target}, or set config.eval.inception_path to "
+                             f"its path") from None
+    digest = _sha256(partial)
+    try:
+        if INCEPTION_SHA256 is not None and digest != INCEPTION_SHA256:
+            raise InceptionError(f"the download from {INCEPTION_URL} has SHA-256 {digest}, not "
+                                 f"{INCEPTION_SHA256}; it was deleted")
+        _check_network(partial)
+    except InceptionError:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    recorded.write_text(digest + "\n")
+    return target
 
 
 def load_inception(path, device) -> torch.jit.ScriptModule:

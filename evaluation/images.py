@@ -43,12 +43,29 @@ def save_image_grid(images: torch.Tensor, path, nrow: int = 0, upscale: int = 0,
     return save_png(picture, path, root)
 
 
-def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0, size: int = 256,
-                     root: Optional[Path] = None) -> Path:
-    """A 2-D point cloud `[N, 2]` as a log-density image over [−extent, extent]² (PNG)."""
+def scatter_picture(points: torch.Tensor, extent: float = 3.0, size: int = 384) -> np.ndarray:
+    """A 2-D point cloud `[N, 2]` as an RGB scatter plot with axes over [−extent, extent]²,
+    uint8 `[size, size, 3]` (matplotlib's Agg canvas, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     xy = points.detach().cpu().double().numpy()
-    hist, _, _ = np.histogram2d(xy[:, 1], xy[:, 0], bins=size,
-                                range=[[-extent, extent], [-extent, extent]])
-    shade = np.log1p(hist[::-1])  # rows from top (+y) to bottom
-    shade = (255 * (1 - shade / max(shade.max(), 1e-12))).astype(np.uint8)
-    return save_png(Image.fromarray(shade), path, root)
+    figure = Figure(figsize=(size / 96, size / 96), dpi=96)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5, linewidths=0)
+    axes.set_xlim(-extent, extent)
+    axes.set_ylim(-extent, extent)
+    axes.set_aspect("equal")
+    axes.set_xlabel("x₁")
+    axes.set_ylabel("x₂")
+    axes.set_title(f"{len(xy)} samples", fontsize=9)
+    figure.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0,
+                     root: Optional[Path] = None) -> Path:
+    """A 2-D point cloud `[N, 2]` as a scatter plot with axes (PNG)."""
+    return save_png(Image.fromarray(scatter_picture(points, extent)), path, root)

@@ -8,16 +8,19 @@ settings of `evaluation.likelihood`, `evaluation.vlb`, `evaluation.sampling` and
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
+import torch
+from PIL import Image
 
 import samplers
-from data import NUM_CLASSES, Dataset, DataTransform, build_dataset, build_transform
+from data import Dataset, DataTransform, build_dataset, build_transform, describe
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
-                            inception_score, load_inception)
+                            inception_score, load_inception, resolve_inception)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import Guidance, generate_samples, samples_complete, save_samples
@@ -30,6 +33,7 @@ from run.files import check_inside, save_npz, write_json
 from run.loading import load_classifier, load_ema_model
 from run.paths import WorkdirPaths
 from run.progress import Progress, settings_digest, weights_digest
+from run.tensorboard import SafeWriter
 from samplers.config import config_options, keyword_options
 
 
@@ -38,7 +42,7 @@ def build_guidance(config, model, classifier=None) -> Guidance:
     sampling = config.sampling
     num_classes = model.num_classes
     if not num_classes and classifier is not None:
-        num_classes = NUM_CLASSES.get(config.data.dataset, 0)
+        num_classes = describe(config.data).num_classes
     return Guidance(num_classes=num_classes, class_label=sampling.get("class_label", -1),
                     guidance_scale=sampling.get("guidance_scale", 1.0), classifier=classifier,
                     classifier_scale=sampling.get("classifier_scale", 0.0))
@@ -56,12 +60,16 @@ class SnapshotSamples:
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
         self.centered = build_transform(config.data).centered
 
-    def __call__(self, model, step: int) -> None:
+    def __call__(self, model, step: int) -> np.ndarray:
+        """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
         guidance = build_guidance(self.config, model)
         x = generate_samples(self.sampler, model, model.sde, self.shape, self.count,
                              self.batch_size, self.seed, guidance)
-        save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
-                     nrow=model.num_classes, root=self.paths.root)
+        png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
+                           nrow=model.num_classes, root=self.paths.root,
+                           labels=guidance.labels(range(self.count)))
+        with Image.open(png) as picture:
+            return np.asarray(picture.convert("RGB"))
 
     def done(self, step: int) -> bool:
         return samples_complete(self.paths.snapshot_samples(step))
@@ -93,7 +101,7 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if ev.enable_fid:  # fail before any work when the network is missing
         if not ev.enable_sampling:
             raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
-        inception = load_inception(ev.inception_path, info.device)
+        inception = load_inception(resolve_inception(ev.inception_path), info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
     checkpoint = {"step": step, "weights": weights_digest(model)}
     metrics, settings, finished = {"step": step}, {}, []
@@ -141,10 +149,37 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if info.is_main:
         write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
                    paths.root)
+        log_metrics(paths, metrics, step)
     barrier(info)
     for done in finished:
         done.finish()
     return metrics
+
+
+def log_metrics(paths: WorkdirPaths, metrics: dict, step: int) -> None:
+    """The numbers of an evaluation as TensorBoard scalars at the checkpoint's step, beside the
+    training curves (tags `<eval folder>/<metric>`)."""
+    writer = SafeWriter(paths.tensorboard)
+    try:
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+                writer.add_scalar(f"{paths.eval_folder}/{name}", float(value), step)
+    finally:
+        writer.close()
+
+
+def reference_statistics(inception, stats_path: Path, reference_set,
+                         root: Optional[Path] = None):
+    """(μ, Σ) of the Inception features of `reference_set()`, cached at `stats_path`."""
+    if stats_path.exists():
+        with np.load(stats_path) as stats:
+            return stats["mu"], stats["sigma"]
+    data: Dataset = reference_set()
+    if data.data.dtype != torch.uint8 or data.data.ndim != 4:
+        raise ValueError("FID needs 8-bit image data, not vectors")
+    mu, sigma = feature_statistics(inception_outputs(inception, data.data)[0])
+    save_npz(stats_path, {"mu": mu, "sigma": sigma}, root)
+    return mu, sigma
 
 
 def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
@@ -153,27 +188,42 @@ def fid_metrics(inception, samples, transform: DataTransform, stats_path: Path,
     Inception Score."""
     if samples.ndim != 4:
         raise ValueError("config.eval.enable_fid needs image data, not vectors")
-    if stats_path.exists():
-        with np.load(stats_path) as stats:
-            mu_data, sigma_data = stats["mu"], stats["sigma"]
-    else:
-        data: Dataset = reference_set()
-        mu_data, sigma_data = feature_statistics(inception_outputs(inception, data.data)[0])
-        save_npz(stats_path, {"mu": mu_data, "sigma": sigma_data}, root)
+    mu_data, sigma_data = reference_statistics(inception, stats_path, reference_set, root)
     features, probs = inception_outputs(inception, transform.to_uint8(samples))
     inception_mean, inception_std = inception_score(probs)
     return {"fid": frechet_distance(*feature_statistics(features), mu_data, sigma_data),
             "inception_score": inception_mean, "inception_score_std": inception_std}
 
 
-def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> Path:
+def run_fid_stats(config, workdir, eval_folder: str = "eval") -> Path:
+    """`--mode fid_stats`: the training split's Inception statistics, cached in the eval folder
+    where `--mode eval` with `eval.enable_fid` finds them (sets up the network as "auto" does
+    when `eval.inception_path` is "auto")."""
+    paths = WorkdirPaths(workdir, eval_folder)
+    inception = load_inception(resolve_inception(config.eval.inception_path), "cpu")
+    stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
+    reference_statistics(inception, stats_path, lambda: build_dataset(config.data, "train"),
+                         paths.root)
+    return stats_path
+
+
+class SampleRun(NamedTuple):
+    """What `--mode sample` made: the PNG, how many samples, the score evaluations of each batch
+    (`nfe`, a list) and the wall time in seconds."""
+    path: Path
+    num_samples: int
+    nfe: list
+    seconds: float
+
+
+def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None) -> SampleRun:
     """`sampling.task`: "generate" draws `eval.num_samples` samples with the configured sampler
     (class-conditional / guided as configured) into `workdir/samples/`; "inpaint", "colorize"
-    and "interpolate" work on test images (`evaluation.tasks`). Returns the PNG's path.
+    and "interpolate" work on test images (`evaluation.tasks`).
 
-    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json`,
-    and keeps per-batch progress while it runs, so a rerun continues and runs of other settings
-    never overwrite it.
+    Each run's folder is named by its settings (`sample_run_name`), holds `settings.json` (the
+    settings, checkpoint, NFE, wall time and class labels) and keeps per-batch progress while it
+    runs, so a rerun continues and runs of other settings never overwrite it.
     """
     info = dist_info or single_process()
     paths = WorkdirPaths(workdir)
@@ -189,25 +239,44 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
               "settings": sample_settings(config, sampler, config.eval.num_samples)}
     folder = paths.sample_run(sample_run_name(config, step, settings_digest(record)))
     check_inside(folder, paths.root)
+    tick, stats = time.perf_counter(), {}
     if task != "generate":
         if info.world_size > 1:
             raise ValueError(f"config.sampling.task={task!r} runs in one process; launch it "
                              f"without torchrun")
-        png = run_task(task_settings(config), model, sde, transform, folder, guidance, paths.root)
-        write_json(folder / "settings.json", record, paths.root)
-        return png
+        settings = task_settings(config)
+        if guidance.num_classes and settings.test_labels is not None:
+            guidance.given_labels = settings.test_labels   # complete each image as its class
+        png = run_task(settings, model, sde, transform, folder, guidance, paths.root, stats)
+        run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
+                        time.perf_counter() - tick)
+        write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)
+        return run
     done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
-                    ("samples",), paths.root)
+                    ("samples", "nfe"), paths.root)
     samples = generate_samples(sampler, model, sde, data_shape(config), config.eval.num_samples,
                                config.eval.batch_size, config.eval.get("seed", 0), guidance,
-                               progress=True, dist_info=info, resume=done, stop=stop)
+                               progress=True, dist_info=info, resume=done, stop=stop,
+                               stats=stats)
+    run = SampleRun(folder / "samples.png", config.eval.num_samples, stats["nfe"],
+                    time.perf_counter() - tick)
     if info.is_main:
+        labels = guidance.labels(range(config.eval.num_samples))
+        provenance = _provenance(record, run, guidance)
         save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
-                     root=paths.root)
-        write_json(folder / "settings.json", record, paths.root)
+                     root=paths.root, labels=labels, settings=provenance)
+        write_json(folder / "settings.json", provenance, paths.root)
     barrier(info)
     done.finish()
-    return folder / "samples.png"
+    return run
+
+
+def _provenance(record: dict, run: SampleRun, guidance: Guidance) -> dict:
+    """settings.json: the settings and checkpoint, with the NFE, wall time and labels."""
+    labels = guidance.labels(range(run.num_samples))
+    return {**record, "nfe_per_batch": run.nfe, "nfe_total": int(sum(run.nfe)),
+            "wall_seconds": round(run.seconds, 3),
+            "labels": None if labels is None else labels.tolist()}
 
 
 def sample_settings(config, sampler, num_samples: int) -> dict:
@@ -239,8 +308,9 @@ def condition_settings(sampling) -> dict:
 def task_settings(config) -> TaskSettings:
     """The `TaskSettings` of `config.sampling.task` (the test split's images)."""
     sampling = config.sampling
+    test = build_dataset(config.data, "test")
     return TaskSettings(
-        task=sampling.task, test_images=build_dataset(config.data, "test").data,
+        task=sampling.task, test_images=test.data, test_labels=test.labels,
         num_samples=config.eval.num_samples, seed=config.eval.get("seed", 0),
         mask=sampling.get("mask", "right_half"),
         superres_factor=sampling.get("superres_factor", 2),

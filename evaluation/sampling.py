@@ -5,10 +5,12 @@ whatever the batch size or the number of processes.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -37,11 +39,14 @@ class Guidance:
     guidance_scale: float = 1.0
     classifier: Optional[torch.nn.Module] = None
     classifier_scale: float = 0.0
+    given_labels: Optional[torch.Tensor] = None   # sample i's class (tasks: the original's)
 
     def labels(self, indices: range) -> Optional[torch.Tensor]:
         """Class labels `[len(indices)]` of samples `indices`, or None (unconditional)."""
         if not self.num_classes:
             return None
+        if self.given_labels is not None and self.class_label == -1:
+            return self.given_labels[indices.start:indices.stop]
         index = torch.arange(indices.start, indices.stop)
         return index % self.num_classes if self.class_label == -1 else torch.full_like(
             index, self.class_label)
@@ -73,14 +78,16 @@ def sample_generators(seed: int, indices: Sequence[int], device) -> list:
 def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int,
                      batch_size: int, seed: int, guidance: Optional[Guidance] = None,
                      progress: bool = False, dist_info: Optional[DistInfo] = None,
-                     resume: Optional[Progress] = None, stop=None) -> torch.Tensor:
+                     resume: Optional[Progress] = None, stop=None,
+                     stats: Optional[dict] = None) -> torch.Tensor:
     """`[num_samples, *shape]` samples in the model's data space, drawn by `sampler` (a
     `samplers.build_sampler` result) in batches of `batch_size`, conditioned by `guidance`.
 
     Under torchrun each rank draws a contiguous block of the sample indices and rank 0 gathers
     them all (other ranks return an empty tensor). With `resume` (a `run.progress.Progress`
     keyed by the run's settings) every finished batch is kept, so a rerun continues; `stop` (a
-    `run.preemption.StopRequest`) ends the run between batches with `Preempted`.
+    `run.preemption.StopRequest`) ends the run between batches with `Preempted`. A `stats` dict
+    receives `nfe`: the score evaluations of each batch (a list, this rank's).
     """
     device = next(model.parameters()).device
     info = dist_info or single_process(device)
@@ -90,18 +97,22 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     mine = range(info.rank * per_rank, min(num_samples, (info.rank + 1) * per_rank))
     starts = range(mine.start, mine.stop, batch_size)
     chunks = list(resume.done["samples"]) if resume is not None else []
+    nfe = list(resume.done["nfe"]) if resume is not None else []
     for start in tqdm(starts[len(chunks):], desc="sample",
                       disable=not (progress and info.is_main)):
         indices = range(start, min(start + batch_size, mine.stop))
         result = sampler(guidance.score_fn(model, indices), sde, (len(indices),) + tuple(shape),
                          generator=sample_generators(seed, indices, device), device=device)
         chunks.append(result.x.float().cpu())
+        nfe.append(int(result.nfe))
         check_finite_samples(chunks[-1])   # before anything is kept of a diverged batch
         if resume is not None:
-            resume.append(samples=chunks[-1])
+            resume.append(samples=chunks[-1], nfe=nfe[-1])
         if stop is not None and stop.should_stop() and start + batch_size < mine.stop:
             raise Preempted(f"{stop.requested} after {start + len(indices) - mine.start} of "
                             f"{len(mine)} samples; rerun the same command to continue")
+    if stats is not None:
+        stats["nfe"] = nfe
     local = torch.cat(chunks) if chunks else torch.empty((0,) + tuple(shape))
     gathered = all_gather_objects(info, local)
     return torch.cat(gathered) if info.is_main else local[:0]
@@ -116,17 +127,25 @@ def check_finite_samples(samples: torch.Tensor) -> None:
 
 
 def save_samples(samples: torch.Tensor, folder, *, centered: bool, nrow: int = 0,
-                 root: Optional[Path] = None) -> Path:
-    """Write `samples.npz` (uint8 images or float points) and `samples.png` (a grid of `nrow`
-    columns; 0: square) into `folder`, atomically (with `root`: only inside that workdir);
-    images are in the model's range (`centered`)."""
+                 root: Optional[Path] = None, labels: Optional[torch.Tensor] = None,
+                 settings: Optional[dict] = None) -> Path:
+    """Write `samples.npz` (uint8 NHWC images or float points, with `labels` and the
+    `settings` as JSON text where given) and `samples.png` (a grid of `nrow` columns; 0: square)
+    into `folder`, atomically (with `root`: only inside that workdir); images are in the
+    model's range (`centered`)."""
     check_finite_samples(samples)
     folder = Path(folder)
+    arrays = {}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    if settings is not None:
+        arrays["settings"] = np.array(json.dumps(settings, sort_keys=True))
     if samples.ndim == 4:
         images = to_uint8_images(samples, centered=centered)
-        save_npz(folder / "samples.npz", {"samples": images.permute(0, 2, 3, 1).numpy()}, root)
+        save_npz(folder / "samples.npz", {"samples": images.permute(0, 2, 3, 1).numpy(),
+                                          **arrays}, root)
         return save_image_grid(images[:256], folder / "samples.png", nrow=nrow, root=root)
-    save_npz(folder / "samples.npz", {"samples": samples.numpy()}, root)
+    save_npz(folder / "samples.npz", {"samples": samples.numpy(), **arrays}, root)
     return save_scatter_png(samples, folder / "samples.png", root=root)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -31,13 +31,15 @@ INTERPOLATION_STEPS = 8
 
 @dataclass
 class TaskSettings:
-    """A task, its test images (uint8 `[N, C, H, W]`, the first `num_samples` used), the seed,
-    the inpainting mask kind, the super-resolution factor, the condition method and its options
-    (`options`, names in `samplers.condition_options(condition_method)`), and the options of
-    `samplers.encode` / `decode` (`ode_options`)."""
+    """A task, its test images (uint8 `[N, C, H, W]`, the first `num_samples` used) and their
+    class labels (where the data set has them), the seed, the inpainting mask kind, the
+    super-resolution factor, the condition method and its options (`options`, names in
+    `samplers.condition_options(condition_method)`), and the options of `samplers.encode` /
+    `decode` (`ode_options`)."""
     task: str
     test_images: torch.Tensor
     num_samples: int
+    test_labels: Optional[torch.Tensor] = None
     seed: int = 0
     mask: str = "right_half"
     superres_factor: int = 2
@@ -71,28 +73,33 @@ def _test_images(settings: TaskSettings, transform: DataTransform, count: int,
     return transform.images(data[:count]).to(device)
 
 
-def _save(transform: DataTransform, rows: List[torch.Tensor], folder: Path, name: str,
-          root: Optional[Path]) -> Path:
-    """Rows of image batches `[n, C, H, W]` → `<name>.npz` (uint8, NHWC) and one PNG grid with
-    one column per example (each row: originals, inputs, results, …), written atomically."""
-    check_finite_samples(torch.cat([r.float().cpu() for r in rows]))
-    images = [transform.to_uint8(r.float().cpu()) for r in rows]
+def _save(transform: DataTransform, rows: Dict[str, torch.Tensor], folder: Path, name: str,
+          root: Optional[Path], stats: Optional[dict] = None) -> Path:
+    """Named image batches `[n, C, H, W]` (e.g. original, input, result) → `<name>.npz` (uint8,
+    NHWC, one array per name) and one PNG grid with one column per example and one row per
+    name, written atomically."""
+    check_finite_samples(torch.cat([r.float().cpu() for r in rows.values()]))
+    images = {key: transform.to_uint8(r.float().cpu()) for key, r in rows.items()}
     save_npz(folder / f"{name}.npz",
-             {f"row{i}": im.permute(0, 2, 3, 1).numpy() for i, im in enumerate(images)}, root)
-    return save_image_grid(torch.cat(images), folder / f"{name}.png", nrow=images[0].shape[0],
-                           root=root)
+             {key: im.permute(0, 2, 3, 1).numpy() for key, im in images.items()}, root)
+    first = next(iter(images.values()))
+    return save_image_grid(torch.cat(list(images.values())), folder / f"{name}.png",
+                           nrow=first.shape[0], root=root)
 
 
 def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folder: Path,
-             guidance: Guidance, root: Optional[Path] = None) -> Path:
+             guidance: Guidance, root: Optional[Path] = None,
+             stats: Optional[dict] = None) -> Path:
     """Run task "inpaint", "colorize", "superres" or "interpolate" into `folder`; returns the
-    PNG's path (rows: originals, inputs, results; or one row per interpolated pair)."""
+    PNG's path (rows: original, input, result; or one row per interpolated pair). A `stats`
+    dict receives `nfe` (a one-item list: the run's score evaluations)."""
+    stats = {} if stats is None else stats
     device = next(model.parameters()).device
     task, count = settings.task, settings.num_samples
     indices = range(count)
     generator = sample_generators(settings.seed, indices, device)
     if task == "interpolate":
-        return _interpolate(settings, model, sde, transform, folder, root)
+        return _interpolate(settings, model, sde, transform, folder, root, stats)
     x = _test_images(settings, transform, count, device)
     score_fn = guidance.score_fn(model, indices)
     options = dict(settings.options, method=settings.condition_method, generator=generator)
@@ -100,35 +107,44 @@ def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folde
         mask = make_mask(settings.mask, x.shape,
                          torch.Generator().manual_seed(settings.seed)).to(device)
         result = samplers.inpaint(score_fn, sde, x, mask, **options)
+        stats["nfe"] = [int(result.nfe)]
         shown = x * mask + (1 - mask) * (0.0 if transform.centered else 0.5)  # unknown: gray
-        return _save(transform, [x, shown, result.x], folder, "inpaint", root)
+        return _save(transform, {"original": x, "input": shown, "result": result.x}, folder,
+                     "inpaint", root)
     if task == "colorize":
         if x.shape[1] != 3:
             raise ValueError("config.sampling.task='colorize' needs 3-channel images "
                              f"(config.data.num_channels=3), got {x.shape[1]}")
         gray = x.mean(dim=1, keepdim=True)
         result = samplers.colorize(score_fn, sde, gray, **options)
-        return _save(transform, [x, gray.expand_as(x), result.x], folder, "colorize", root)
+        stats["nfe"] = [int(result.nfe)]
+        return _save(transform, {"original": x, "input": gray.expand_as(x), "result": result.x},
+                     folder, "colorize", root)
     if task == "superres":
         factor = settings.superres_factor
         low = samplers.AvgPool(factor)(x)
         result = samplers.condition(score_fn, sde, low, samplers.AvgPool(factor), **options)
+        stats["nfe"] = [int(result.nfe)]
         shown = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-        return _save(transform, [x, shown, result.x], folder, "superres", root)
+        return _save(transform, {"original": x, "input": shown, "result": result.x}, folder,
+                     "superres", root)
     raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of {list(TASKS)}")
 
 
 def _interpolate(settings: TaskSettings, model, sde, transform: DataTransform,
-                 folder: Path, root: Optional[Path]) -> Path:
+                 folder: Path, root: Optional[Path], stats: dict) -> Path:
     """Encode test images 2k and 2k+1 with the probability-flow ODE of the unconditional score
     (a class-conditional model's null label), decode `INTERPOLATION_STEPS` points of the
     spherical path between their latents; one row per pair."""
     device = next(model.parameters()).device
     pairs = max(1, settings.num_samples // 2)
     x = _test_images(settings, transform, 2 * pairs, device)
-    z = samplers.encode(model, sde, x, **settings.ode_options).z
+    encoded = samplers.encode(model, sde, x, **settings.ode_options)
+    z = encoded.z
     alphas = torch.linspace(0, 1, INTERPOLATION_STEPS, dtype=z.dtype, device=z.device)
     path = torch.cat([samplers.slerp(z[2 * k], z[2 * k + 1], alphas) for k in range(pairs)])
-    decoded = samplers.decode(model, sde, path, **settings.ode_options).x
-    rows = decoded.view(pairs, INTERPOLATION_STEPS, *x.shape[1:])
-    return _save(transform, list(rows), folder, "interpolate", root)
+    decoded = samplers.decode(model, sde, path, **settings.ode_options)
+    stats["nfe"] = [int(encoded.nfe + decoded.nfe)]
+    rows = decoded.x.view(pairs, INTERPOLATION_STEPS, *x.shape[1:])    # one row per pair
+    return _save(transform, {f"pair{k}": row for k, row in enumerate(rows)}, folder,
+                 "interpolate", root)

@@ -3,7 +3,9 @@
     python -m models.convert SRC DST --reference-config CONFIG.json [--weights ema|model]
 
 reads the reference checkpoint SRC (`{"model", "ema", "optimizer", "step"}` as written by its
-`utils.save_checkpoint`) and writes this project's checkpoint DST (see `models.checkpoint`).
+`utils.save_checkpoint`) and writes this project's checkpoint (see `models.checkpoint`): DST
+itself if it ends in `.pth`, else a workdir DST (checkpoint and `config.json`) that
+`python main.py --workdir DST --mode eval|sample` uses without `--config`.
 CONFIG.json is the reference config as a nested dict (`config.to_dict()`; tuples as lists).
 Reference checkpoints are read with `torch.load(weights_only=True)` and an allowlist of
 numpy scalar globals, never with unrestricted unpickling.
@@ -19,7 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Set, Union
 import torch
 
 import sde_lib
-from models.checkpoint import safe_load, save_score_model
+from models.checkpoint import atomic_write, safe_load, save_score_model
 from models.ema import ExponentialMovingAverage
 from models.embeddings import sigma_table
 from models.reference_layout import convert_reference_state_dict, frozen_reference_keys
@@ -131,9 +133,42 @@ def from_score_sde(checkpoint_path: Union[str, Path], reference_config: Referenc
                       parametrization=config["training"]["parametrization"]).eval()
 
 
+# Reference predictor names → this project's (score_sde_pytorch's sampling.predictor).
+REFERENCE_PREDICTORS = {"reverse_diffusion": "reverse_diffusion",
+                        "euler_maruyama": "euler_maruyama", "ancestral_sampling": "ancestral",
+                        "none": "none"}
+
+
+def workdir_config(ref: Mapping[str, Any]) -> Dict[str, Any]:
+    """The stored config (`config.json`) of a workdir made from a reference checkpoint: its
+    model, SDE, time convention, data and sampler; every other field keeps this project's
+    default when a run rebuilds the config from it."""
+    config = project_config(ref)
+    data, sampling = ref.get("data", {}), ref.get("sampling", {})
+    config["data"] = {key: data[key] for key in ("dataset", "image_size", "num_channels",
+                                                 "centered", "random_flip",
+                                                 "uniform_dequantization") if key in data}
+    config["training"].update({key: ref["training"][key] for key in ("reduce_mean",
+                                                                     "likelihood_weighting")
+                               if key in ref["training"]})
+    config["sampling"] = {key: sampling[key] for key in ("corrector", "snr", "n_steps_each",
+                                                         "noise_removal", "probability_flow")
+                          if key in sampling}
+    if sampling.get("predictor") in REFERENCE_PREDICTORS:
+        config["sampling"]["predictor"] = REFERENCE_PREDICTORS[sampling["predictor"]]
+    if sampling.get("method") in ("pc", "ode"):
+        config["sampling"]["method"] = sampling["method"]
+    return config
+
+
 def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: ReferenceConfig,
-            use_ema: bool = True) -> None:
-    """Convert the reference checkpoint `src` into this project's checkpoint `dst`."""
+            use_ema: bool = True) -> Path:
+    """Convert the reference checkpoint `src` into this project's checkpoint.
+
+    `dst` ending in `.pth` is the checkpoint file itself; any other `dst` is a workdir that
+    `--mode eval` / `--mode sample` use as is: `dst/checkpoints-meta/checkpoint.pth` and
+    `dst/config.json` (`workdir_config`). Returns the checkpoint's path.
+    """
     net, config, checkpoint = _load(src, reference_config, use_ema)
     reference_ema = checkpoint.get("ema", {})
     decay = reference_ema.get("decay", config["model"].get("ema_rate", 0.9999))
@@ -141,8 +176,14 @@ def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: Refe
     ema.num_updates = int(reference_ema.get("num_updates", 0) or 0)
     meta = {"source": f"score_sde_pytorch:{Path(src).name}",
             "weights": "ema" if use_ema else "model"}
-    save_score_model(dst, net, config, ema_state=ema.state_dict(),
+    dst = Path(dst)
+    path = dst if dst.suffix == ".pth" else dst / "checkpoints-meta" / "checkpoint.pth"
+    if dst.suffix != ".pth":
+        text = json.dumps(workdir_config(load_reference_config(reference_config)), indent=2)
+        atomic_write(dst / "config.json", lambda f: f.write(text.encode()))
+    save_score_model(path, net, config, ema_state=ema.state_dict(),
                      step=int(checkpoint.get("step", 0)), meta=meta)
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -150,21 +191,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.convert",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
-    parser.add_argument("dst", help="where to write this project's checkpoint")
+    parser.add_argument("dst", help="a workdir to create, or a .pth checkpoint file")
     parser.add_argument("--reference-config", required=True,
                         help="the reference config as JSON (config.to_dict())")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="EMA weights (default, what the paper evaluates) or raw weights")
     args = parser.parse_args(argv)
     try:
-        convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
+        path = convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
     except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"error: cannot write {args.dst}: {_one_line(error)}", file=sys.stderr)
         return 1
-    print(f"wrote {args.dst} ({args.weights} weights of {args.src})")
+    print(f"wrote {path} ({args.weights} weights of {args.src})")
     return 0
 
 

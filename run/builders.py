@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 import torch
 
 import sde_lib
-from data import IMAGE_SETS, NUM_CLASSES
+from data import describe
 from models import ExponentialMovingAverage, ScoreModel, build_model
 from models.classifier import (IMAGE_FIELDS, VECTOR_FIELDS, NoisyClassifier,
                                classifier_from_fields)
@@ -75,12 +75,13 @@ def classifier_fields(config, sde: sde_lib.SDE, num_classes: Optional[int] = Non
     set's; the embedding follows the SDE's noise labels (positional of 999·t, or Fourier
     features of σ; `NoisyClassifier`)."""
     section, data = config.classifier, config.data
+    info = describe(data)
     if num_classes is None:
-        num_classes = NUM_CLASSES.get(data.dataset, 0)
+        num_classes = info.num_classes
     sigma_labels = default_parametrization(sde) == "score"
     fields: Dict[str, Any] = {"num_classes": int(num_classes),
                               "embedding_type": "fourier" if sigma_labels else "positional"}
-    if data.dataset in IMAGE_SETS:
+    if info.is_image:
         fields.update(kind="image", image_size=data.image_size, num_channels=data.num_channels,
                       centered=data.centered)
         names = IMAGE_FIELDS

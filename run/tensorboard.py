@@ -38,6 +38,17 @@ class SafeWriter:
         except Exception as err:  # noqa: BLE001
             self._fail("write", err)
 
+    def add_image(self, tag: str, image, step: int) -> None:
+        """An HWC uint8 picture (a sample grid or a scatter plot)."""
+        if self._writer is None:
+            self._open()
+            if self._writer is None:
+                return
+        try:
+            self._writer.add_image(tag, image, step, dataformats="HWC")
+        except Exception as err:  # noqa: BLE001
+            self._fail("write", err)
+
     def close(self) -> None:
         if self._writer is not None:
             try:
@@ -50,6 +61,9 @@ class NullWriter:
     """Stands in for the writer on ranks other than 0."""
 
     def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def add_image(self, *args, **kwargs) -> None:
         pass
 
     def close(self) -> None:

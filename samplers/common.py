@@ -107,7 +107,10 @@ class CountedScore:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._count()
-        return self.score_fn(x, t.to(x.dtype))
+        score = self.score_fn(x, t.to(x.dtype))
+        if self.nfe == 1:   # checked once, at the first evaluation
+            check_score(score, x)
+        return score
 
     @property
     def has_variance(self) -> bool:
@@ -133,6 +136,17 @@ class CountedScore:
         """The model's own time for step `index` of the discrete chain, or None if it has none."""
         chain_time = self.capabilities.chain_time
         return None if chain_time is None else chain_time(index)
+
+
+def check_score(score, x: torch.Tensor) -> None:
+    """A score must be a floating tensor shaped like x (a wrong shape would broadcast
+    silently in some samplers)."""
+    if not isinstance(score, torch.Tensor) or not score.is_floating_point() \
+            or score.shape != x.shape:
+        got = (f"{tuple(score.shape)} {score.dtype}" if isinstance(score, torch.Tensor)
+               else type(score).__name__)
+        raise ValueError(f"score_fn returned {got} for x of shape {tuple(x.shape)}; a score "
+                         f"function returns a floating tensor shaped like x")
 
 
 VARIANCE_NEEDED = ("variance 'learned' needs a model with learned variances: "

@@ -120,6 +120,24 @@ class ConfiguredSampler:
         return f"ConfiguredSampler({self.method!r}, {self.options})"
 
 
+# Fields that only some methods take and whose default (None) means "the method's own": set
+# to a value for a method that ignores them, they are refused rather than silently dropped.
+METHOD_SPECIFIC = ("step_lr", "adaptive", "eta", "time_schedule", "rho", "s_churn", "s_tmin",
+                   "s_tmax", "s_noise", "order", "abstol", "reltol", "safety", "variance")
+
+
+def check_applicable(sampling_config, method: str) -> None:
+    """Refuse a method-specific field (`METHOD_SPECIFIC`) set for a method that ignores it."""
+    accepted = method_options(method)
+    for name in METHOD_SPECIFIC:
+        value = sampling_config[name] if name in sampling_config else None
+        if value is not None and not any(t in accepted for t in CONFIG_FIELDS[name]):
+            takers = sorted(m for m in SAMPLERS
+                            if any(t in method_options(m) for t in CONFIG_FIELDS[name]))
+            raise ValueError(f"config.sampling.{name}={value!r} does not apply to method "
+                             f"{method!r}; it is an option of {takers}")
+
+
 def build_sampler(sampling_config) -> ConfiguredSampler:
     """The sampler a `config.sampling` section (ml_collections.ConfigDict or dict) describes.
 
@@ -129,6 +147,7 @@ def build_sampler(sampling_config) -> ConfiguredSampler:
     """
     method = sampling_config["method"] if "method" in sampling_config else "pc"
     check_choice("config.sampling.method", method, SAMPLERS)
+    check_applicable(sampling_config, method)
     options = config_options(sampling_config, method_options(method))
     _check_names(method, options)
     return ConfiguredSampler(method, options)

@@ -62,3 +62,77 @@ def test_missing_or_invalid_network_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(InceptionError, match="bad.pt"):
         load_inception(bad, "cpu")
+
+
+class _ShapedInception(torch.nn.Module):
+    """A stand-in with the real network's output shapes: 2048 features, 1008 probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Linear(3, 2048)
+        self.head = torch.nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        pooled = self.features(x.float().mean(dim=(2, 3)))
+        return pooled if return_features else torch.softmax(self.head(pooled), dim=1)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server over `tmp_path / "www"` (the network is never used)."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_auto_inception_downloads_once_checks_and_verifies(tmp_path, file_server, monkeypatch):
+    import evaluation.fid as fid
+    root, url = file_server
+    torch.jit.script(_ShapedInception()).save(str(root / "inception.pt"))
+    monkeypatch.setenv("SCORE_SDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fid, "INCEPTION_URL", f"{url}/inception.pt")
+    path = fid.resolve_inception("auto")
+    assert path == tmp_path / "cache" / fid.INCEPTION_FILE and path.is_file()
+    recorded = path.with_name(path.name + ".sha256").read_text().strip()
+    assert recorded == fid._sha256(root / "inception.pt")
+    (root / "inception.pt").unlink()                       # cached: no second download
+    assert fid.resolve_inception("auto") == path
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")   # tampered with
+    with pytest.raises(InceptionError, match="does not match its recorded SHA-256"):
+        fid.resolve_inception("auto")
+    assert fid.resolve_inception(str(tmp_path / "mine.pt")) == tmp_path / "mine.pt"
+
+
+def test_auto_inception_refuses_a_wrong_download(tmp_path, file_server, monkeypatch):
+    import evaluation.fid as fid
+    root, url = file_server
+    torch.jit.script(_FakeInception()).save(str(root / "other.pt"))   # the wrong network
+    (root / "garbage.pt").write_bytes(b"<html>not found</html>")
+    monkeypatch.setenv("SCORE_SDE_CACHE", str(tmp_path / "cache"))
+    for name, message in (("other.pt", "not the FID Inception"),
+                          ("garbage.pt", "not a TorchScript module")):
+        monkeypatch.setattr(fid, "INCEPTION_URL", f"{url}/{name}")
+        with pytest.raises(InceptionError, match=message):
+            fid.resolve_inception("auto")
+        assert not list((tmp_path / "cache").iterdir())          # nothing kept
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", "0" * 64)        # a pinned digest
+    torch.jit.script(_ShapedInception()).save(str(root / "inception.pt"))
+    monkeypatch.setattr(fid, "INCEPTION_URL", f"{url}/inception.pt")
+    with pytest.raises(InceptionError, match="has SHA-256 .* not 0000"):
+        fid.resolve_inception("auto")
+
+
+def test_offline_says_which_file_to_place_where(tmp_path, monkeypatch):
+    import evaluation.fid as fid
+    monkeypatch.setenv("SCORE_SDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fid, "INCEPTION_URL", "http://127.0.0.1:9/inception.pt")  # refused
+    with pytest.raises(InceptionError, match=r"place it at .*cache/inception-2015-12-05\.pt"):
+        fid.resolve_inception("auto", timeout=5)

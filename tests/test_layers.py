@@ -29,7 +29,7 @@ ALLOWED = {
     "run": {"sde_lib", "models", "samplers", "data"},
     "training": {"sde_lib", "models", "samplers", "data", "run"},
     "evaluation": {"sde_lib", "models", "samplers", "data", "run"},
-    "cli": {"sde_lib", "models", "samplers", "data", "run", "training", "evaluation"},
+    "cli": {"sde_lib", "models", "samplers", "data", "run", "training", "evaluation", "configs"},
     "main": {"sde_lib", "models", "samplers", "data", "run", "training", "evaluation", "cli",
              "configs"},
 }

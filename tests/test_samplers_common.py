@@ -92,3 +92,15 @@ def test_a_score_without_variance_is_refused_where_it_is_wrapped():
     assert not counted.has_variance and counted.chain_time(torch.tensor([1])) is None
     with pytest.raises(ValueError, match="learned variances"):
         counted.with_variance(torch.zeros(1, 1), torch.zeros(1))
+
+
+def test_a_score_of_the_wrong_shape_or_type_is_refused_at_its_first_evaluation():
+    import pytest
+    import samplers
+    sde = SDE_FACTORIES["vp"]()
+    for bad, words in ((lambda x, t: x[:, :1], r"returned \(2, 1\) torch.float32 for x of shape"),
+                       (lambda x, t: x.long(), "torch.int64"),
+                       (lambda x, t: x.numpy(), "returned ndarray")):
+        for method in ("ddim", "pc", "dpm_solver"):
+            with pytest.raises(ValueError, match=words):
+                samplers.sample(bad, sde, (2, 2), method, num_steps=3)

@@ -80,3 +80,15 @@ CONFIG_FILES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "co
 def test_every_config_file_names_a_valid_sampler(name):
     module = importlib.import_module(f"configs.{name}")
     samplers.build_sampler(module.get_config().sampling)
+
+
+def test_options_a_method_ignores_are_refused():
+    import pytest
+    with pytest.raises(ValueError, match=r"config.sampling.order=3 does not apply to method "
+                                         r"'heun'; it is an option of \['dpm_solver'"):
+        samplers.build_sampler({"method": "heun", "order": 3})
+    with pytest.raises(ValueError, match="config.sampling.eta=0.5 does not apply to method 'ode'"):
+        samplers.build_sampler({"method": "ode", "eta": 0.5})
+    assert samplers.build_sampler({"method": "ddim", "eta": 0.5}).options["eta"] == 0.5
+    # Fields every config carries (PC's predictor, say) are not method-specific: ignored.
+    assert samplers.build_sampler({"method": "ode", "predictor": "ancestral"}).method == "ode"

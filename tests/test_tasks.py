@@ -63,11 +63,11 @@ def test_tasks_on_an_untrained_model(tmp_path, task):
     assert path.exists() and path.suffix == ".png"
     rows = np.load(tmp_path / "out" / f"{task}.npz")
     if task == "inpaint":
-        original, _, result = (rows[f"row{i}"].astype(int) for i in range(3))
+        original, result = rows["original"].astype(int), rows["result"].astype(int)
         assert (result[:, :, :4] == original[:, :, :4]).all()      # the known left half
         assert (result[:, :, 4:] != original[:, :, 4:]).any()
     else:
-        first, second = rows["row0"].astype(int), rows["row1"].astype(int)
+        first, second = rows["pair0"].astype(int), rows["pair1"].astype(int)
         assert first.shape == (8, 8, 8, 1)                             # 8 steps per pair
         test = build_dataset(config.data, "test").data[:4].permute(0, 2, 3, 1).numpy().astype(int)
         # uint8 rounding of an ODE round trip at tolerance 1e-6: at most one level off.
@@ -116,8 +116,8 @@ def test_condition_methods_in_the_tasks_on_an_untrained_model(tmp_path, task, me
     with torch.no_grad():
         path = run_task(task_settings(config), model, sde, transform, tmp_path / "out", guidance)
     assert path.exists()
-    original, shown, result = (np.load(tmp_path / "out" / f"{task}.npz")[f"row{i}"].astype(int)
-                               for i in range(3))
+    rows = np.load(tmp_path / "out" / f"{task}.npz")
+    original, shown, result = (rows[key].astype(int) for key in ("original", "input", "result"))
     assert result.shape == original.shape == (2, 8, 8, 1)
     if task == "inpaint" and method != "dps":
         assert (result[:, :, :4] == original[:, :, :4]).all()

@@ -70,7 +70,7 @@ CASES = [
     (COND, ["--config.sampling.task=inpaint", "--config.sampling.mask=left"], 2,
      ["config.sampling.mask", "right_half"]),
     (COND, ["--config.sampling.task=colorize"], 2, ["colorize", "num_channels=3"]),
-    (TOY, ["--config.sampling.task=inpaint"], 2, ["test images", "DIGITS"]),
+    (TOY, ["--config.sampling.task=inpaint"], 2, ["test images", "gaussian_mixture"]),
     (COND, ["--config.sampling.task=inpaint", "--config.sampling.condition_method=foo"], 2,
      ["config.sampling.condition_method", "smc"]),
     (COND, ["--config.sampling.task=inpaint", "--config.sampling.condition_method=smc",

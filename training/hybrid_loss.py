@@ -92,6 +92,7 @@ class VLBLoss(Loss):
         self.sampler = (LossSecondMomentSampler(sde.N) if timestep_sampling == "loss_second_moment"
                         else None)
         self.last_terms = None   # (indices [b], L_t [b]) of the last call, for `update_sampler`
+        self._parts = {}         # the last call's L_vlb (N·L_t) and L_simple, per example
 
     def _draw_index(self, x0: torch.Tensor, generator, shard: Shard) -> torch.Tensor:
         if self.sampler is not None:
@@ -116,9 +117,12 @@ class VLBLoss(Loss):
         term = term / num_dims if self.reduce_mean else term
         self.last_terms = (index, term.detach())
         loss = self.sde.N * term
+        self._parts = {"loss_vlb": loss.detach()}
         if self.loss_type == "hybrid":
             flat = (score * std_ + z).pow(2).flatten(1)   # ε̂ − z = −(σ·s + z)
-            loss = (flat.mean(1) if self.reduce_mean else flat.sum(1)) + self.vlb_weight * loss
+            simple = flat.mean(1) if self.reduce_mean else flat.sum(1)
+            self._parts["loss_simple"] = simple.detach()
+            loss = simple + self.vlb_weight * loss
         if self.sampler is not None:
             loss = loss / (self.sde.N * self.sampler.probabilities()[index].to(loss))
         return loss
@@ -136,6 +140,10 @@ class VLBLoss(Loss):
 
     def after_backward(self, gather: Gather) -> None:
         self.update_sampler(gather)
+
+    def parts(self) -> dict:
+        """The last batch's mean L_vlb (N·L_t, bits) and, for "hybrid", L_simple."""
+        return {name: float(value.float().mean()) for name, value in self._parts.items()}
 
     def state_dict(self) -> dict:
         return {} if self.sampler is None else {"sampler": self.sampler.state_dict()}

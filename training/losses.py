@@ -36,6 +36,10 @@ class Loss:
         """Called once per training step after the backward pass; `gather` concatenates a
         tensor over ranks in rank order (the identity for one process)."""
 
+    def parts(self) -> dict:
+        """The parts of the last call's loss worth logging (name → batch-mean float)."""
+        return {}
+
 
 def draw_global(draw, x: torch.Tensor, shard: Shard) -> torch.Tensor:
     """Draw for the global batch (this shard's size × world size), keep this rank's slice.
@@ -211,6 +215,9 @@ class LabelDropout(Loss):
 
     def after_backward(self, gather: Gather) -> None:
         self.loss.after_backward(gather)
+
+    def parts(self) -> dict:
+        return self.loss.parts()
 
 
 def build_loss(sde: SDE, *, continuous: bool, reduce_mean: bool, likelihood_weighting: bool,

@@ -31,8 +31,9 @@ class SnapshotFn(Protocol):
     """What training calls at every snapshot step, on rank 0, with the EMA model (eval mode):
     e.g. `evaluation.modes.snapshot_sampler`'s sample grids."""
 
-    def __call__(self, model: ScoreModel, step: int) -> None:
-        """Write the snapshot's outputs for `step`."""
+    def __call__(self, model: ScoreModel, step: int):
+        """Write the snapshot's outputs for `step`; returns a picture for TensorBoard (an HWC
+        uint8 array) or None."""
 
     def done(self, step: int) -> bool:
         """Whether the outputs of `step` are complete (else a resumed run writes them)."""
@@ -147,7 +148,7 @@ class TrainLoop:
                         dynamic_ncols=True, disable=not info.is_main)
         tick, tick_step = time.perf_counter(), state.step
         try:
-            self._complete_snapshot()
+            self._complete_snapshot(writer)
             while state.step < settings.n_iters:
                 batch, labels = self._batch(train_set, order)
                 lr = warmup_learning_rate(settings.lr, settings.warmup, state.step)
@@ -161,8 +162,9 @@ class TrainLoop:
                 if state.step % settings.log_freq == 0:
                     rate = (state.step - tick_step) / (time.perf_counter() - tick)
                     tick, tick_step = time.perf_counter(), state.step
-                    for name, value in (("loss", loss), ("grad_norm", grad_norm), ("lr", lr),
-                                        ("steps_per_sec", rate)):
+                    logged = {"loss": loss, "grad_norm": grad_norm, "lr": lr,
+                              "steps_per_sec": rate, **state.loss_fn.parts()}
+                    for name, value in logged.items():
                         writer.add_scalar(f"train/{name}", value, state.step)
                     progress.set_postfix(loss=f"{loss:.4g}")
                 if state.step % settings.eval_freq == 0 and info.is_main:
@@ -174,7 +176,7 @@ class TrainLoop:
                     self.save()
                 if self.on_snapshot is not None and info.is_main \
                         and settings.is_snapshot(state.step):
-                    self.snapshot()
+                    self.snapshot(writer)
                 if self.stop.should_stop(info):
                     self._preempt(already_saved=saved)
         finally:
@@ -206,13 +208,13 @@ class TrainLoop:
                         f"{self.state.step}; checkpoint saved in {self.paths.preemption}; rerun "
                         f"the same command to resume")
 
-    def _complete_snapshot(self) -> None:
+    def _complete_snapshot(self, writer) -> None:
         """After a resume at a snapshot step: write its samples if a kill lost them."""
         step = self.state.step
         if (step and self.on_snapshot is not None and self.info.is_main
                 and self.settings.is_snapshot(step) and not self.on_snapshot.done(step)):
             logging.info("writing the samples of snapshot step %d, missing after the resume", step)
-            self.snapshot()
+            self.snapshot(writer)
 
     def _cpu_generator(self) -> torch.Generator:
         # Data augmentation runs on the CPU; seed it from (seed, step) so resuming reproduces it.
@@ -251,10 +253,12 @@ class TrainLoop:
             return state.loss_fn(state.model, batch, generator, (0, 1),
                                  self._labels(test_set, indices)).mean().item()
 
-    def snapshot(self) -> None:
-        """Run the snapshot callback with the EMA weights."""
+    def snapshot(self, writer=None) -> None:
+        """Run the snapshot callback with the EMA weights; its picture goes to TensorBoard."""
         with ema_weights(self.state):
-            self.on_snapshot(self.state.model, self.state.step)
+            picture = self.on_snapshot(self.state.model, self.state.step)
+        if writer is not None and picture is not None:
+            writer.add_image("samples", picture, self.state.step)
 
     def _count_non_finite(self, loss: float, grad_norm: float, writer) -> None:
         """`nan_policy="stop"` raises at a non-finite loss or gradient (checkpoints untouched);
