@@ -87,7 +87,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     # inpaint / colorize / superres: how to condition (samplers.condition); the predictor,
     # corrector, snr, n_steps_each, eps, num_steps and noise_removal above apply as they can.
     sampling.condition_method = "replacement"  # replacement | smc | repaint | dps
-    sampling.num_particles = 16                # smc: particles per image (cost K× one run)
+    sampling.num_particles = placeholder(int)  # smc: particles per image, K× the cost (16)
     sampling.ess_threshold = placeholder(float)  # smc: resample when ESS < this·K (0.5)
     sampling.lookahead = placeholder(str)        # smc: predictive | tweedie
     sampling.data_std = placeholder(float)       # smc, tweedie look-ahead: data scale (1.0)
