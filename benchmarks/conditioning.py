@@ -193,12 +193,11 @@ def inpaint_digits(model, sde, x, mask, method, options, seed: int = 0):
 
 def run_digits(args) -> None:
     from benchmarks.bound_vs_ode import load_config
+    from data import build_dataset
+    from data.transforms import scale_images, to_uint8_images
     from evaluation.images import save_image_grid
-    from evaluation.run import load_ema_model
     from evaluation.tasks import make_mask
-    from training.classifier import load_classifier
-    from training.datasets import build_dataset
-    from training.pipeline import scale_images, to_uint8_images
+    from run.loading import load_classifier, load_ema_model
     config = load_config(args.config, args.set)
     model, sde, step = load_ema_model(config, args.workdir, "cpu")
     model.requires_grad_(False)
@@ -209,8 +208,8 @@ def run_digits(args) -> None:
     t_judge = torch.full((len(x),), args.judge_t)
     agree = lambda images: judge.log_prob(images, t_judge).argmax(1).eq(labels)  # noqa: E731
     lines = [f"# Digits inpainting, {args.config} at step {step}\n",
-             f"`python benchmarks/conditioning.py digits --config {args.config} --num-images "
-             f"{len(x)}`; classifier at t = {args.judge_t}; originals: "
+             f"`python benchmarks/conditioning.py {' '.join(sys.argv[1:])}`; classifier at "
+             f"t = {args.judge_t}; originals: "
              f"{agree(x).float().mean():.3f} agree with their labels\n",
              "| mask | method | evals/image | wall s | agreement ± se | known-pixel RMSE |",
              "|---|---|---|---|---|---|"]
