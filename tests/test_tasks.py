@@ -144,6 +144,14 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     _run([*common, "--mode", "sample", "--config.sampling.task=inpaint",
           "--config.sampling.mask=center", "--config.eval.num_samples=3"])
     assert next(work.glob("samples/step_4_pc_inpaint_center_cfg1_*/inpaint.png")).exists()
+    _run([*common, "--mode", "sample", "--config.sampling.task=superres",
+          "--config.sampling.condition_method=smc", "--config.sampling.num_particles=2",
+          "--config.eval.num_samples=2"])
+    folder = next(work.glob("samples/step_4_pc_superres_smc_cfg1_*"))
+    record = json.loads((folder / "settings.json").read_text())["settings"]
+    assert record["condition"]["method"] == "smc" and record["superres_factor"] == 2
+    assert record["condition"]["options"]["num_particles"] == 2
+    assert (folder / "superres.png").exists()
 
     plain = tmp_path / "plain"
     common = ["--config", str(ROOT / "configs" / "vp_digits.py"), "--workdir", str(plain), *TINY]
