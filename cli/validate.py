@@ -19,6 +19,7 @@ from training.hybrid_loss import TIMESTEP_SAMPLING
 from training.objective import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 DIVERGENCES = ("exact", "rademacher", "gaussian")
 
 
@@ -72,6 +73,26 @@ def validate_training(config) -> None:
     _positive_int("config.training.num_snapshot_samples", training.num_snapshot_samples)
     _choice("config.training.nan_policy", training.get("nan_policy", "stop"), NAN_POLICIES)
     _positive_int("config.training.nan_skip_limit", training.get("nan_skip_limit", 10))
+    for field, section in (("training.precision", training),
+                           ("sampling.precision", config.sampling)):
+        value = section.get("precision", "fp32")
+        _choice(f"config.{field}", value, PRECISION_NAMES)
+        if value == "fp16" and not torch.cuda.is_available():
+            raise ConfigError(f"config.{field}='fp16' needs a CUDA GPU (float16 autocast and "
+                              f"its loss scaling); use 'bf16' on the CPU")
+    accum = training.get("grad_accum_steps", 1)
+    _positive_int("config.training.grad_accum_steps", accum)
+    if training.batch_size % accum:
+        raise ConfigError(f"config.training.grad_accum_steps={accum} must divide "
+                          f"config.training.batch_size={training.batch_size}")
+    if accum > 1 and training.get("timestep_sampling", "uniform") != "uniform":
+        raise ConfigError("config.training.grad_accum_steps > 1 works with "
+                          "config.training.timestep_sampling='uniform' only")
+    for section, flag in (("training", "compile"), ("training", "channels_last"),
+                          ("training", "tf32"), ("sampling", "compile")):
+        value = config[section].get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"config.{section}.{flag} must be True or False, got {value!r}")
     _choice("config.optim.optimizer", optim.optimizer, ["Adam"])
     if not optim.lr > 0:
         raise ConfigError(f"config.optim.lr must be > 0, got {optim.lr!r}")

@@ -38,6 +38,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.vlb_weight = 0.001   # λ of L_simple + λ·L_vlb (loss=hybrid)
     training.timestep_sampling = "uniform"  # hybrid, vlb: uniform | loss_second_moment
     training.label_dropout = 0.1  # class-conditional models: P(label -> null label)
+    training.precision = "fp32"       # fp32 | bf16 | fp16 (CUDA): autocast + fp16 loss scaling
+    training.grad_accum_steps = 1     # micro-batches per step (the global batch is unchanged)
+    training.compile = False          # torch.compile the network (first steps compile)
+    training.channels_last = False    # NHWC memory layout (helps convolutions on GPUs)
+    training.tf32 = True              # CUDA: TF32 matrix products in fp32
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"      # Adam
@@ -83,6 +88,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.classifier_scale = 0.0  # classifier guidance: s + γ·∇log p_t(y | x) (0: off)
     sampling.task = "generate"    # generate | inpaint | colorize | superres | interpolate
     sampling.mask = "right_half"  # inpaint: right_half | bottom_half | center | random_pixels
+    sampling.precision = "fp32"   # fp32 | bf16 | fp16 (CUDA): autocast of the network when sampling
+    sampling.compile = False      # torch.compile the network for sampling (the first batch compiles)
     sampling.superres_factor = 2  # superres: the average-pooling factor of the observed images
     # inpaint / colorize / superres: how to condition (samplers.condition); the predictor,
     # corrector, snr, n_steps_each, eps, num_steps and noise_removal above apply as they can.

@@ -23,7 +23,8 @@ from evaluation.fid import (feature_statistics, frechet_distance, inception_outp
                             inception_score, load_inception, resolve_inception)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
-from evaluation.sampling import Guidance, generate_samples, samples_complete, save_samples
+from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
+                                 save_samples)
 from evaluation.tasks import CONDITION_TASKS, TaskSettings, run_task
 from evaluation.vlb import TERMS as VLB_TERMS
 from evaluation.vlb import VLBSettings, evaluate_vlb
@@ -48,6 +49,12 @@ def build_guidance(config, model, classifier=None) -> Guidance:
                     classifier_scale=sampling.get("classifier_scale", 0.0))
 
 
+def network_options(config) -> dict:
+    """`sampling_model`'s options from `config.sampling`: precision and compile."""
+    return {"precision": config.sampling.get("precision", "fp32"),
+            "compile": bool(config.sampling.get("compile", False))}
+
+
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
     with the configured sampler, written under `samples/iter_<step>/` (class-conditional
@@ -59,12 +66,14 @@ class SnapshotSamples:
         self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
         self.centered = build_transform(config.data).centered
+        # Snapshots are a few batches: autocast as configured, never a fresh compilation.
+        self.network = {"precision": config.sampling.get("precision", "fp32")}
 
     def __call__(self, model, step: int) -> np.ndarray:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
         guidance = build_guidance(self.config, model)
-        x = generate_samples(self.sampler, model, model.sde, self.shape, self.count,
-                             self.batch_size, self.seed, guidance)
+        x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
+                             self.shape, self.count, self.batch_size, self.seed, guidance)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))
@@ -131,8 +140,9 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if ev.enable_sampling:
         sampler = samplers.build_sampler(config.sampling)
         settings["sampling"] = sample_settings(config, sampler, ev.num_samples)
-        samples = generate_samples(sampler, model, sde, data_shape(config), ev.num_samples,
-                                   ev.batch_size, ev.get("seed", 0), build_guidance(config, model),
+        samples = generate_samples(sampler, sampling_model(model, **network_options(config)), sde,
+                                   data_shape(config), ev.num_samples, ev.batch_size,
+                                   ev.get("seed", 0), build_guidance(config, model),
                                    progress=True, dist_info=info, stop=stop)
         metrics["num_samples"] = ev.num_samples
         if info.is_main:
@@ -254,7 +264,8 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         return run
     done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
                     ("samples", "nfe"), paths.root)
-    samples = generate_samples(sampler, model, sde, data_shape(config), config.eval.num_samples,
+    samples = generate_samples(sampler, sampling_model(model, **network_options(config)), sde,
+                               data_shape(config), config.eval.num_samples,
                                config.eval.batch_size, config.eval.get("seed", 0), guidance,
                                progress=True, dist_info=info, resume=done, stop=stop,
                                stats=stats)
@@ -286,6 +297,7 @@ def sample_settings(config, sampler, num_samples: int) -> dict:
     settings = {"method": sampler.method, "options": dict(sampler.options),
                 "num_samples": num_samples, "batch_size": config.eval.batch_size,
                 "seed": config.eval.get("seed", 0), "task": sampling.get("task", "generate"),
+                **network_options(config),
                 "class_label": sampling.get("class_label", -1),
                 "guidance_scale": sampling.get("guidance_scale", 1.0),
                 "classifier_scale": sampling.get("classifier_scale", 0.0)}

@@ -17,6 +17,7 @@ from tqdm import tqdm
 import samplers
 from data import to_uint8_images
 from evaluation.images import save_image_grid, save_scatter_png
+from models.score_model import PRECISIONS, ScoreModel, compiled, with_network
 from run.distributed import DistInfo, all_gather_objects, single_process
 from run.files import readable_npz, save_npz
 from run.preemption import Preempted
@@ -66,6 +67,17 @@ class Guidance:
             score_fn = samplers.classifier_guidance(score_fn, self.classifier.log_prob, labels,
                                                     self.classifier_scale)
         return score_fn
+
+
+def sampling_model(model: ScoreModel, precision: str = "fp32", compile: bool = False
+                   ) -> ScoreModel:
+    """The model the samplers call (`sampling.precision`, `sampling.compile`): a view of `model`
+    whose network runs under bf16 / fp16 autocast (the sampler's state and the returned scores
+    stay in their own dtype) and, with `compile`, through `torch.compile` (the first batch
+    includes the compilation). `model` itself is unchanged."""
+    view = compiled(model) if compile else with_network(model, model.net)
+    view.autocast_dtype = PRECISIONS[precision]
+    return view
 
 
 def sample_generators(seed: int, indices: Sequence[int], device) -> list:

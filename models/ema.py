@@ -43,14 +43,23 @@ class ExponentialMovingAverage:
         return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
-    def update(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        """Move the averages towards the current parameters (call after each optimizer step)."""
+    def update(self, parameters: Iterable[torch.nn.Parameter],
+               keep: Optional[torch.Tensor] = None) -> None:
+        """Move the averages towards the current parameters (call after each optimizer step).
+
+        `keep`, a 0-dim bool tensor on the parameters' device, makes the update conditional
+        without reading it on the host: where it is False the averages stay as they are (the
+        step is still counted in `num_updates`)."""
         params = _trainable(parameters)
         self._check(params)
         decay = self.current_decay()
         if self.num_updates is not None:
             self.num_updates += 1
-        torch._foreach_lerp_(self.shadow_params, params, 1.0 - decay)
+        if keep is None:
+            torch._foreach_lerp_(self.shadow_params, params, 1.0 - decay)
+            return
+        weight = keep.to(self.shadow_params[0].dtype) * (1.0 - decay)
+        torch._foreach_lerp_(self.shadow_params, params, [weight] * len(params))
 
     @torch.no_grad()
     def copy_to(self, parameters: Iterable[torch.nn.Parameter]) -> None:

@@ -6,6 +6,7 @@ checkpoints give the same scores here.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional, Tuple
 
 import torch
@@ -14,7 +15,10 @@ import torch.nn as nn
 from sde_lib import append_dims
 
 PARAMETRIZATIONS = ("noise", "score")
+# Precisions by name (`training.precision`, `sampling.precision`): the autocast dtype, or None.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 0 … 999
+COMPILE_BACKEND = "inductor"   # torch.compile's backend for `compiled`
 
 
 def default_parametrization(sde) -> str:
@@ -75,6 +79,8 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.continuous = bool(continuous)
         self.parametrization = parametrization
+        # bf16 / fp16 autocast of the network's evaluations (sampling), None: as called.
+        self.autocast_dtype: Optional[torch.dtype] = None
         inner = getattr(net, "module", net)  # the network itself under DistributedDataParallel
         self.num_classes = int(getattr(inner, "num_classes", 0))
         self.learn_variance = bool(getattr(inner, "learn_variance", False))
@@ -131,7 +137,12 @@ class ScoreModel(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         labels = self.labels(t)
-        out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        if self.autocast_dtype is None:
+            out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        else:   # the network in reduced precision, the score in x's dtype
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                out = self.net(x, labels) if y is None else self.net(x, labels, y)
+            out = out.to(x.dtype)
         v = None
         if self.learn_variance:
             out, v_raw = out.chunk(2, dim=1)   # [B, 2C, ...] -> two [B, C, ...]
@@ -139,3 +150,21 @@ class ScoreModel(nn.Module):
         if self.parametrization == "score":
             return out, v
         return -out / append_dims(self.std(t, labels), x.ndim).to(out.dtype), v
+
+
+def with_network(model: ScoreModel, net: nn.Module) -> ScoreModel:
+    """A view of `model` (same SDE, time labels, parametrisation and autocast) around another
+    module that runs the same weights: a DistributedDataParallel or `torch.compile` wrapper.
+    The original is unchanged; save it, not the view (whose state dict names follow the
+    wrapper's)."""
+    view = copy.copy(model)
+    view._modules, view._parameters = dict(model._modules), dict(model._parameters)
+    view._buffers = dict(model._buffers)
+    view.net = net
+    return view
+
+
+def compiled(model: ScoreModel) -> ScoreModel:
+    """A view of `model` whose network runs through `torch.compile` (`COMPILE_BACKEND`); the
+    first calls of each input shape compile (tens of seconds for a U-Net)."""
+    return with_network(model, torch.compile(model.net, backend=COMPILE_BACKEND))

@@ -240,22 +240,26 @@ def test_weights_that_overflow_are_never_checkpointed(tmp_path, capsys, monkeypa
 
 
 def test_consecutive_skips_are_bounded_and_counted():
-    from training.train import NonFiniteLossError, TrainLoop
+    from training.monitor import NonFiniteLossError, StepMonitor
+    from training.step import StepResult
 
-    class Settings:
-        nan_policy, nan_skip_limit = "skip", 3
+    def result(loss, grad=1.0):
+        loss, grad = torch.tensor(loss), torch.tensor(grad)
+        finite = torch.isfinite(loss) & torch.isfinite(grad)
+        return StepResult(loss, grad, finite, torch.tensor(True), ~finite)
 
-    class State:
-        step = 5
-
-    loop = TrainLoop(State(), Settings(), None, None, None)
-    writer = type("W", (), {"add_scalar": lambda *a: None})()
-    loop._count_non_finite(float("nan"), 1.0, writer)
-    loop._count_non_finite(1.0, 1.0, writer)            # a finite batch resets the run of skips
-    loop._count_non_finite(float("inf"), 1.0, writer)
-    loop._count_non_finite(1.0, float("nan"), writer)
-    with pytest.raises(NonFiniteLossError, match="3 non-finite batches in a row .*4 skipped"):
-        loop._count_non_finite(float("nan"), 1.0, writer)
+    monitor = StepMonitor("cpu", nan_policy="skip", nan_skip_limit=3)
+    for step, loss in enumerate([1.0, float("nan"), 3.0, float("inf"), float("nan")]):
+        monitor.observe(result(loss), step)
+    means = monitor.read()                      # a finite batch reset the run of skips
+    assert means["skipped_non_finite"] == 3 and means["loss"] == 2.0
+    monitor.observe(result(float("nan")), 5)    # the third in a row
+    with pytest.raises(NonFiniteLossError, match="3 non-finite batches in a row .4 skipped"):
+        monitor.read()
+    stop = StepMonitor("cpu", nan_policy="stop")
+    stop.observe(result(1.0, float("inf")), 7)
+    with pytest.raises(NonFiniteLossError, match="at step 7"):
+        stop.read()
 
 
 def test_resume_without_checkpoints_meta_keeps_history(trained, capsys, tmp_path):
@@ -351,11 +355,11 @@ def test_verbose_adds_the_traceback(tmp_path, capsys):
 
 
 def test_out_of_memory_names_the_field_to_lower(trained, capsys, monkeypatch):
-    import training.train as train_module
+    from training.step import TrainStep
 
     def no_memory(*args, **kwargs):
         raise MemoryError("cannot allocate 80 GiB")
-    monkeypatch.setattr(train_module, "train_step", no_memory)
+    monkeypatch.setattr(TrainStep, "step", no_memory)
     refused(capsys, trained, "train", "--config.training.n_iters=12", status=1,
             match="lower config.training.batch_size")
 

@@ -95,6 +95,16 @@ CASES = [
     (DIGITS, ["--config.data.num_channels=2"], 2, ["config.data.num_channels", "3"]),
     (DIGITS, ["--config.data.dataset=CIFAR10", "--config.data.root=/nonexistent/data",
               "--config.data.num_channels=3"], 2, ["CIFAR-10", "/nonexistent/data", "download"]),
+    # Precision, accumulation, compile.
+    (TOY, ["--config.training.precision=fp8"], 2, ["config.training.precision", "bf16"]),
+    (TOY, ["--config.sampling.precision=half"], 2, ["config.sampling.precision", "fp16"]),
+    (TOY, ["--config.training.grad_accum_steps=0"], 2, ["config.training.grad_accum_steps"]),
+    (TOY, ["--config.training.grad_accum_steps=5"], 2, ["grad_accum_steps=5", "batch_size"]),
+    (IDDPM, ["--config.training.grad_accum_steps=2",
+             "--config.training.timestep_sampling=loss_second_moment"], 2,
+     ["grad_accum_steps", "uniform"]),
+    (TOY, ["--config.training.compile=maybe"], 2, ["config.training.compile"]),
+    (TOY, ["--config.training.channels_last=yes"], 2, ["channels_last", "True or False"]),
     # --mode train_classifier: the classifier section and a labelled data set.
     (TOY, [CLF, "--config.data.dataset=swiss_roll"], 2,
      ["config.data.dataset", "no class labels", "gaussian_mixture", "moons", "DIGITS"]),
@@ -210,3 +220,11 @@ def test_class_conditional_model_needs_labeled_data(tmp_path):
     config.data.dataset = "swiss_roll"
     with pytest.raises(ConfigError, match="num_classes=2 needs a data set with class labels"):
         validate(config, "train", tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed where CUDA is")
+@pytest.mark.parametrize("field", ["training", "sampling"])
+def test_fp16_needs_a_gpu(capsys, tmp_path, field):
+    code, err = _run(capsys, TOY, [f"--config.{field}.precision=fp16"], tmp_path / "w")
+    assert code == 2 and f"config.{field}.precision='fp16' needs a CUDA GPU" in err
+    assert len(err.strip().splitlines()) == 1

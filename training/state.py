@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -14,6 +14,7 @@ from models.checkpoint import FORMAT
 from run.builders import build_ema, build_optimizer, build_score_model, build_sde, stored_config
 from training.losses import Loss
 from training.objective import build_training_loss
+from training.precision import grad_scaler
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class TrainSettings:
     grad_clip: float        # max gradient norm; negative: no clipping
     nan_policy: str = "stop"
     nan_skip_limit: int = 10   # nan_policy="skip": consecutive non-finite batches before stopping
+    precision: str = "fp32"    # fp32 | bf16 | fp16 (training.precision)
+    grad_accum_steps: int = 1  # micro-batches per step
+    compile: bool = False      # torch.compile the network for the steps
 
     @classmethod
     def from_config(cls, config) -> "TrainSettings":
@@ -39,7 +43,10 @@ class TrainSettings:
                    log_freq=training.log_freq, eval_freq=training.eval_freq, seed=training.seed,
                    lr=optim.lr, warmup=optim.warmup, grad_clip=optim.grad_clip,
                    nan_policy=training.get("nan_policy", "stop"),
-                   nan_skip_limit=training.get("nan_skip_limit", 10))
+                   nan_skip_limit=training.get("nan_skip_limit", 10),
+                   precision=training.get("precision", "fp32"),
+                   grad_accum_steps=training.get("grad_accum_steps", 1),
+                   compile=bool(training.get("compile", False)))
 
     def is_snapshot(self, step: int) -> bool:
         """Whether `step` writes a numbered snapshot (and runs the snapshot callback)."""
@@ -52,9 +59,9 @@ class TrainState:
 
     def __init__(self, model: ScoreModel, ema: ExponentialMovingAverage,
                  optimizer: torch.optim.Optimizer, loss_fn: Loss, generator: torch.Generator,
-                 config: dict):
+                 config: dict, scaler: Optional[torch.amp.GradScaler] = None):
         self.model, self.ema, self.optimizer, self.loss_fn = model, ema, optimizer, loss_fn
-        self.generator, self.config = generator, config
+        self.generator, self.config, self.scaler = generator, config, scaler
         self.step = 0
 
     @property
@@ -67,7 +74,8 @@ class TrainState:
                 "step": self.step, "rng": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "loss": self.loss_fn.state_dict(), "config": self.config}
+                "loss": self.loss_fn.state_dict(), "config": self.config,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
 
     def load_state_dict(self, state: dict, path=None) -> None:
         """Restore a checkpoint of `state_dict()`'s layout. A converted checkpoint
@@ -83,6 +91,8 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("loss"):
             self.loss_fn.load_state_dict(state["loss"])  # e.g. the timestep sampler's history
+        if state.get("scaler") and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])  # fp16's loss scale
         self.generator.set_state(state["rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())  # dropout draws from the global RNG
         if state.get("cuda_rng") and torch.cuda.is_available():
@@ -93,9 +103,13 @@ def build_train_state(config, device) -> TrainState:
     """A fresh `TrainState` for `config` on `device` (initial weights from the global RNG)."""
     sde = build_sde(config)
     model = build_score_model(config, sde, device)
+    if config.training.get("channels_last", False) and config.model.name != "mlp":
+        model = model.to(memory_format=torch.channels_last)   # NHWC convolutions
     generator = torch.Generator(device).manual_seed(config.training.seed)
+    precision = config.training.get("precision", "fp32")
     return TrainState(model, build_ema(config, model), build_optimizer(config, model.parameters()),
-                      build_training_loss(config, sde), generator, stored_config(config, sde))
+                      build_training_loss(config, sde), generator, stored_config(config, sde),
+                      grad_scaler(precision, device))
 
 
 @contextlib.contextmanager

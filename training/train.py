@@ -8,7 +8,6 @@ callback (sample grids, injected by the caller) at every numbered snapshot.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Optional, Protocol
 
@@ -16,15 +15,18 @@ import torch
 from tqdm import tqdm
 
 from data import BatchOrder, Dataset, DataTransform, build_dataset, build_transform
-from models import ExponentialMovingAverage, ScoreModel
+from models import ScoreModel
+from models.score_model import compiled, with_network
 from run.checkpoint import check_format, load_latest, save_checkpoint
-from run.distributed import DistInfo, all_reduce_mean, barrier, gather_cat, single_process
+from run.distributed import DistInfo, barrier, single_process
 from run.paths import WorkdirPaths
 from run.preemption import NoStop, Preempted
 from run.stored_config import check_matches
 from run.tensorboard import NullWriter, SafeWriter
-from training.losses import Loss
+from training.monitor import NonFiniteLossError, StepMonitor  # noqa: F401 (re-exported)
 from training.schedule import warmup_learning_rate
+from training.precision import set_tf32
+from training.step import TrainStep
 from training.state import TrainSettings, TrainState, build_train_state, ema_weights
 
 class SnapshotFn(Protocol):
@@ -37,10 +39,6 @@ class SnapshotFn(Protocol):
 
     def done(self, step: int) -> bool:
         """Whether the outputs of `step` are complete (else a resumed run writes them)."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or its gradient stopped being finite (training.nan_policy="stop")."""
 
 
 def train(config, workdir, dist_info: Optional[DistInfo] = None,
@@ -59,6 +57,7 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
                          f"{info.world_size} processes")
     paths = WorkdirPaths(workdir)
     settings = TrainSettings.from_config(config)
+    set_tf32(bool(config.training.get("tf32", True)))
     torch.manual_seed(settings.seed)
     state = build_train_state(config, info.device)
     resume = load_latest(paths, map_location=info.device)
@@ -76,41 +75,11 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
     return state
 
 
-def train_step(model: ScoreModel, loss_fn: Loss, optimizer: torch.optim.Optimizer,
-               ema: ExponentialMovingAverage, batch: torch.Tensor, lr: float, grad_clip: float,
-               *, generator: torch.Generator, info: DistInfo,
-               labels: Optional[torch.Tensor] = None, forward_model=None):
-    """One optimizer step; returns (loss, gradient norm before clipping) as floats.
-
-    `forward_model` is what the loss calls (a DDP view of `model` under torchrun); the returned
-    loss is averaged over all ranks, so every rank takes the same NaN decision. `labels`: the
-    batch's class labels for class-conditional models. Parameters and EMA change only when the
-    loss and the gradient norm are finite. `grad_clip` < 0: no clipping.
-    """
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(forward_model or model, batch, generator, info.shard, labels).mean()
-    loss.backward()
-    loss_fn.after_backward(lambda x: gather_cat(info, x))
-    loss = all_reduce_mean(info, loss)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                               grad_clip if grad_clip >= 0 else float("inf"))
-    loss_value, grad_value = loss.item(), grad_norm.item()
-    if math.isfinite(loss_value) and math.isfinite(grad_value):  # never step on NaN / inf
-        optimizer.step()
-        if not parameters_finite(model):   # an overflowing step: nothing may keep these weights
-            raise NonFiniteLossError(
-                "the parameters became non-finite after the optimizer step (learning rate too "
-                "high?); stopping without saving them (the last checkpoint is intact)")
-        ema.update(model.parameters())
-    return loss_value, grad_value
-
-
-def parameters_finite(model: torch.nn.Module) -> bool:
-    """Whether every parameter is finite (one host synchronisation)."""
-    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in model.parameters()]).all())
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on `device`: through pinned memory without waiting for the copy on CUDA."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def data_parallel(model: ScoreModel, info: DistInfo) -> ScoreModel:
@@ -121,8 +90,7 @@ def data_parallel(model: ScoreModel, info: DistInfo) -> ScoreModel:
 
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     ddp = DistributedDataParallel(model.net, device_ids=device_ids)
-    return ScoreModel(ddp, model.sde, continuous=model.continuous,
-                      parametrization=model.parametrization)
+    return with_network(model, ddp)
 
 
 class TrainLoop:
@@ -135,55 +103,74 @@ class TrainLoop:
         self.state, self.settings, self.transform = state, settings, transform
         self.paths, self.info, self.on_snapshot = paths, info, on_snapshot
         self.stop = stop or NoStop()
-        self.skipped = self.consecutive_skips = 0
 
     def run(self, train_set: Dataset, test_set: Dataset, batch_size: int) -> None:
         """Train until `settings.n_iters` steps, from `state.step`."""
         state, settings, info = self.state, self.settings, self.info
         order = BatchOrder(len(train_set), batch_size, settings.seed)
         eval_order = BatchOrder(len(test_set), min(batch_size, len(test_set)), settings.seed + 1)
-        forward_model = data_parallel(state.model, info)
+        stepper = self._stepper()
+        monitor = StepMonitor(info.device, settings.nan_policy, settings.nan_skip_limit)
+        # The host looks at the steps' flags at every step on the CPU (free there), else only at
+        # log_freq and before each checkpoint (no synchronisation in between).
+        look_every = 1 if info.device.type == "cpu" else settings.log_freq
         writer = SafeWriter(self.paths.tensorboard) if info.is_main else NullWriter()
         progress = tqdm(total=settings.n_iters, initial=state.step, desc="train",
                         dynamic_ncols=True, disable=not info.is_main)
-        tick, tick_step = time.perf_counter(), state.step
+        tick, tick_step, first = time.perf_counter(), state.step, state.step
         try:
             self._complete_snapshot(writer)
             while state.step < settings.n_iters:
                 batch, labels = self._batch(train_set, order)
                 lr = warmup_learning_rate(settings.lr, settings.warmup, state.step)
-                loss, grad_norm = train_step(
-                    state.model, state.loss_fn, state.optimizer, state.ema, batch, lr,
-                    settings.grad_clip, generator=state.generator, info=info, labels=labels,
-                    forward_model=forward_model)
+                result = stepper.step(batch, labels, lr, state.generator)
+                monitor.observe(result, state.step)
                 state.step += 1
                 progress.update(1)
-                self._count_non_finite(loss, grad_norm, writer)
-                if state.step % settings.log_freq == 0:
+                if state.step == first + 1 and settings.compile:
+                    logging.info("first (compiling) step: %.1f s", time.perf_counter() - tick)
+                logged = state.step % settings.log_freq == 0
+                saved = state.step % settings.preemption_freq == 0 or settings.is_snapshot(
+                    state.step)
+                if logged or saved or state.step % look_every == 0:
+                    means = monitor.read()          # raises on a non-finite verdict
+                if logged:
                     rate = (state.step - tick_step) / (time.perf_counter() - tick)
                     tick, tick_step = time.perf_counter(), state.step
-                    logged = {"loss": loss, "grad_norm": grad_norm, "lr": lr,
-                              "steps_per_sec": rate, **state.loss_fn.parts()}
-                    for name, value in logged.items():
+                    values = {**means, "lr": lr, "steps_per_sec": rate,
+                              **state.loss_fn.parts()}
+                    for name, value in values.items():
                         writer.add_scalar(f"train/{name}", value, state.step)
-                    progress.set_postfix(loss=f"{loss:.4g}")
+                    progress.set_postfix(loss=f"{means['loss']:.4g}")
                 if state.step % settings.eval_freq == 0 and info.is_main:
                     writer.add_scalar("eval/loss", self.eval_loss(test_set, eval_order),
                                       state.step)
-                saved = state.step % settings.preemption_freq == 0 or settings.is_snapshot(
-                    state.step)
                 if saved:
                     self.save()
                 if self.on_snapshot is not None and info.is_main \
                         and settings.is_snapshot(state.step):
                     self.snapshot(writer)
                 if self.stop.should_stop(info):
+                    if not saved:
+                        monitor.read()
                     self._preempt(already_saved=saved)
         finally:
             progress.close()
             writer.close()
-            if self.skipped:
-                logging.warning("skipped %d non-finite batches in this run", self.skipped)
+            skipped = int(monitor.skipped)
+            if skipped:
+                logging.warning("skipped %d non-finite batches in this run", skipped)
+
+    def _stepper(self) -> TrainStep:
+        """The step of this run: DDP or compiled views, precision, accumulation."""
+        state, settings, info = self.state, self.settings, self.info
+        forward_model = data_parallel(state.model, info)
+        if settings.compile:
+            forward_model = compiled(forward_model)
+        return TrainStep(state.model, state.loss_fn, state.optimizer, state.ema, info,
+                         grad_clip=settings.grad_clip, precision=settings.precision,
+                         accum_steps=settings.grad_accum_steps, forward_model=forward_model,
+                         scaler=state.scaler)
 
     def save(self) -> None:
         """Write the preemption checkpoint, and a snapshot on snapshot steps (never over an
@@ -228,7 +215,7 @@ class TrainLoop:
         share = batch.shape[0] // self.info.world_size
         rows = slice(self.info.rank * share, (self.info.rank + 1) * share)
         labels = self._labels(dataset, indices)
-        return batch[rows].to(self.state.device), None if labels is None else labels[rows]
+        return to_device(batch[rows], self.state.device), None if labels is None else labels[rows]
 
     def _labels(self, dataset: Dataset, indices: torch.Tensor) -> Optional[torch.Tensor]:
         """The class labels of `indices` on the model's device, for class-conditional models."""
@@ -259,24 +246,3 @@ class TrainLoop:
             picture = self.on_snapshot(self.state.model, self.state.step)
         if writer is not None and picture is not None:
             writer.add_image("samples", picture, self.state.step)
-
-    def _count_non_finite(self, loss: float, grad_norm: float, writer) -> None:
-        """`nan_policy="stop"` raises at a non-finite loss or gradient (checkpoints untouched);
-        "skip" logs and goes on, up to `nan_skip_limit` such batches in a row."""
-        if math.isfinite(loss) and math.isfinite(grad_norm):
-            self.consecutive_skips = 0
-            return
-        message = (f"non-finite loss {loss} / gradient norm {grad_norm} at step "
-                   f"{self.state.step}; the parameters were not updated")
-        if self.settings.nan_policy == "stop":
-            raise NonFiniteLossError(message + "; stopping (the last checkpoint is intact; set "
-                                     "config.training.nan_policy=skip to skip such batches)")
-        self.skipped += 1
-        self.consecutive_skips += 1
-        if self.consecutive_skips >= self.settings.nan_skip_limit:
-            raise NonFiniteLossError(
-                f"{self.consecutive_skips} non-finite batches in a row up to step "
-                f"{self.state.step} ({self.skipped} skipped in this run); stopping (the last "
-                f"checkpoint is intact; lower config.optim.lr)")
-        logging.warning("%s; skipping the batch", message)
-        writer.add_scalar("train/skipped_non_finite", float(self.skipped), self.state.step)
