@@ -90,10 +90,21 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.class_label = -1     # the class of every sample; -1: classes in turn
     sampling.guidance_scale = 1.0  # classifier-free: s_∅ + γ(s_y − s_∅); 1 = conditional
     sampling.classifier_scale = 0.0  # classifier guidance: s + γ·∇log p_t(y | x) (0: off)
-    sampling.task = "generate"    # generate | inpaint | colorize | interpolate
+    sampling.task = "generate"    # generate | inpaint | colorize | superres | interpolate
     sampling.mask = "right_half"  # inpaint: right_half | bottom_half | center | random_pixels
     sampling.precision = "fp32"   # fp32 | bf16 | fp16 (CUDA): autocast of the network when sampling
     sampling.compile = False      # torch.compile the network for sampling (the first batch compiles)
+    sampling.superres_factor = 2  # superres: the average-pooling factor of the observed images
+    # inpaint / colorize / superres: how to condition (samplers.condition); the predictor,
+    # corrector, snr, n_steps_each, eps, num_steps and noise_removal above apply as they can.
+    sampling.condition_method = "replacement"  # replacement | smc | repaint | dps
+    sampling.num_particles = placeholder(int)  # smc: particles per image, K× the cost (16)
+    sampling.ess_threshold = placeholder(float)  # smc: resample when ESS < this·K (0.5)
+    sampling.lookahead = placeholder(str)        # smc: predictive | tweedie
+    sampling.data_std = placeholder(float)       # smc, tweedie look-ahead: data scale (1.0)
+    sampling.jump_length = placeholder(int)      # repaint: j (10)
+    sampling.jump_n_sample = placeholder(int)    # repaint: r (10)
+    sampling.dps_scale = placeholder(float)      # dps: step size ζ (1.0)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256     # examples / samples per batch

@@ -32,7 +32,12 @@ from samplers.likelihood import DIVERGENCES, log_likelihood  # noqa: E402
 from samplers.vlb import VARIANCES, VLBResult, vlb_bits_per_dim  # noqa: E402
 
 # Controllable generation: guidance, conditioning on observations, latent codes.
+from samplers.condition import (CONDITION_METHODS, METHOD_OPTIONS,  # noqa: E402
+                                check_condition_options, condition, condition_options)
 from samplers.conditional import colorize, inpaint  # noqa: E402
+from samplers.operators import (AvgPool, ChannelMean, Dense, LinearOperator, Mask,  # noqa: E402
+                                MatrixFree)
+from samplers.registry import ConditionResult  # noqa: E402
 from samplers.encode import EncodeResult, decode, encode, slerp  # noqa: E402
 from samplers.guidance import classifier_free_guidance, classifier_guidance  # noqa: E402
 
@@ -45,6 +50,9 @@ __all__ = [
     "VARIANCES", "VLBResult", "vlb_bits_per_dim",
     # controllable generation
     "classifier_free_guidance", "classifier_guidance", "inpaint", "colorize",
+    "condition", "ConditionResult", "CONDITION_METHODS", "METHOD_OPTIONS",
+    "condition_options", "check_condition_options",
+    "LinearOperator", "Mask", "ChannelMean", "AvgPool", "Dense", "MatrixFree",
     "EncodeResult", "encode", "decode", "slerp",
 ]
 

@@ -51,6 +51,14 @@ CONFIG_FIELDS = {
     "variant": ("variant",),
     "unic": ("unic",),
     "lower_order_final": ("lower_order_final",),
+    # Conditioning (`samplers.condition`, `--mode sample` tasks inpaint / colorize / superres).
+    "num_particles": ("num_particles",),
+    "ess_threshold": ("ess_threshold",),
+    "lookahead": ("lookahead",),
+    "data_std": ("data_std",),
+    "jump_length": ("jump_length",),
+    "jump_n_sample": ("jump_n_sample",),
+    "dps_scale": ("dps_scale",),
 }
 # Methods whose default step count is the SDE's N (a chain): they take `pc_num_steps`. Every
 # other fixed-step method has a default of its own (dpm_solver 20, ddim 50, heun 18 levels, ...),
