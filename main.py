@@ -16,6 +16,7 @@ the same command to resume); 130 aborted by a second Ctrl-C. Errors are one line
 import errno
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import List, Tuple
@@ -68,7 +69,15 @@ def _one_line(err: BaseException) -> str:
         return f"unknown config field {lines[0]}: d{lines[1][1:]}"
     if isinstance(inner, KeyError) and len(lines) == 1:
         return f"unknown config field {lines[0]} (this config has no such field)"
+    boolean = BOOLEAN_FLAG.match(text)
+    if boolean:
+        return f"{boolean['field']} must be True or False, got {boolean['value']!r}"
     return "; ".join(lines) or type(err).__name__
+
+
+# absl's message for a boolean config field given another word.
+BOOLEAN_FLAG = re.compile(r"flag --(?P<field>config\.[\w.]+)=(?P<value>.*): "
+                          r"\('Non-boolean argument to boolean flag'")
 
 
 BATCH_FIELD = {"train": "config.training.batch_size", "eval": "config.eval.batch_size",

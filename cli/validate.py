@@ -13,7 +13,7 @@ import torch
 
 import sde_lib
 from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
-from evaluation.tasks import MASKS, TASKS
+from evaluation.tasks import CONDITION_TASKS, MASKS, TASKS
 from run.builders import build_classifier, build_score_model, data_shape
 from training.hybrid_loss import TIMESTEP_SAMPLING
 from training.objective import build_training_loss
@@ -282,6 +282,9 @@ def validate_conditioning(config, mode: str, info: DataInfo) -> None:
         if task == "colorize" and config.data.num_channels != 3:
             raise ConfigError(f"config.sampling.task='colorize' needs colour images "
                               f"(config.data.num_channels=3), got {config.data.num_channels}")
+        if task == "superres":
+            validate_superres(config)
+    validate_condition_method(sampling, task)
     if not num_classes and sampling.get("guidance_scale", 1.0) != 1.0:
         raise ConfigError(f"config.sampling.guidance_scale={sampling.guidance_scale!r} does "
                           f"nothing on an unconditional model (config.model.num_classes=0); "
@@ -299,6 +302,54 @@ def validate_conditioning(config, mode: str, info: DataInfo) -> None:
         if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < classes:
             raise ConfigError(f"config.sampling.class_label must be -1 (classes in turn) or in "
                               f"0 … {classes - 1}, got {label!r}")
+
+
+def validate_superres(config) -> None:
+    """The pooling factor: an integer >= 2 that divides the image size."""
+    factor = config.sampling.get("superres_factor", 2)
+    _positive_int("config.sampling.superres_factor", factor, minimum=2)
+    if config.data.image_size % factor:
+        raise ConfigError(f"config.sampling.superres_factor={factor} must divide "
+                          f"config.data.image_size={config.data.image_size}")
+
+
+def validate_condition_method(sampling, task: str) -> None:
+    """`sampling.condition_method` and its options: checked for the tasks that condition, and
+    refused where they would be ignored (another task, or an option of another method)."""
+    import samplers
+    from samplers.config import config_options
+
+    method = sampling.get("condition_method", "replacement")
+    if task not in CONDITION_TASKS:
+        if method != "replacement":
+            raise ConfigError(f"config.sampling.condition_method={method!r} applies to the tasks "
+                              f"{list(CONDITION_TASKS)}, not config.sampling.task={task!r}")
+        method = None
+    else:
+        _choice("config.sampling.condition_method", method, samplers.CONDITION_METHODS)
+    own = set(samplers.METHOD_OPTIONS[method]) if method else set()
+    for name in CONDITION_FIELDS:
+        value = sampling.get(name)
+        if value is not None and name not in own:
+            takers = sorted(m for m, options in samplers.METHOD_OPTIONS.items() if name in options)
+            where = (f"condition_method={method!r}" if method else
+                     f"task={task!r}, which does not condition")
+            raise ConfigError(f"config.sampling.{name}={value!r} does not apply ({where}); it is "
+                              f"an option of condition_method {takers} in the tasks "
+                              f"{list(CONDITION_TASKS)}")
+    if method is None:
+        return
+    options = config_options(sampling, samplers.condition_options(method))
+    try:
+        samplers.check_condition_options(
+            method, {k: v for k, v in options.items() if k in own})
+    except ValueError as err:
+        raise ConfigError(f"config.sampling (condition_method={method!r}): {err}") from None
+
+
+# config.sampling fields that only some condition methods take (None: the method's default).
+CONDITION_FIELDS = ("num_particles", "ess_threshold", "lookahead", "data_std", "jump_length",
+                    "jump_n_sample", "dps_scale")
 
 
 def validate_workdir(workdir) -> None:

@@ -72,7 +72,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
     sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
     sampling.eps = 1e-3           # the last time of sampling (t runs T -> eps)
-    sampling.num_steps = 0        # 0: the method's default (the SDE's num_scales for pc & co.)
+    sampling.num_steps = 0        # > 0: the steps of any method; 0: the method's own default
+    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.CHAIN_METHODS); 0: num_scales
     # Options of particular methods; None keeps the method's own default.
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
@@ -83,19 +84,33 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.s_tmin = placeholder(float)  # heun: churn from this σ
     sampling.s_tmax = placeholder(float)  # heun: churn up to this σ
     sampling.s_noise = placeholder(float)  # heun: churn noise scale
-    sampling.order = placeholder(int)             # dpm_solver: 1, 2 or 3
-    sampling.abstol = placeholder(float)          # adaptive_sde
-    sampling.reltol = placeholder(float)  # adaptive_sde: relative tolerance
-    sampling.safety = placeholder(float)  # adaptive_sde: step-size safety factor
+    sampling.order = placeholder(int)             # dpm_solver(_sde), unipc: 1-3; dpm_adaptive: 2|3
+    sampling.variant = placeholder(str)           # unipc: bh1 | bh2
+    sampling.unic = placeholder(bool)             # dpm_solver: UniC corrector after each step
+    sampling.lower_order_final = placeholder(bool)  # dpm_solver(_sde), unipc
+    sampling.abstol = placeholder(float)          # adaptive_sde, dpm_adaptive
+    sampling.reltol = placeholder(float)  # adaptive_sde, dpm_adaptive: relative tolerance
+    sampling.safety = placeholder(float)  # adaptive_sde, dpm_adaptive: step-size safety factor
     sampling.variance = placeholder(str)          # ancestral: beta | posterior | learned
     # Class-conditional and guided sampling (--mode sample).
     sampling.class_label = -1     # the class of every sample; -1: classes in turn
     sampling.guidance_scale = 1.0  # classifier-free: s_∅ + γ(s_y − s_∅); 1 = conditional
     sampling.classifier_scale = 0.0  # classifier guidance: s + γ·∇log p_t(y | x) (0: off)
-    sampling.task = "generate"    # generate | inpaint | colorize | interpolate
+    sampling.task = "generate"    # generate | inpaint | colorize | superres | interpolate
     sampling.mask = "right_half"  # inpaint: right_half | bottom_half | center | random_pixels
     sampling.precision = "fp32"   # fp32 | bf16 | fp16 (CUDA): autocast of the network when sampling
     sampling.compile = False      # torch.compile the network for sampling (the first batch compiles)
+    sampling.superres_factor = 2  # superres: the average-pooling factor of the observed images
+    # inpaint / colorize / superres: how to condition (samplers.condition); the predictor,
+    # corrector, snr, n_steps_each, eps, num_steps and noise_removal above apply as they can.
+    sampling.condition_method = "replacement"  # replacement | smc | repaint | dps
+    sampling.num_particles = placeholder(int)  # smc: particles per image, K× the cost (16)
+    sampling.ess_threshold = placeholder(float)  # smc: resample when ESS < this·K (0.5)
+    sampling.lookahead = placeholder(str)        # smc: predictive | tweedie
+    sampling.data_std = placeholder(float)       # smc, tweedie look-ahead: data scale (1.0)
+    sampling.jump_length = placeholder(int)      # repaint: j (10)
+    sampling.jump_n_sample = placeholder(int)    # repaint: r (10)
+    sampling.dps_scale = placeholder(float)      # dps: step size ζ (1.0)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256     # examples / samples per batch

@@ -24,7 +24,7 @@ def toy_config(dataset: str) -> ml_collections.ConfigDict:
     training.reduce_mean = True
     config.optim.lr = 2e-3
     config.optim.warmup = 100
-    config.sampling.num_steps = 500
+    config.sampling.pc_num_steps = 500   # pc & co.; other methods keep their own defaults
     config.eval.batch_size = 1000
     config.eval.bpd_num_examples = 2000
     config.eval.divergence = "exact"

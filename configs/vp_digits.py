@@ -34,7 +34,7 @@ def get_config():
     config.optim.lr = 1e-3
     config.optim.warmup = 200
 
-    config.sampling.num_steps = 500
+    config.sampling.pc_num_steps = 500   # pc & co.; other methods keep their own defaults
     config.eval.batch_size = 300
     config.eval.num_samples = 64
     return config

@@ -25,7 +25,7 @@ from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
                                  save_samples)
-from evaluation.tasks import TaskSettings, run_task
+from evaluation.tasks import CONDITION_TASKS, TaskSettings, run_task
 from evaluation.vlb import TERMS as VLB_TERMS
 from evaluation.vlb import VLBSettings, evaluate_vlb
 from run.builders import data_shape
@@ -303,7 +303,18 @@ def sample_settings(config, sampler, num_samples: int) -> dict:
                 "classifier_scale": sampling.get("classifier_scale", 0.0)}
     if settings["task"] == "inpaint":
         settings["mask"] = sampling.get("mask", "right_half")
+    if settings["task"] == "superres":
+        settings["superres_factor"] = sampling.get("superres_factor", 2)
+    if settings["task"] in CONDITION_TASKS:
+        method = sampling.get("condition_method", "replacement")
+        settings["condition"] = {"method": method, "options": condition_settings(sampling)}
     return settings
+
+
+def condition_settings(sampling) -> dict:
+    """The options of `sampling.condition_method` that the config sets (`samplers.condition`)."""
+    method = sampling.get("condition_method", "replacement")
+    return config_options(sampling, samplers.condition_options(method))
 
 
 def task_settings(config) -> TaskSettings:
@@ -314,7 +325,9 @@ def task_settings(config) -> TaskSettings:
         task=sampling.task, test_images=test.data, test_labels=test.labels,
         num_samples=config.eval.num_samples, seed=config.eval.get("seed", 0),
         mask=sampling.get("mask", "right_half"),
-        options=config_options(sampling, keyword_options(samplers.inpaint)),
+        superres_factor=sampling.get("superres_factor", 2),
+        condition_method=sampling.get("condition_method", "replacement"),
+        options=condition_settings(sampling),
         ode_options=config_options(sampling, keyword_options(samplers.encode)))
 
 
@@ -326,6 +339,9 @@ def sample_run_name(config, step: int, digest: str = "") -> str:
     task = sampling.get("task", "generate")
     if task != "generate":
         name += f"_{task}" + (f"_{sampling.mask}" if task == "inpaint" else "")
+        method = sampling.get("condition_method", "replacement")
+        if task in CONDITION_TASKS and method != "replacement":
+            name += f"_{method}"
     if config.model.get("num_classes", 0):
         name += f"_cfg{sampling.guidance_scale:g}"
     if sampling.get("classifier_scale", 0.0) > 0:

@@ -1,10 +1,13 @@
 """`--mode sample` tasks beyond plain generation (`sampling.task`), each writing an `.npz` and a
-PNG grid: inpainting and colorization of test images (Song et al. 2021, App. I) and
-interpolation between test images through the probability-flow ODE's latents.
+PNG grid: inpainting, colorization and super-resolution (×`superres_factor` average pooling) of
+test images, conditioned by `sampling.condition_method` (`samplers.condition`: replacement,
+Song et al. 2021, App. I; sequential Monte Carlo; RePaint; DPS), and interpolation between test
+images through the probability-flow ODE's latents.
 
 Every task takes the first `num_samples` test images (or pairs of them), uses the model's
 (class-conditional / guided) score as `--mode sample` does, and the sampler options it is given
-(`samplers.config.config_options` of the config's sampling section).
+(`samplers.config.config_options` of the config's sampling section, for the condition method's
+`samplers.condition_options`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from evaluation.images import save_image_grid
 from evaluation.sampling import Guidance, check_finite_samples, sample_generators
 from run.files import save_npz
 
-TASKS = ("generate", "inpaint", "colorize", "interpolate")   # config.sampling.task
+TASKS = ("generate", "inpaint", "colorize", "superres", "interpolate")   # config.sampling.task
+CONDITION_TASKS = ("inpaint", "colorize", "superres")   # conditioned by samplers.condition
 MASKS = ("right_half", "bottom_half", "center", "random_pixels")
 INTERPOLATION_STEPS = 8
 
@@ -28,15 +32,18 @@ INTERPOLATION_STEPS = 8
 @dataclass
 class TaskSettings:
     """A task, its test images (uint8 `[N, C, H, W]`, the first `num_samples` used) and their
-    class labels (where the data set has them), the seed,
-    the inpainting mask kind, and the sampler options of `samplers.inpaint` / `colorize`
-    (`options`) and of `samplers.encode` / `decode` (`ode_options`)."""
+    class labels (where the data set has them), the seed, the inpainting mask kind, the
+    super-resolution factor, the condition method and its options (`options`, names in
+    `samplers.condition_options(condition_method)`), and the options of `samplers.encode` /
+    `decode` (`ode_options`)."""
     task: str
     test_images: torch.Tensor
     num_samples: int
     test_labels: Optional[torch.Tensor] = None
     seed: int = 0
     mask: str = "right_half"
+    superres_factor: int = 2
+    condition_method: str = "replacement"
     options: Dict[str, Any] = field(default_factory=dict)
     ode_options: Dict[str, Any] = field(default_factory=dict)
 
@@ -83,8 +90,9 @@ def _save(transform: DataTransform, rows: Dict[str, torch.Tensor], folder: Path,
 def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folder: Path,
              guidance: Guidance, root: Optional[Path] = None,
              stats: Optional[dict] = None) -> Path:
-    """Run task "inpaint", "colorize" or "interpolate" into `folder`; returns the PNG's path.
-    A `stats` dict receives `nfe` (a one-item list: the run's score evaluations)."""
+    """Run task "inpaint", "colorize", "superres" or "interpolate" into `folder`; returns the
+    PNG's path (rows: original, input, result; or one row per interpolated pair). A `stats`
+    dict receives `nfe` (a one-item list: the run's score evaluations)."""
     stats = {} if stats is None else stats
     device = next(model.parameters()).device
     task, count = settings.task, settings.num_samples
@@ -94,10 +102,11 @@ def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folde
         return _interpolate(settings, model, sde, transform, folder, root, stats)
     x = _test_images(settings, transform, count, device)
     score_fn = guidance.score_fn(model, indices)
+    options = dict(settings.options, method=settings.condition_method, generator=generator)
     if task == "inpaint":
         mask = make_mask(settings.mask, x.shape,
                          torch.Generator().manual_seed(settings.seed)).to(device)
-        result = samplers.inpaint(score_fn, sde, x, mask, generator=generator, **settings.options)
+        result = samplers.inpaint(score_fn, sde, x, mask, **options)
         stats["nfe"] = [int(result.nfe)]
         shown = x * mask + (1 - mask) * (0.0 if transform.centered else 0.5)  # unknown: gray
         return _save(transform, {"original": x, "input": shown, "result": result.x}, folder,
@@ -107,10 +116,18 @@ def run_task(settings: TaskSettings, model, sde, transform: DataTransform, folde
             raise ValueError("config.sampling.task='colorize' needs 3-channel images "
                              f"(config.data.num_channels=3), got {x.shape[1]}")
         gray = x.mean(dim=1, keepdim=True)
-        result = samplers.colorize(score_fn, sde, gray, generator=generator, **settings.options)
+        result = samplers.colorize(score_fn, sde, gray, **options)
         stats["nfe"] = [int(result.nfe)]
         return _save(transform, {"original": x, "input": gray.expand_as(x), "result": result.x},
                      folder, "colorize", root)
+    if task == "superres":
+        factor = settings.superres_factor
+        low = samplers.AvgPool(factor)(x)
+        result = samplers.condition(score_fn, sde, low, samplers.AvgPool(factor), **options)
+        stats["nfe"] = [int(result.nfe)]
+        shown = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+        return _save(transform, {"original": x, "input": shown, "result": result.x}, folder,
+                     "superres", root)
     raise ValueError(f"Unknown config.sampling.task {task!r}; expected one of {list(TASKS)}")
 
 

@@ -9,7 +9,9 @@ flattened space, so `x` may be `[B, d]` or an image batch `[B, C, H, W]` with C�
 Also exact ground truth for controllable generation: the conditional law of the
 unknown coordinates given the known ones (`GaussianMixture.conditional`), and a class-conditional
 mixture, one component per class (`ClassConditionalMixture`), with its exact conditional score
-and noisy-data classifier log p_t(y | x).
+and noisy-data classifier log p_t(y | x). For any linear observation y = A·x + σ_y·n, the exact
+posterior (`GaussianMixture.posterior`, `models.analytic_linear`), and the diffused mixture p_t
+itself (`GaussianMixture.diffused`), whose posterior is the target of a sampler ending at t.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+
+from models.analytic_linear import linear_posterior
 
 ArrayLike = Union[torch.Tensor, Sequence]
 
@@ -123,6 +127,18 @@ class GaussianMixture:
         log_joint = torch.log(weights) - 0.5 * (diff ** 2 / var + torch.log(2 * math.pi * var)).sum(-1)
         posterior_means = means + variances / var * diff                         # [B, K, d]
         return _weighted_score(torch.softmax(log_joint, dim=1), posterior_means, x_hat)
+
+    def diffused(self, t: float, sde) -> "GaussianMixture":
+        """The mixture p_t: N(a(t)·μ_k, a(t)²·v_k + σ(t)²) for each component."""
+        mean_coeff, std = self._kernel(t, sde, 1, None)
+        return GaussianMixture(self.weights, mean_coeff * self.means,
+                               mean_coeff ** 2 * self.variances + std ** 2)
+
+    def posterior(self, matrix: ArrayLike, y: ArrayLike, noise_std: float = 0.0):
+        """The exact p_0(x | y) for y = A·x + noise_std·n `[m]`, A = `matrix` `[m, d]` acting on
+        flattened x: a `models.analytic_linear.FullGaussianMixture` (re-weighted components,
+        conditioned Gaussians; singular covariances when noise_std = 0)."""
+        return linear_posterior(self.weights, self.means, self.variances, matrix, y, noise_std)
 
     def _known_log_weights(self, mask: torch.Tensor, x_known: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(c; μ_k, v_k) on the known coordinates `[B, K]`; c: `x_known` `[B, d]`."""

@@ -13,7 +13,9 @@ from samplers import ode  # noqa: E402,F401  ode: probability flow with scipy (S
 from samplers import sdeint  # noqa: E402,F401  sdeint: torchsde solvers
 from samplers import ddim  # noqa: E402,F401  ddim (Song, Meng & Ermon 2021)
 from samplers import heun  # noqa: E402,F401  heun (Karras et al. 2022, Alg. 2)
-from samplers import dpm_solver  # noqa: E402,F401  dpm_solver: DPM-Solver++ (Lu et al. 2022)
+from samplers import dpm_solver  # noqa: E402,F401  dpm_solver, dpm_solver_sde: DPM-Solver++
+from samplers import dpm_adaptive  # noqa: E402,F401  adaptive DPM-Solver (Lu et al. 2022, §4)
+from samplers import unipc  # noqa: E402,F401  unipc (Zhao et al. 2023)
 from samplers import adaptive_sde  # noqa: E402,F401  (Jolicoeur-Martineau et al. 2021)
 
 # Options and choosing a method from a config.
@@ -30,7 +32,12 @@ from samplers.likelihood import DIVERGENCES, log_likelihood  # noqa: E402
 from samplers.vlb import VARIANCES, VLBResult, vlb_bits_per_dim  # noqa: E402
 
 # Controllable generation: guidance, conditioning on observations, latent codes.
+from samplers.condition import (CONDITION_METHODS, METHOD_OPTIONS,  # noqa: E402
+                                check_condition_options, condition, condition_options)
 from samplers.conditional import colorize, inpaint  # noqa: E402
+from samplers.operators import (AvgPool, ChannelMean, Dense, LinearOperator, Mask,  # noqa: E402
+                                MatrixFree)
+from samplers.registry import ConditionResult  # noqa: E402
 from samplers.encode import EncodeResult, decode, encode, slerp  # noqa: E402
 from samplers.guidance import classifier_free_guidance, classifier_guidance  # noqa: E402
 
@@ -43,5 +50,13 @@ __all__ = [
     "VARIANCES", "VLBResult", "vlb_bits_per_dim",
     # controllable generation
     "classifier_free_guidance", "classifier_guidance", "inpaint", "colorize",
+    "condition", "ConditionResult", "CONDITION_METHODS", "METHOD_OPTIONS",
+    "condition_options", "check_condition_options",
+    "LinearOperator", "Mask", "ChannelMean", "AvgPool", "Dense", "MatrixFree",
     "EncodeResult", "encode", "decode", "slerp",
 ]
+
+# Fast-sampler frontier: a time schedule fitted to the model by a pilot run.
+from samplers.fitted_schedule import FittedSchedule, fit_schedule  # noqa: E402
+
+__all__ += ["FittedSchedule", "fit_schedule"]

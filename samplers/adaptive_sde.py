@@ -35,8 +35,9 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import torch
 
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
-from samplers.common import (CountedScore, ScoreFn, check_choice, check_eps, check_positive, coeff,
-                             prior_sample, sample_noise, select_rows, tweedie_denoise)
+from samplers.common import (CountedScore, ScoreFn, check_callback, check_choice, check_eps,
+                             check_positive, coeff, prior_sample, sample_noise, select_rows,
+                             tweedie_denoise)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 from sde_lib.utils import check_int
@@ -136,7 +137,8 @@ def _sync(state: State, eps: float):
     return flags[0]
 
 
-def _solve(reverse, state: State, generator: Generators, options, check_every: int, max_steps: int):
+def _solve(reverse, state: State, generator: Generators, options, check_every: int, max_steps: int,
+           callback=None):
     """Run tries in rounds of `check_every` until every sample is at eps: (x `[B, ...]`, stats)."""
     eps = options[3]
     batch = state.x.shape[0]
@@ -152,10 +154,12 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
         # Per-sample conditioning of the score follows the active rows (`common.select_rows`).
         rows = reverse.forward.reverse(select_rows(reverse.score_fn, active),
                                        reverse.probability_flow)
-        for _ in range(check_every):
+        for i in range(check_every):
             noise = sample_noise(state.x, generators)
             state, num_rejected = _one_try(rows, state, noise, options)
             rejected += num_rejected
+            if callback is not None:
+                callback(tries + i + 1, state.t, state.x, None)
         tries, syncs = tries + check_every, syncs + 1
         nfe_per_sample[active] += 2 * check_every
         # Synchronise: write out the finished samples and drop them from the batch.
@@ -178,7 +182,8 @@ def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                          h_init: float = 0.01, norm: str = "l2", noise: str = "bridge",
                          check_every: int = 8, max_steps: int = 100_000, max_depth: int = 16,
                          eps: float = 1e-3, denoise: bool = True,
-                         stats: Optional[dict] = None) -> SampleResult:
+                         stats: Optional[dict] = None, x_T: Optional[torch.Tensor] = None,
+                         callback=None) -> SampleResult:
     """Adaptive reverse-SDE sampling (Jolicoeur-Martineau et al. 2021, Alg. 1).
 
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
@@ -193,17 +198,25 @@ def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         eps: the last time; denoise: end with Tweedie's E[x_0 | x_eps] (one more evaluation).
         stats: if a dict, filled with `nfe_per_sample` (int64 `[B]`: evaluations each sample
             took part in), `tries`, `syncs` and `rejected` (tries rejected, summed over samples).
+        x_T: a starting state `[B, ...]` instead of the prior draw.
+        callback: `callback(i, t, x, None)` at the start (i = 0) and after every try i, with the
+            rows still active (t `[b]`: each sample's time; a finished row stays at eps until the
+            next host read drops it).
     Returns nfe = score_fn calls (each on the samples still active), 2·tries + [denoise].
     """
     tolerances = dict(abstol=abstol, reltol=reltol, safety=safety, exponent=exponent, h_init=h_init)
     _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, max_depth)
+    check_callback(callback)
     counted = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t = torch.full((x.shape[0],), float(sde.T), dtype=torch.float64, device=x.device)
     path = empty_stack(x, max_depth) if noise == "bridge" else None
     state = State(x, x.clone(), t, torch.full_like(t, min(float(h_init), sde.T - eps)), path)
     options = (float(abstol), float(reltol), norm, float(eps), float(safety), float(exponent))
-    x, run_stats = _solve(sde.reverse(counted), state, generator, options, check_every, max_steps)
+    if callback is not None:
+        callback(0, t, x, None)
+    x, run_stats = _solve(sde.reverse(counted), state, generator, options, check_every, max_steps,
+                          callback)
     if denoise:
         x = tweedie_denoise(counted, sde, x, torch.full_like(t, eps))
         run_stats["nfe_per_sample"] += 1

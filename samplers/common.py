@@ -9,6 +9,7 @@ from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Tuple, Un
 
 import torch
 
+from samplers.registry import SampleResult
 from sde_lib import SDE, ScoreFn, append_dims, check_int, randn
 
 # Randomness: None (the global RNG), a torch.Generator, or a list of one generator per sample,
@@ -178,6 +179,33 @@ def sample_noise(x: torch.Tensor, generator: Generator) -> torch.Tensor:
     return randn(x.shape, generator, x.device, x.dtype)
 
 
-def prior_sample(sde: SDE, shape, generator: Generator, device, dtype) -> torch.Tensor:
-    """x_T from the prior, on `device` (or the generator's device)."""
-    return sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+def prior_sample(sde: SDE, shape, generator: Generator, device, dtype,
+                 x_T: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x_T from the prior, on `device` (or the generator's device); or a copy of the given `x_T`.
+
+    A given `x_T` must have `shape` `[B, ...]`; it is cast to `dtype` and moved to `device` (if
+    given) and replaces the prior draw, so no random number is drawn for it.
+    """
+    if x_T is None:
+        return sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+    if not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != tuple(shape):
+        got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+        raise ValueError(f"x_T must be a tensor of shape {tuple(shape)}, got {got}")
+    return x_T.to(device=x_T.device if device is None else device, dtype=dtype, copy=True)
+
+
+def check_callback(callback) -> None:
+    """`callback` must be None or callable as callback(step_index, t, x, denoised)."""
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be None or a callable (step_index, t, x, denoised), "
+                         f"got {type(callback).__name__}")
+
+
+def finish_run(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, times: torch.Tensor,
+               denoise: bool, callback, step_index: int) -> SampleResult:
+    """The end of a fixed-grid run at times[-1]: the last callback and, with `denoise`, Tweedie."""
+    t = times[-1:].to(x.device).expand(x.shape[0])
+    denoised = tweedie_denoise(score_fn, sde, x, t) if denoise else None
+    if callback is not None:
+        callback(step_index, t, x, denoised)
+    return SampleResult(x if denoised is None else denoised, score_fn.nfe)

@@ -5,7 +5,7 @@ The config stops here: the returned callable passes explicit, typed options to t
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -47,7 +47,24 @@ CONFIG_FIELDS = {
     "abstol": ("abstol",),
     "reltol": ("reltol",),
     "safety": ("safety",),
+    # UniPC / DPM-Solver++.
+    "variant": ("variant",),
+    "unic": ("unic",),
+    "lower_order_final": ("lower_order_final",),
+    # Conditioning (`samplers.condition`, `--mode sample` tasks inpaint / colorize / superres).
+    "num_particles": ("num_particles",),
+    "ess_threshold": ("ess_threshold",),
+    "lookahead": ("lookahead",),
+    "data_std": ("data_std",),
+    "jump_length": ("jump_length",),
+    "jump_n_sample": ("jump_n_sample",),
+    "dps_scale": ("dps_scale",),
 }
+# Methods whose default step count is the SDE's N (a chain): they take `pc_num_steps`. Every
+# other fixed-step method has a default of its own (dpm_solver 20, ddim 50, heun 18 levels, ...),
+# which only `num_steps` > 0 overrides, so that a config's PC steps never leak into them.
+CHAIN_METHODS = ("pc", "ancestral", "reverse_diffusion", "euler_maruyama", "annealed_langevin",
+                 "sdeint")
 
 
 def keyword_options(fn: Callable) -> set:
@@ -61,17 +78,17 @@ def method_options(method: str) -> set:
     return keyword_options(SAMPLERS[method])
 
 
-def config_options(sampling_config, accepted: set) -> Dict[str, Any]:
+def config_options(sampling_config, accepted: set, method: str = "pc") -> Dict[str, Any]:
     """The options a `config.sampling` section sets among the names `accepted`, by the table
     `CONFIG_FIELDS` (`noise_removal` sets `denoise`; `n_steps_each` sets "pc"'s `n_steps` and
-    "annealed_langevin"'s `n_steps_each`). Fields absent from the config, or None, are left
-    out (the function's defaults hold); so is `num_steps` = 0, the configs' placeholder for the
-    SDE's N."""
+    "annealed_langevin"'s `n_steps_each`), for sampling method `method`. Fields absent from the
+    config, or None, are left out (the function's defaults hold); the step count is
+    `resolved_num_steps`'s."""
     options = {}
     for name, targets in CONFIG_FIELDS.items():
         value = sampling_config[name] if name in sampling_config else None
-        if name == "num_steps" and value == 0:
-            value = None
+        if name == "num_steps":
+            value = resolved_num_steps(sampling_config, method)
         for target in targets:
             if value is not None and target in accepted:
                 options[target] = value
@@ -94,6 +111,9 @@ def _check_names(method: str, options: Dict[str, Any]) -> None:
         check_choice("sde_method", options["sde_method"], SDE_METHODS)
     if "schedule" in options:
         check_choice("time_schedule", options["schedule"], TIME_SCHEDULES)
+    for name in ("unic", "lower_order_final"):
+        if name in options and not isinstance(options[name], bool):
+            raise ValueError(f"config.sampling.{name} must be True or False, got {options[name]!r}")
 
 
 class ConfiguredSampler:
@@ -103,10 +123,12 @@ class ConfiguredSampler:
         self.method, self.options = method, dict(options)
 
     def __call__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                 generator: Generator = None, device=None,
-                 dtype: torch.dtype = torch.float32) -> SampleResult:
+                 generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
+                 x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
+        """Run the method; `x_T` and `callback(i, t, x, denoised)` as every sampler takes them."""
         return SAMPLERS[self.method](score_fn, sde, tuple(shape), generator=generator,
-                                     device=device, dtype=dtype, **self.options)
+                                     device=device, dtype=dtype, x_T=x_T, callback=callback,
+                                     **self.options)
 
     def __repr__(self) -> str:
         return f"ConfiguredSampler({self.method!r}, {self.options})"
@@ -115,7 +137,8 @@ class ConfiguredSampler:
 # Fields that only some methods take and whose default (None) means "the method's own": set
 # to a value for a method that ignores them, they are refused rather than silently dropped.
 METHOD_SPECIFIC = ("step_lr", "adaptive", "eta", "time_schedule", "rho", "s_churn", "s_tmin",
-                   "s_tmax", "s_noise", "order", "abstol", "reltol", "safety", "variance")
+                   "s_tmax", "s_noise", "order", "abstol", "reltol", "safety", "variance",
+                   "variant", "unic", "lower_order_final")
 
 
 def check_applicable(sampling_config, method: str) -> None:
@@ -134,12 +157,34 @@ def build_sampler(sampling_config) -> ConfiguredSampler:
     """The sampler a `config.sampling` section (ml_collections.ConfigDict or dict) describes.
 
     Reads `method` (default "pc") and the options of `config_options` that the method takes;
-    other fields are ignored. Unknown method, predictor, corrector, ode_method or sde_method
-    names raise ValueError listing the valid ones.
+    other fields are ignored. Steps: `num_steps` > 0 sets any method's; 0 keeps the method's
+    own default, except for the chain methods (`CHAIN_METHODS`, default the SDE's N), which
+    take `pc_num_steps` when it is > 0 (`resolved_num_steps`). Unknown method, predictor,
+    corrector, ode_method, sde_method or schedule names raise ValueError listing the valid
+    ones.
     """
     method = sampling_config["method"] if "method" in sampling_config else "pc"
     check_choice("config.sampling.method", method, SAMPLERS)
     check_applicable(sampling_config, method)
-    options = config_options(sampling_config, method_options(method))
+    options = config_options(sampling_config, method_options(method), method)
     _check_names(method, options)
     return ConfiguredSampler(method, options)
+
+
+def resolved_num_steps(sampling_config, method: Optional[str] = None) -> Optional[int]:
+    """The step count a `config.sampling` section gives `method` (default: its own `method`):
+    `num_steps` if > 0; else, for a chain method (`CHAIN_METHODS`), `pc_num_steps` if > 0;
+    else None, the method's own default. Callers that run PC themselves (inpainting, say) use
+    `resolved_num_steps(config.sampling, "pc")`."""
+    def field(name):
+        return sampling_config[name] if name in sampling_config else None
+
+    method = field("method") or "pc" if method is None else method
+    for name, applies in (("num_steps", True), ("pc_num_steps", method in CHAIN_METHODS)):
+        value = field(name)
+        if applies and value is not None and value != 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"config.sampling.{name} must be an integer >= 0 (0: the "
+                                 f"method's default), got {value!r}")
+            return value
+    return None

@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import CountedScore, ScoreFn, prior_sample, tweedie_denoise
+from samplers.common import CountedScore, ScoreFn, check_callback, finish_run, prior_sample
 from samplers.predictors import AffineSteps, affine_step
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import check_schedule_options, get_time_steps
+from samplers.schedules import Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 50
@@ -48,31 +48,36 @@ def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
 @register_sampler("ddim")
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
-                 dtype: torch.dtype = torch.float32, eta: float = 0.0, schedule: str = "uniform",
-                 rho: float = 7.0, eps: float = 1e-3, num_steps: Optional[int] = None,
-                 denoise: bool = True) -> SampleResult:
+                 dtype: torch.dtype = torch.float32, eta: float = 0.0,
+                 schedule: Times = "logsnr", rho: float = 7.0, eps: float = 1e-3,
+                 num_steps: Optional[int] = None, denoise: bool = True,
+                 x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """DDIM sampling (Song et al. 2021a, eq. 12): `shape` `[B, ...]` samples of p_eps.
 
     With `denoise`, samples of p_0.
 
     Args:
         eta: η ∈ [0, 1]; 0 draws no noise after the prior sample (deterministic given x_T).
-        schedule: a name in `samplers.schedules.TIME_SCHEDULES`; rho: ρ of the "edm" schedule.
+        schedule: a name in `samplers.schedules.TIME_SCHEDULES` (default "logsnr", measured
+            best on VP, sub-VP and VE: benchmarks/peers.py) or explicit decreasing times;
+            rho: ρ of the "edm" schedule.
         eps: the last time; num_steps: steps from T to eps (default 50).
         denoise: end with Tweedie's E[x_0 | x_eps] (DDIM's last x̂_0; one more evaluation).
+        x_T: a starting state `[B, ...]` instead of the prior draw.
+        callback: `callback(i, t, x, denoised)` at every grid time (denoised: None but at the
+            end with `denoise`).
     NFE = num_steps + [denoise].
     """
     eta = check_eta(eta)
-    rho = check_schedule_options(schedule, rho)
-    times = get_time_steps(sde, schedule, DEFAULT_NUM_STEPS if num_steps is None else num_steps,
-                           eps, rho=rho)
+    check_callback(callback)
+    times = resolve_times(sde, schedule, num_steps, eps, DEFAULT_NUM_STEPS, rho)
     steps = ddim_coefficients(sde, times, eta).as_floats()
     score_fn = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t_x = times.to(device=x.device, dtype=x.dtype)
     for i, coeffs in enumerate(steps):
+        if callback is not None:
+            callback(i, times[i].to(x.device).expand(x.shape[0]), x, None)
         # DDIM step t_i -> t_{i+1}: x̂_0 and ε̂ from one score evaluation.
         x = affine_step(score_fn, x, t_x[i].expand(x.shape[0]), coeffs, generator)
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
-    return SampleResult(x, score_fn.nfe)
+    return finish_run(score_fn, sde, x, times, denoise, callback, len(steps))

@@ -1,116 +1,137 @@
-"""DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++", Alg. 2) in data-prediction form, any SDE.
+"""DPM-Solver++ multistep (Lu et al. 2022b, Alg. 2) in data-prediction form, any SDE, ODE and SDE.
 
-With a(t), σ(t) from `sde.marginal_coeffs`, the half log-SNR ℓ = log(a/σ) = `sde.log_snr`/2 and the
-data prediction x̂_0(x, t) = (x + σ²·s(x, t))/a (Tweedie), the probability-flow ODE has the exact
-solution (Lu et al. 2022, eq. 9)
-    x_t = (σ_t/σ_s)·x_s + σ_t·∫_{ℓ_s}^{ℓ_t} e^ℓ·x̂_0(ℓ) dℓ,   s > t (ℓ increases towards the data).
-Expanding x̂_0 around ℓ_s with h = ℓ_t − ℓ_s and φ₁ = e^{−h} − 1, φ₂ = φ₁/h + 1, φ₃ = φ₂/h − ½:
-    x_t = (σ_t/σ_s)·x_s − a_t·φ₁·x̂_0 + a_t·φ₂·h·x̂_0' − a_t·φ₃·h²·x̂_0'' + O(h⁴)
-(σ_t·∫₀ʰ e^{ℓ_s+u}·uᵏ/k! du = a_t·∫₀ʰ e^{u−h}·uᵏ/k! du gives −φ₁, h·φ₂ and −h²·φ₃ for k = 0, 1, 2).
-Multistep: the derivatives come from the previous data predictions m₀ (at ℓ_s), m₁, m₂:
-- order 1: DDIM;   order 2: Alg. 2, x_t = (σ_t/σ_s)·x_s − a_t·φ₁·((1 + 1/2r)·m₀ − m₁/2r), r = h₋₁/h;
-- order 3: the expansion above with x̂_0', x̂_0'' of the quadratic through (ℓ, m) of the last three
-  points (divided differences on the non-uniform ℓ grid).
-The first steps use the orders their history allows; with `lower_order_final` and fewer than
-`LOWER_ORDER_FINAL_BELOW` steps the last steps do too (Lu et al. 2022, Sec. 5, for stability at
-few steps). Each step is x ← c·x + Σ_j w_j·m_j with float64 coefficients; one evaluation per step.
-Works on VE (a = 1, ℓ = −log σ) as on VP and sub-VP: only `marginal_coeffs` and `log_snr` are used.
+`samplers.multistep` gives the exact solution of the reverse process with noise level η in the
+half log-SNR ℓ = log(a/σ) = `sde.log_snr`/2 and its coefficients. DPM-Solver++(kM) integrates
+exactly the polynomial through the last k data predictions x̂_0 = (x + σ²·s)/a (order 2 with
+Lu et al.'s leading-order second term, `two_node` "bh2"; order 3 with the exact integrals):
+- "dpm_solver": η = 0, the probability-flow ODE; order 1 is DDIM. Deterministic given x_T.
+  With `unic`, the UniC corrector of Zhao et al. (2023) follows every step (no extra evaluation).
+- "dpm_solver_sde": η > 0 (default 1, the reverse SDE): DPM-Solver++(2M) SDE / (3M) SDE,
+      x_t = (σ_t/σ_s)e^{−ηh}·x_s + a_t·Σ_j w_j·m_j + σ_t·√(1 − e^{−2ηh})·z,
+  with z per sample from `generator` (one generator or a list of per-sample ones).
+The first steps use the orders their history allows. The final step to the data is first order:
+with `denoise` it is Tweedie's E[x_0 | x_eps] (the exponential integrator's step to σ = 0), so
+no solver step needs lowering (`lower_order_final` default False); without `denoise`, the last
+solver steps are lowered (orders …, 2, 1; default True), as Lu et al. (2022b, Sec. 5) advise for
+few steps. Works on VE (a = 1) as on VP and sub-VP: only `marginal_coeffs` and `log_snr` are used.
+NFE = num_steps + [denoise].
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import CountedScore, ScoreFn, prior_sample, tweedie_denoise
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
+                             prior_sample)
+from samplers.multistep import Callback, plan_steps, run_multistep
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import check_schedule_options, get_time_steps
+from samplers.schedules import Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 20
-LOWER_ORDER_FINAL_BELOW = 10
 ORDERS = (1, 2, 3)
 
 
-def check_order(order: int) -> int:
-    """The solver order must be 1, 2 or 3."""
-    if isinstance(order, bool) or order not in ORDERS:
-        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+def check_order(order: int, orders: Sequence[int] = ORDERS) -> int:
+    """The solver order must be one of `orders`."""
+    if isinstance(order, bool) or order not in orders:
+        raise ValueError(f"order must be one of {list(orders)}, got {order!r}")
     return int(order)
 
 
+def check_flag(name: str, value) -> bool:
+    """A bool option (or None where the method picks)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def step_orders(num_steps: int, order: int, lower_order_final: bool) -> list:
-    """Order of each of the `num_steps` steps: warm-up from 1, and lower at the end if asked."""
+    """Order of each of the `num_steps` steps: warm-up from 1, and down to 1 at the end if asked."""
     orders = [min(order, i + 1) for i in range(num_steps)]
-    if lower_order_final and num_steps < LOWER_ORDER_FINAL_BELOW:
+    if lower_order_final:
         orders = [min(k, num_steps - i) for i, k in enumerate(orders)]
     return orders
 
 
-def multistep_coefficients(sde: SDE, times: torch.Tensor, orders: Sequence[int]) -> torch.Tensor:
-    """Per-step (c, w₀, w₁, w₂) of x ← c·x + w₀·m₀ + w₁·m₁ + w₂·m₂ (float64 `[K, 4]`)."""
-    mean_coeff, std = (c.tolist() for c in sde.marginal_coeffs(times))
-    ell = (0.5 * sde.log_snr(times)).tolist()                       # ℓ_i, increasing
-    steps = [b - a for a, b in zip(ell[:-1], ell[1:])]               # h_i > 0
-    rows = []
-    for i, k in enumerate(orders):
-        h, a_t = steps[i], mean_coeff[i + 1]
-        phi1 = math.expm1(-h)
-        row = [std[i + 1] / std[i], -a_t * phi1, 0.0, 0.0]
-        if k == 2:
-            r = steps[i - 1] / h
-            row[1:3] = [-a_t * phi1 * (1 + 0.5 / r), a_t * phi1 * 0.5 / r]
-        elif k == 3:
-            h0, h1 = steps[i - 1], steps[i - 2]
-            phi2 = phi1 / h + 1
-            phi3 = phi2 / h - 0.5
-            first = a_t * phi2 * h              # multiplies x̂_0' = [m₀,m₁] + h₀·[m₀,m₁,m₂]
-            second = (first * h0 - 2 * a_t * phi3 * h ** 2) / (h0 + h1)   # on [m₀,m₁] − [m₁,m₂]
-            row[1:] = [row[1] + (first + second) / h0, -(first + second) / h0 - second / h1,
-                       second / h1]
-        rows.append(row)
-    return torch.tensor(rows, dtype=torch.float64)
+def run_dpm_solver(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generator: Generator,
+                   device, dtype: torch.dtype, order: int, schedule: Times, rho: float,
+                   lower_order_final: Optional[bool], eps: float, num_steps: Optional[int],
+                   denoise: bool, eta: float, two_node: str, unic: bool,
+                   x_T: Optional[torch.Tensor], callback: Callback) -> SampleResult:
+    """The multistep loop shared by "dpm_solver", "dpm_solver_sde" and "unipc" (validated here)."""
+    check_callback(callback)
+    check_flag("denoise", denoise)
+    lower_order_final = check_flag("lower_order_final", lower_order_final)
+    if lower_order_final is None:
+        lower_order_final = not denoise
+    times = resolve_times(sde, schedule, num_steps, check_eps(sde, eps), DEFAULT_NUM_STEPS, rho)
+    orders = step_orders(times.shape[0] - 1, order, lower_order_final)
+    plan = plan_steps(sde, times, orders, eta=eta, two_node=two_node, correct=unic)
+    counted = CountedScore(score_fn)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
+    x = run_multistep(counted, sde, x, times, plan, generator, denoise, callback)
+    return SampleResult(x, counted.nfe)
 
 
 @register_sampler("dpm_solver")
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
-                       generator: Optional[torch.Generator] = None, device=None,
+                       generator: Generator = None, device=None,
                        dtype: torch.dtype = torch.float32, order: int = 2,
-                       schedule: str = "logsnr", rho: float = 7.0, lower_order_final: bool = True,
-                       eps: float = 1e-3, num_steps: Optional[int] = None,
-                       denoise: bool = True) -> SampleResult:
-    """DPM-Solver++(order)M: `shape` `[B, ...]` samples of p_eps (p_0 with `denoise`).
+                       schedule: Times = "logsnr", rho: float = 7.0,
+                       lower_order_final: Optional[bool] = None, unic: bool = False,
+                       eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,
+                       x_T: Optional[torch.Tensor] = None,
+                       callback: Callback = None) -> SampleResult:
+    """DPM-Solver++(order)M on the probability-flow ODE: `shape` `[B, ...]` samples of p_eps.
 
-    Deterministic given x_T: no random number is drawn after the prior sample.
+    With `denoise`, samples of p_0 (Tweedie's E[x_0 | x_eps] as the last step).
 
     Args:
-        order: 1, 2 or 3; schedule: a name in `samplers.schedules.TIME_SCHEDULES` ("logsnr",
-            "uniform", "quadratic" as in Lu et al.; "edm" too); rho: ρ of "edm".
-        lower_order_final: lower the order of the last steps when num_steps < 10.
+        order: 1, 2 or 3; schedule: a name in `samplers.schedules.TIME_SCHEDULES` or explicit
+            decreasing times (e.g. from `samplers.fit_schedule`); rho: ρ of "edm".
+        lower_order_final: lower the last solver steps to orders …, 2, 1 (default: only without
+            `denoise`, whose Tweedie step is otherwise the first-order final step).
+        unic: follow every step by the UniC corrector (Zhao et al. 2023) of one order more.
         eps: the last time; num_steps: steps from T to eps (default 20).
-        denoise: end with Tweedie's E[x_0 | x_eps] (one more evaluation).
-    NFE = num_steps + [denoise].
+        x_T: a starting state `[B, ...]` instead of the prior draw.
+        callback: `callback(i, t, x, denoised)` at every grid time (t `[B]` float64).
+    NFE = num_steps + [denoise]. No random number is drawn after the prior sample.
     """
-    order = check_order(order)
-    rho = check_schedule_options(schedule, rho)
-    times = get_time_steps(sde, schedule, DEFAULT_NUM_STEPS if num_steps is None else num_steps,
-                           eps, rho=rho)
-    orders = step_orders(times.shape[0] - 1, order, lower_order_final)
-    table = multistep_coefficients(sde, times, orders).tolist()
-    mean_coeff, std = sde.marginal_coeffs(times[:-1])
-    variances, mean_coeff = (std ** 2).tolist(), mean_coeff.tolist()
-    score_fn = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
-    t_x = times.to(device=x.device, dtype=x.dtype)
-    history = []                                                     # m₀, m₁, m₂: newest first
-    for i, (k, (c, *weights)) in enumerate(zip(orders, table)):
-        # Data prediction x̂_0 = (x + σ²·s)/a at t_i (Tweedie), then the step from the last k.
-        score = score_fn(x, t_x[i].expand(x.shape[0]))
-        history = [x.add(score, alpha=variances[i]).div_(mean_coeff[i])] + history[:2]
-        x = x * c
-        for weight, m in zip(weights[:k], history):
-            x = x.add_(m, alpha=weight)
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
-    return SampleResult(x, score_fn.nfe)
+    return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
+                          order=check_order(order), schedule=schedule, rho=rho,
+                          lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
+                          denoise=denoise, eta=0.0, two_node="bh2", unic=check_flag("unic", unic),
+                          x_T=x_T, callback=callback)
+
+
+def check_eta_sde(eta: float) -> float:
+    """The SDE solver's η must be a number in (0, 1] (1: the reverse SDE)."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta <= 1:
+        raise ValueError(f"eta must be a number in (0, 1] (1: the reverse SDE), got {eta!r}")
+    return float(eta)
+
+
+@register_sampler("dpm_solver_sde")
+def dpm_solver_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
+                           generator: Generator = None, device=None,
+                           dtype: torch.dtype = torch.float32, order: int = 2, eta: float = 1.0,
+                           schedule: Times = "logsnr", rho: float = 7.0,
+                           lower_order_final: Optional[bool] = None, eps: float = 1e-3,
+                           num_steps: Optional[int] = None, denoise: bool = True,
+                           x_T: Optional[torch.Tensor] = None,
+                           callback: Callback = None) -> SampleResult:
+    """DPM-Solver++(order)M SDE: `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
+
+    Args:
+        order: 1, 2 or 3 ((2M) SDE, (3M) SDE); eta: η ∈ (0, 1], the share of the reverse SDE's
+            noise (1: the reverse SDE itself, Song et al. 2021, eq. 6).
+        generator: one torch.Generator or a list of per-sample generators for the noise.
+        Other options as in "dpm_solver". NFE = num_steps + [denoise].
+    """
+    return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
+                          order=check_order(order), schedule=schedule, rho=rho,
+                          lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
+                          denoise=denoise, eta=check_eta_sde(eta), two_node="bh2", unic=False,
+                          x_T=x_T, callback=callback)

@@ -123,6 +123,20 @@ def announcing_solver(method: str, flow: VPFlow) -> Union[str, type]:
     return AnnouncingSolver
 
 
+def reporting_solver(method: Union[str, type], on_step) -> type:
+    """`method` (a scipy solver name or class) calling `on_step(t, y)` after every accepted step."""
+    base = getattr(integrate, method) if isinstance(method, str) else method
+
+    class ReportingSolver(base):
+        def _step_impl(self):
+            success, message = super()._step_impl()
+            if success:
+                on_step(self.t, self.y)
+            return success, message
+
+    return ReportingSolver
+
+
 class FlowDiverged(RuntimeError):
     """A probability-flow solve stopped: its state turned non-finite, or it needed more than
     its cap of score evaluations (a diverging or absurdly stiff score function)."""

@@ -23,9 +23,10 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from samplers.common import CountedScore, ScoreFn, prior_sample, sample_noise, tweedie_denoise
+from samplers.common import (CountedScore, ScoreFn, check_callback, finish_run, prior_sample,
+                             sample_noise)
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import check_schedule_options, get_time_steps
+from samplers.schedules import Times, check_times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 18   # EDM's CIFAR-10 setting: 35 NFE
@@ -73,27 +74,39 @@ def _slope(score_fn: ScoreFn, x_bar: torch.Tensor, t: torch.Tensor, mean_coeff: 
 @register_sampler("heun")
 def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
-                 dtype: torch.dtype = torch.float32, schedule: str = "edm", rho: float = 7.0,
+                 dtype: torch.dtype = torch.float32, schedule: Times = "edm", rho: float = 7.0,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                  s_noise: float = 1.0, eps: float = 1e-3, num_steps: Optional[int] = None,
-                 denoise: bool = True) -> SampleResult:
+                 denoise: bool = True, x_T: Optional[torch.Tensor] = None,
+                 callback=None) -> SampleResult:
     """EDM Heun sampler (Karras et al. 2022, Alg. 2): `shape` `[B, ...]` samples of p_0.
 
     Without `denoise`, samples of p_eps.
 
     Args:
-        schedule: a name in `samplers.schedules.TIME_SCHEDULES` (default "edm"); rho: its ρ.
+        schedule: a name in `samplers.schedules.TIME_SCHEDULES` (default "edm") or the explicit
+            decreasing times of the levels; rho: its ρ.
         s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity (s_churn = 0: deterministic).
         eps: time of the smallest level; num_steps: N ≥ 2 noise levels (default 18).
         denoise: take the final Euler step to σ̄ = 0 (Tweedie's E[x_0 | x_eps]).
+        x_T: a starting state `[B, ...]` instead of the prior draw.
+        callback: `callback(i, t, x, denoised)` at every level (denoised: None but at the end
+            with `denoise`).
     NFE = 2·num_steps − 1 with `denoise`, 2·num_steps − 2 without.
     """
-    rho = check_schedule_options(schedule, rho)
     check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    num_steps = DEFAULT_NUM_STEPS if num_steps is None else num_steps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"num_steps must be an integer >= 2 (noise levels), got {num_steps!r}")
-    times = get_time_steps(sde, schedule, num_steps - 1, eps, rho=rho)
+    check_callback(callback)
+    if isinstance(schedule, str):
+        num_steps = DEFAULT_NUM_STEPS if num_steps is None else num_steps
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+            raise ValueError(f"num_steps must be an integer >= 2 (noise levels), got {num_steps!r}")
+        times = resolve_times(sde, schedule, num_steps - 1, eps, DEFAULT_NUM_STEPS, rho)
+    else:
+        times = check_times(sde, schedule)
+        if num_steps is not None and num_steps != times.numel():
+            raise ValueError(f"num_steps={num_steps!r} disagrees with the {times.numel()} levels "
+                             f"of the given schedule times")
+    num_steps = times.numel()
     plan = heun_plan(sde, times, s_churn, s_tmin, s_tmax, s_noise)
     churn_std, sigma_hat, sigma_next = (plan.churn_std.tolist(), plan.sigma_hat.tolist(),
                                         plan.sigma_next.tolist())
@@ -101,10 +114,13 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     (mean_hat, std_hat), (mean_next, std_next) = (
         (c.tolist() for c in sde.marginal_coeffs(t)) for t in (plan.t_hat, plan.t_next))
     score_fn = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t_hat, t_next = (t.to(device=x.device, dtype=x.dtype) for t in (plan.t_hat, plan.t_next))
     x_bar = x / (sde.marginal_coeffs(times[:1])[0].item())            # x̄ = x/a at T
     for i in range(num_steps - 1):
+        if callback is not None:
+            scale = sde.marginal_coeffs(times[i:i + 1])[0].item()
+            callback(i, times[i].to(x.device).expand(x.shape[0]), x_bar * scale, None)
         if churn_std[i] > 0:
             # Increase noise temporarily: σ̄_i -> σ̂_i.
             x_bar = x_bar.add(sample_noise(x_bar, generator), alpha=churn_std[i])
@@ -117,7 +133,5 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                             std_next[i])
         x_bar = x_bar.add(slope.add_(slope_next), alpha=0.5 * h)
     x = x_bar * sde.marginal_coeffs(times[-1:])[0].item()
-    if denoise:
-        # Euler step to σ̄ = 0: x̄ + (0 − σ̄)·(x̄ − D)/σ̄ = D = E[x_0 | x_eps].
-        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
-    return SampleResult(x, score_fn.nfe)
+    # With `denoise`, the Euler step to σ̄ = 0: x̄ + (0 − σ̄)·(x̄ − D)/σ̄ = D = E[x_0 | x_eps].
+    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps - 1)

@@ -5,8 +5,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_eps, check_num_steps,
-                             check_positive, check_int, prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
+                             check_int, check_num_steps, check_positive, finish_run,
+                             prior_sample)
 from samplers.correctors import langevin_steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -20,7 +21,8 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                       generator: Generator = None, device=None,
                       dtype: torch.dtype = torch.float32, step_lr: Optional[float] = None,
                       n_steps_each: int = 5, eps: float = 1e-3, num_steps: Optional[int] = None,
-                      denoise: bool = True) -> SampleResult:
+                      denoise: bool = True, x_T: Optional[torch.Tensor] = None,
+                      callback=None) -> SampleResult:
     """Annealed Langevin dynamics: `n_steps_each` Langevin steps at each of `num_steps` levels.
 
     Every SDE here has p_t = law of a_t·(x_0 + σ̄_t·z), σ̄ = σ/a = exp(−λ/2): its noise levels are
@@ -36,8 +38,11 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     mean log p_eps of the samples falls short of exact samples' by 0.8 nats with 1 step per level,
     0.27 with 3 and 0.10 with 5 (one standard error: 0.06), hence the default 5.
     `denoise` ends with Tweedie's E[x_0 | x_eps]. NFE = num_steps·n_steps_each + [denoise].
+    `x_T` replaces the prior draw; `callback(i, t, x, None)` runs at each level before its steps
+    (and at eps after the last, with Tweedie's estimate as denoised under `denoise`).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
     """
+    check_callback(callback)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
     n_steps_each = check_int("n_steps_each", n_steps_each)
     # Levels geometric in σ̄ as in Song & Ermon, i.e. uniform in λ (uniform in t for VE).
@@ -52,14 +57,14 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     step_sizes = (0.5 * step_lr * stds ** 2 / noise_to_signal[-1] ** 2).tolist()
     rescale = (mean_coeffs[1:] / mean_coeffs[:-1]).tolist() + [1.0]
     score_fn = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t_x = times.to(device=x.device, dtype=x.dtype)
     for i in range(num_steps):
         # Langevin steps at noise level σ̄ᵢ.
         t = t_x[i].expand(x.shape[0])
+        if callback is not None:
+            callback(i, times[i].to(x.device).expand(x.shape[0]), x, None)
         x = langevin_steps(score_fn, x, t, step_sizes[i], n_steps_each, generator)
         # Next level: keep x̄ = x/a.
         x = x * rescale[i]
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
-    return SampleResult(x, score_fn.nfe)
+    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps)

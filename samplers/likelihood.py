@@ -12,13 +12,17 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import CountedScore, Generator, ScoreFn, check_choice, check_int
+from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
+                             check_int, check_positive)
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
-from samplers.ode import MAX_NFE, check_ode_options
+from samplers.likelihood_dpm import DPM_METHODS, dpm_log_likelihood
+from samplers.ode import MAX_NFE, ODE_METHODS
 from samplers.registry import LikelihoodResult
 from sde_lib import SDE, randn
 
 DIVERGENCES = ("rademacher", "gaussian", "exact")
+# The likelihood's solvers: scipy's (in the reference VP's time) and the adaptive DPM-Solver pairs.
+LIKELIHOOD_METHODS = tuple(ODE_METHODS) + tuple(DPM_METHODS)
 EXACT_CHUNK = 2 ** 22  # elements of basis probes per backward pass in "exact" mode
 
 
@@ -95,9 +99,19 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     Returns LikelihoodResult(logp, z, nfe): z `[B, ...]` the end of the flow at T, typed like x,
     and nfe the score evaluations (one per solver call; the probes share its forward pass).
     """
-    eps = check_ode_options(sde, eps, rtol, atol, ode_method)
+    check_choice("ode_method", ode_method, LIKELIHOOD_METHODS)
+    eps = check_eps(sde, eps)
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
     check_choice("divergence", divergence, DIVERGENCES)
     num_probes = check_int("num_probes", num_probes)
+    if ode_method in DPM_METHODS:
+        probes = draw_probes(x, divergence, num_probes, generator)
+        exact = divergence == "exact"
+        return dpm_log_likelihood(score_fn, sde, x, eps=eps, rtol=rtol, atol=atol,
+                                  order=DPM_METHODS[ode_method], probes=probes,
+                                  trace_fn=lambda out, inp, v: trace_estimate(out, inp, v, exact),
+                                  max_nfe=check_int("max_nfe", max_nfe))
     score_fn = CountedScore(score_fn)
     flow = VPFlow(score_fn, sde, x.shape, x.dtype, x.device)
     probes = draw_probes(x, divergence, num_probes, generator)

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn, check_choice,
-                             check_eps, check_int, check_num_steps, check_positive,
-                             prior_sample, time_grid, tweedie_denoise)
+from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn,
+                             check_callback, check_choice, check_eps, check_int, check_num_steps,
+                             check_positive, finish_run, prior_sample, time_grid)
 from samplers.correctors import CORRECTORS
 from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
@@ -44,7 +44,8 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
                corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
                probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
-               denoise: bool = True, variance: Optional[str] = None) -> SampleResult:
+               denoise: bool = True, variance: Optional[str] = None,
+               x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Predictor–corrector sampler: `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
 
     Args:
@@ -55,12 +56,16 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         denoise: end with Tweedie's E[x_0 | x_eps] (one more score evaluation).
         variance: the "ancestral" predictor's noise variance (`ANCESTRAL_VARIANCES`; None: the
             SDE's `ancestral_variance`); "learned" needs `score_fn.forward_with_variance`.
+        x_T: a starting state `[B, ...]` instead of the prior draw.
+        callback: `callback(i, t, x, denoised)` at every grid time t_i (t `[B]` float64), before
+            its corrector; denoised is None but at the last time with `denoise`.
     """
     check_pc_options(predictor, corrector, probability_flow, variance)
     score_fn = CountedScore(score_fn)
     if variance == "learned" and not score_fn.has_variance:
         raise ValueError(VARIANCE_NEEDED)
     snr = check_positive("snr", snr)
+    check_callback(callback)
     n_steps = check_int("n_steps", n_steps)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
     times = time_grid(sde, num_steps, eps)
@@ -72,10 +77,12 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         log_variances = list(zip(*(c.tolist() for c in ancestral_log_variances(sde, times))))
     corrector = CORRECTORS[corrector]
     scales = corrector.scale(sde, times[:-1], snr).tolist() if corrector is not None else None
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])  # [K + 1, B]
     for i in range(num_steps):
         t = t_x[i]
+        if callback is not None:
+            callback(i, times[i].to(x.device).expand(x.shape[0]), x, None)
         if corrector is not None:
             # Corrector: Langevin steps towards p_t.
             x = corrector.step(score_fn, x, t, scales[i], n_steps, generator)
@@ -85,9 +92,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         elif steps is not None:
             # Predictor: reverse-time step t_i -> t_{i+1}.
             x = affine_step(score_fn, x, t, steps[i], generator)
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))
-    return SampleResult(x, score_fn.nfe)
+    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps)
 
 
 def _predictor_only(name: str):
@@ -95,11 +100,12 @@ def _predictor_only(name: str):
     def sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                 generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, probability_flow: bool = False,
-                eps: float = 1e-3, num_steps: Optional[int] = None,
-                denoise: bool = True) -> SampleResult:
+                eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,
+                x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
         return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
                           predictor=name, corrector="none", probability_flow=probability_flow,
-                          eps=eps, num_steps=num_steps, denoise=denoise)
+                          eps=eps, num_steps=num_steps, denoise=denoise, x_T=x_T,
+                          callback=callback)
     sampler.__name__ = sampler.__qualname__ = name
     sampler.__doc__ = (f"PC sampling with predictor {name!r} and no corrector: `num_steps` score "
                        f"evaluations (+1 with `denoise`). Options as in `pc_sampler`.")
@@ -114,10 +120,12 @@ for _name in ("reverse_diffusion", "euler_maruyama"):
 def ancestral(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
               generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
               probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
-              denoise: bool = True, variance: Optional[str] = None) -> SampleResult:
+              denoise: bool = True, variance: Optional[str] = None,
+              x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Ancestral sampling (PC with predictor "ancestral", no corrector): `num_steps` score
     evaluations (+1 with `denoise`). `variance`: None (the SDE's `ancestral_variance`), "beta",
     "posterior" or "learned" (see `samplers.predictors.ancestral`). Options as in `pc_sampler`."""
     return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
                       predictor="ancestral", corrector="none", probability_flow=probability_flow,
-                      eps=eps, num_steps=num_steps, denoise=denoise, variance=variance)
+                      eps=eps, num_steps=num_steps, denoise=denoise, variance=variance, x_T=x_T,
+                      callback=callback)

@@ -7,7 +7,7 @@ registered with `@register_sampler("name")`, so any of them can be named from a 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
@@ -47,3 +47,17 @@ def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=N
         raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
     return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device,
                             **options)
+
+
+class ConditionResult(NamedTuple):
+    """Conditional samples `x` `[B, ...]` and the number of score calls `nfe` (each on the whole
+    batch; for "smc" each call evaluates B·K particles). Sequential Monte Carlo also returns
+    the effective sample size before each step `ess` `[num_steps, B]` (in [1, K]), whether
+    each observation resampled there `resampled` `[num_steps, B]`, the final `particles`
+    `[B, K, ...]` (at eps, before denoising) and their normalized `log_weights` `[B, K]`."""
+    x: torch.Tensor
+    nfe: int
+    ess: Optional[torch.Tensor] = None
+    resampled: Optional[torch.Tensor] = None
+    particles: Optional[torch.Tensor] = None
+    log_weights: Optional[torch.Tensor] = None

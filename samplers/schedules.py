@@ -16,7 +16,7 @@ Names (`TIME_SCHEDULES`):
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -103,3 +103,33 @@ def get_time_steps(sde: SDE, name: str, num_steps: int, eps: float, *, rho: floa
         raise ValueError(f"schedule {name!r} gave non-decreasing times for num_steps={num_steps}, "
                          f"eps={eps}: the steps are below the SDE's time resolution")
     return times.to(device)
+
+
+Times = Union[str, torch.Tensor, Sequence[float]]
+
+
+def check_times(sde: SDE, times) -> torch.Tensor:
+    """An explicit grid: 1-D, ≥ 2 strictly decreasing finite times in (0, T]; float64 on the CPU."""
+    grid = torch.as_tensor(times, dtype=torch.float64).cpu()
+    if grid.ndim != 1 or grid.numel() < 2 or not bool(torch.isfinite(grid).all()) \
+            or not bool((grid[1:] < grid[:-1]).all()) or not 0 < grid[-1].item() \
+            or grid[0].item() > sde.T:
+        raise ValueError(f"schedule as times must be ≥ 2 strictly decreasing times in (0, T = "
+                         f"{sde.T}], got {grid.tolist() if grid.numel() < 12 else grid.shape}")
+    return grid
+
+
+def resolve_times(sde: SDE, schedule: Times, num_steps: Optional[int], eps: float,
+                  default_steps: int, rho: float = 7.0) -> torch.Tensor:
+    """The grid of a fixed-step sampler: a schedule by name with `num_steps` steps (None: the
+    method's `default_steps`) down to `eps`, or explicit times (e.g. `fit_schedule`'s), which
+    then fix the steps and the last time (`num_steps`, if given, must agree)."""
+    if isinstance(schedule, str):
+        check_schedule_options(schedule, rho)
+        return get_time_steps(sde, schedule, default_steps if num_steps is None else num_steps,
+                              eps, rho=rho)
+    times = check_times(sde, schedule)
+    if num_steps is not None and num_steps != times.numel() - 1:
+        raise ValueError(f"num_steps={num_steps!r} disagrees with the {times.numel() - 1} steps "
+                         f"of the given schedule times")
+    return times

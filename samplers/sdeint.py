@@ -13,8 +13,9 @@ from typing import Optional, Sequence
 import torch
 import torchsde
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_num_steps, check_positive, prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
+                             check_eps, check_num_steps, check_positive, prior_sample,
+                             tweedie_denoise)
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -31,11 +32,12 @@ class _ReverseInU(torch.nn.Module):
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int]):
+    def __init__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int], callback=None):
         super().__init__()
         self.reverse, self.forward_sde = sde.reverse(score_fn), sde
         self.shape, self.T = shape, sde.T
         self._last = (None, None, None)
+        self.callback, self.evaluations = callback, 0
 
     def _state_and_time(self, u: torch.Tensor, y: torch.Tensor):
         return y.view(self.shape), (self.T - u).to(y.dtype).expand(y.shape[0])
@@ -44,6 +46,9 @@ class _ReverseInU(torch.nn.Module):
         if self._last[0] is y and bool(self._last[1] == u):
             return self._last[2]
         x, t = self._state_and_time(u, y)
+        if self.callback is not None:
+            self.callback(self.evaluations, t.to(torch.float64), x, None)
+        self.evaluations += 1
         drift, diffusion = self.reverse.sde(x, t)                        # one score evaluation
         result = -drift.flatten(1), diffusion[:, None].expand_as(y)
         self._last = (y, u, result)
@@ -115,7 +120,8 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                    generator: Generator = None, device=None,
                    dtype: torch.dtype = torch.float32, sde_method: str = "euler",
                    num_steps: Optional[int] = None, adaptive: bool = False, rtol: float = 1e-5,
-                   atol: float = 1e-4, eps: float = 1e-3, denoise: bool = True) -> SampleResult:
+                   atol: float = 1e-4, eps: float = 1e-3, denoise: bool = True,
+                   x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Solve the reverse-time SDE from x_T ~ prior at T down to eps with `torchsde.sdeint`.
 
     Args:
@@ -125,14 +131,17 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         denoise: end with Tweedie's E[x_0 | x_eps].
     The Brownian path is a `torchsde.BrownianInterval` seeded from `generator` (one per sample
     for a list of per-sample generators), so runs reproduce.
+    `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, None)` runs at every state the
+    solver evaluates the drift at (i counts them).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`) and the exact NFE.
     """
     check_choice("sde_method", sde_method, SDE_METHODS)
+    check_callback(callback)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
     check_positive("rtol", rtol)
     check_positive("atol", atol)
     score_fn = CountedScore(score_fn)
-    x = prior_sample(sde, shape, generator, device, dtype)
+    x = prior_sample(sde, shape, generator, device, dtype, x_T)
     y0 = x.flatten(1)
     # Float64 times, and dt a hair over (T − eps)/num_steps so that rounding in torchsde's running
     # sum of steps cannot add a step of length ~1e-16 (and a score evaluation) at the end.
@@ -143,7 +152,7 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     with torch.no_grad(), warnings.catch_warnings():
         # torchsde warns on adaptive Euler with non-additive noise; ours is additive (g(t) only).
         warnings.filterwarnings("ignore", message="Numerical solution is not guaranteed")
-        ys = torchsde.sdeint(_ReverseInU(score_fn, sde, x.shape), y0, us, bm=brownian,
+        ys = torchsde.sdeint(_ReverseInU(score_fn, sde, x.shape, callback), y0, us, bm=brownian,
                              method=sde_method, dt=dt, adaptive=adaptive,
                              rtol=rtol, atol=atol)
     x = ys[-1].view(x.shape)

@@ -35,6 +35,11 @@ def any_sde(request):
 
 
 def pytest_configure(config):
-    # The tests use small tensors, for which one thread is faster than two on these machines.
+    # The tests use small tensors, for which one thread is faster than two on these machines;
+    # the processes they start (torchrun, preemption chains) inherit one thread each too, so
+    # that two test workers on two cores never oversubscribe them.
+    import os
+
     import torch
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)

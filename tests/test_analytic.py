@@ -115,3 +115,90 @@ def test_denoiser_limits():
     x = torch.tensor([[0.3, -0.2], [1.5, 2.0]], dtype=f64)
     torch.testing.assert_close(gm.denoiser(x, 1e-6), x, rtol=0, atol=1e-10)
     torch.testing.assert_close(gm.denoiser(x, 1e6), gm.mean().expand(2, 2), rtol=0, atol=1e-5)
+
+
+# --- linear observations: the exact posterior and the diffused mixture --------------------------
+
+def _mixture_4d():
+    generator = torch.Generator().manual_seed(11)
+    return GaussianMixture([0.2, 0.5, 0.3], 1.5 * torch.randn(3, 4, generator=generator, dtype=f64),
+                           0.1 + torch.rand(3, 4, generator=generator, dtype=f64))
+
+
+def test_posterior_of_a_selection_is_the_conditional():
+    gm, c = _mixture_4d(), torch.tensor([0.3, 0.0, -1.2, 0.0], dtype=f64)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    post = gm.posterior(torch.eye(4, dtype=f64)[[0, 2]], c[[0, 2]])
+    cond = gm.conditional(mask, c)
+    torch.testing.assert_close(post.weights, cond.weights)
+    torch.testing.assert_close(post.means[:, [1, 3]], cond.means)
+    torch.testing.assert_close(post.means[:, [0, 2]], c[[0, 2]].expand(3, 2))
+    torch.testing.assert_close(post.covariances[:, [1, 3]][:, :, [1, 3]],
+                               torch.diag_embed(cond.variances))
+    assert post.covariances[:, [0, 2]].abs().max() < 1e-12       # the known part is fixed
+
+
+def test_noisy_posterior_is_the_normalized_joint():
+    """log p(x | y) − log p(x) − log N(y; A·x, σ²I) = −log p(y) for every x, and in 1-D p(y) is
+    the quadrature of the joint."""
+    gm, generator = _mixture_4d(), torch.Generator().manual_seed(1)
+    matrix, y = torch.randn(2, 4, generator=generator, dtype=f64), torch.tensor([0.5, -0.3])
+    post = gm.posterior(matrix, y, noise_std=0.6)
+    x = post.sample(7, generator)
+    likelihood = torch.distributions.Normal(x @ matrix.T, 0.6).log_prob(y.to(f64)).sum(1)
+    difference = post.log_prob(x) - gm.log_prob(x) - likelihood
+    assert (difference - difference[0]).abs().max() < 1e-10
+    one_d = GaussianMixture([0.4, 0.6], [[-1.0], [2.0]], [0.3, 0.5])
+    post = one_d.posterior([[2.0]], [1.0], noise_std=0.7)
+    u = torch.tensor([[0.1]], dtype=f64)
+
+    def joint(v):
+        prior = one_d.log_prob(torch.tensor([[v]], dtype=f64)).item()
+        return math.exp(prior + torch.distributions.Normal(2 * v, 0.7).log_prob(
+            torch.tensor(1.0)).item())
+
+    evidence, _ = integrate.quad(joint, -12, 12, points=[-1.0, 0.5, 2.0], limit=200)
+    expected = math.log(joint(0.1) / evidence)
+    assert post.log_prob(u).item() == pytest.approx(expected, abs=1e-7)
+
+
+def test_noiseless_posterior_lives_on_the_observed_affine_set():
+    gm, generator = _mixture_4d(), torch.Generator().manual_seed(2)
+    matrix = torch.randn(2, 4, generator=generator, dtype=f64)
+    y = torch.tensor([1.0, -0.5], dtype=f64)
+    post = gm.posterior(matrix, y)
+    x = post.sample(50, generator)
+    torch.testing.assert_close(x @ matrix.T, y.expand(50, 2))
+    with pytest.raises(ValueError, match="singular"):
+        post.log_prob(x)
+    null_basis = torch.linalg.svd(matrix, full_matrices=True)[2][2:]       # [2, 4]
+    assert torch.isfinite(post.linear_map(null_basis).log_prob(x @ null_basis.T)).all()
+
+
+def test_full_mixture_log_prob_and_sample_moments():
+    gm, generator = _mixture_4d(), torch.Generator().manual_seed(3)
+    post = gm.posterior(torch.ones(1, 4, dtype=f64), [0.7], noise_std=0.5)
+    x = torch.randn(5, 4, generator=generator, dtype=f64)
+    components = torch.distributions.MultivariateNormal(post.means, post.covariances)
+    expected = torch.logsumexp(torch.log(post.weights) + components.log_prob(x[:, None]), dim=1)
+    torch.testing.assert_close(post.log_prob(x), expected)
+    n = 100_000
+    draws = post.sample(n, generator)
+    spread = draws.std(0)
+    assert ((draws.mean(0) - post.mean()).abs() < 5 * spread / math.sqrt(n)).all()
+
+
+def test_diffused_mixture_is_p_t(any_sde):
+    gm, x = _mixture_2d(), torch.randn(6, 2, dtype=f64)
+    for t in (0.0, 0.3, 1.0):
+        torch.testing.assert_close(gm.diffused(t, any_sde).log_prob(x), gm.log_prob(x, t, any_sde))
+
+
+@pytest.mark.parametrize("matrix,y,noise_std,message", [
+    ([[1.0, 0.0, 0.0]], [0.0], 0.0, "matrix"), ([[1.0, 0.0]], [0.0, 1.0], 0.0, "y"),
+    ([[1.0, 0.0], [2.0, 0.0]], [0.0, 1.0], 0.0, "full row rank"),
+    ([[1.0, 0.0]], [0.0], -0.1, "noise_std"),
+])
+def test_posterior_rejects_bad_observations(matrix, y, noise_std, message):
+    with pytest.raises(ValueError, match=message):
+        _mixture_2d().posterior(matrix, y, noise_std)

@@ -85,8 +85,12 @@ def test_every_config_file_names_a_valid_sampler(name):
 def test_options_a_method_ignores_are_refused():
     import pytest
     with pytest.raises(ValueError, match=r"config.sampling.order=3 does not apply to method "
-                                         r"'heun'; it is an option of \['dpm_solver'"):
+                                         r"'heun'; it is an option of \['dpm_adaptive', 'dpm_solver', "
+                                         r"'dpm_solver_sde', 'unipc'\]"):
         samplers.build_sampler({"method": "heun", "order": 3})
+    with pytest.raises(ValueError, match=r"config.sampling.variant='bh2' does not apply to "
+                                         r"method 'dpm_solver'; it is an option of \['unipc'\]"):
+        samplers.build_sampler({"method": "dpm_solver", "variant": "bh2"})
     with pytest.raises(ValueError, match="config.sampling.eta=0.5 does not apply to method 'ode'"):
         samplers.build_sampler({"method": "ode", "eta": 0.5})
     assert samplers.build_sampler({"method": "ddim", "eta": 0.5}).options["eta"] == 0.5

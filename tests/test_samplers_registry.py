@@ -12,8 +12,9 @@ QUICK = {  # few steps: these tests are about the contract, not accuracy
     "pc": dict(num_steps=4), "ancestral": dict(num_steps=4), "reverse_diffusion": dict(num_steps=4),
     "euler_maruyama": dict(num_steps=4), "annealed_langevin": dict(num_steps=4, n_steps_each=1),
     "ode": dict(rtol=1e-3, atol=1e-3), "sdeint": dict(num_steps=4), "ddim": dict(num_steps=4),
-    "heun": dict(num_steps=4), "dpm_solver": dict(num_steps=4),
-    "adaptive_sde": dict(abstol=0.05, reltol=0.05),
+    "heun": dict(num_steps=3), "dpm_solver": dict(num_steps=4),
+    "dpm_solver_sde": dict(num_steps=4), "unipc": dict(num_steps=4),
+    "adaptive_sde": dict(abstol=0.05, reltol=0.1), "dpm_adaptive": dict(abstol=0.05, reltol=0.2),
 }
 # The Langevin corrector's step size uses norms averaged over the batch (as in the reference
 # code), so "pc" with it depends on the batch; with corrector "ald" every method is
@@ -44,7 +45,8 @@ def unit_score(sde):
 
 def test_the_registry_holds_every_documented_method():
     documented = {"pc", "ancestral", "reverse_diffusion", "euler_maruyama", "annealed_langevin",
-                  "ode", "sdeint", "ddim", "heun", "dpm_solver", "adaptive_sde"}
+                  "ode", "sdeint", "ddim", "heun", "dpm_solver", "adaptive_sde",
+                  "dpm_solver_sde", "dpm_adaptive", "unipc"}
     assert documented <= set(METHODS)
 
 
@@ -108,3 +110,48 @@ def test_unknown_method_lists_the_valid_ones():
                         "no_such_method")
     with pytest.raises(ValueError, match="expected one of .*'pc'"):
         samplers.build_sampler({"method": "no_such_method"})
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_x_T_replaces_the_prior_draw(method, sde_name):
+    """Given the prior draw as x_T and the generator past it, every method runs identically."""
+    sde, shape, opts = SDE_FACTORIES[sde_name](), (3, 2), options(method)
+    drawn = samplers.sample(unit_score(sde), sde, shape, method, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(3), **opts)
+    generator = torch.Generator().manual_seed(3)
+    x_T = sde.prior_sampling(shape, generator=generator, dtype=torch.float64)
+    kept = x_T.clone()
+    given = samplers.sample(unit_score(sde), sde, shape, method, dtype=torch.float64, x_T=x_T,
+                            generator=generator, **opts)
+    assert torch.equal(drawn.x, given.x) and drawn.nfe == given.nfe
+    assert torch.equal(x_T, kept)                       # not modified in place
+    with pytest.raises(ValueError, match="x_T"):
+        samplers.sample(unit_score(sde), sde, shape, method, x_T=torch.zeros(2, 2), **opts)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_callback_sees_every_step_and_changes_nothing(method):
+    """callback(i, t, x, denoised): increasing i from 0, t `[b]` float64 in [eps, T], x `[b, ...]`
+    finite, denoised None or shaped like x; the samples are those of a run without it."""
+    sde, shape, opts = SDE_FACTORIES["vp"](), (3, 2, 2), options(method)
+    calls = []
+
+    def callback(i, t, x, denoised):
+        calls.append((i, t.clone(), x.clone(), None if denoised is None else denoised.clone()))
+    plain = samplers.sample(unit_score(sde), sde, shape, method, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(1), **opts)
+    seen = samplers.sample(unit_score(sde), sde, shape, method, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(1), callback=callback,
+                           **opts)
+    assert torch.equal(plain.x, seen.x) and plain.nfe == seen.nfe
+    indices = [call[0] for call in calls]
+    assert len(calls) >= 2 and indices[0] == 0
+    assert all(b > a for a, b in zip(indices, indices[1:])), indices
+    for _, t, x, denoised in calls:
+        assert t.dtype == torch.float64 and t.shape == x.shape[:1] and x.shape[1:] == shape[1:]
+        assert bool(((t >= 1e-3 - 1e-9) & (t <= sde.T + 1e-9)).all()), t
+        assert bool(torch.isfinite(x).all())
+        assert denoised is None or denoised.shape == x.shape
+    with pytest.raises(ValueError, match="callback"):
+        samplers.sample(unit_score(sde), sde, shape, method, callback="progress", **opts)

@@ -11,7 +11,8 @@ import main
 import sde_lib
 from configs.cond_digits import get_config as cond_digits_config
 from data import build_dataset, build_transform
-from evaluation.modes import build_guidance, task_settings
+import samplers
+from evaluation.modes import build_guidance, sample_settings, task_settings
 from evaluation.sampling import Guidance
 from evaluation.tasks import MASKS, make_mask, run_task
 from run.builders import build_score_model
@@ -74,6 +75,56 @@ def test_tasks_on_an_untrained_model(tmp_path, task):
         assert np.abs(second[0] - test[2]).max() <= 1
 
 
+def test_task_settings_take_the_condition_methods_options():
+    """The task's options are those of its condition method that the config sets, and the
+    sample run's settings record the method and them."""
+    config = cond_digits_config()
+    config.sampling.task, config.sampling.num_steps = "inpaint", 7
+    settings = task_settings(config)
+    assert settings.condition_method == "replacement"
+    assert settings.options == dict(predictor=config.sampling.predictor,
+                                    corrector=config.sampling.corrector, snr=config.sampling.snr,
+                                    n_steps=config.sampling.n_steps_each,
+                                    probability_flow=config.sampling.probability_flow,
+                                    eps=config.sampling.eps, num_steps=7,
+                                    denoise=config.sampling.noise_removal)
+    config.sampling.condition_method, config.sampling.num_particles = "smc", 5
+    config.sampling.lookahead = "tweedie"
+    settings = task_settings(config)
+    assert settings.condition_method == "smc"
+    assert settings.options == dict(predictor=config.sampling.predictor, num_particles=5,
+                                    lookahead="tweedie", eps=config.sampling.eps, num_steps=7,
+                                    denoise=config.sampling.noise_removal)
+    record = sample_settings(config, samplers.build_sampler(config.sampling), 4)
+    assert record["condition"] == {"method": "smc", "options": settings.options}
+
+
+@pytest.mark.parametrize("task,method", [("inpaint", "smc"), ("inpaint", "repaint"),
+                                         ("inpaint", "dps"), ("superres", "replacement"),
+                                         ("superres", "smc")])
+def test_condition_methods_in_the_tasks_on_an_untrained_model(tmp_path, task, method):
+    """Every condition method runs in the tasks; inpainting keeps the known pixels exactly
+    (except DPS, which does not reach the observation); super-resolution shows the observed
+    low-resolution images upsampled in its second row."""
+    config = cond_digits_config()
+    model, sde = _tiny_model(config)
+    config.sampling.task, config.sampling.num_steps = task, 4
+    config.sampling.condition_method, config.sampling.num_particles = method, 3
+    config.sampling.jump_length = config.sampling.jump_n_sample = 2
+    config.eval.num_samples = 2
+    transform, guidance = build_transform(config.data), build_guidance(config, model)
+    with torch.no_grad():
+        path = run_task(task_settings(config), model, sde, transform, tmp_path / "out", guidance)
+    assert path.exists()
+    rows = np.load(tmp_path / "out" / f"{task}.npz")
+    original, shown, result = (rows[key].astype(int) for key in ("original", "input", "result"))
+    assert result.shape == original.shape == (2, 8, 8, 1)
+    if task == "inpaint" and method != "dps":
+        assert (result[:, :, :4] == original[:, :, :4]).all()
+    if task == "superres":
+        assert (shown[:, ::2, ::2] == shown[:, 1::2, 1::2]).all()     # 2×2 blocks
+
+
 def _run(args):
     assert main.run(["main.py", *args]) == 0
 
@@ -93,6 +144,14 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     _run([*common, "--mode", "sample", "--config.sampling.task=inpaint",
           "--config.sampling.mask=center", "--config.eval.num_samples=3"])
     assert next(work.glob("samples/step_4_pc_inpaint_center_cfg1_*/inpaint.png")).exists()
+    _run([*common, "--mode", "sample", "--config.sampling.task=superres",
+          "--config.sampling.condition_method=smc", "--config.sampling.num_particles=2",
+          "--config.eval.num_samples=2"])
+    folder = next(work.glob("samples/step_4_pc_superres_smc_cfg1_*"))
+    record = json.loads((folder / "settings.json").read_text())["settings"]
+    assert record["condition"]["method"] == "smc" and record["superres_factor"] == 2
+    assert record["condition"]["options"]["num_particles"] == 2
+    assert (folder / "superres.png").exists()
 
     plain = tmp_path / "plain"
     common = ["--config", str(ROOT / "configs" / "vp_digits.py"), "--workdir", str(plain), *TINY]
