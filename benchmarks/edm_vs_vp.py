@@ -195,7 +195,9 @@ def main() -> None:
 
 
 def write(out: Path, results, floor: float, num_floor: int, args, steps, train_s) -> None:
-    lines = [f"Fréchet distance in the digits classifier's penultimate features (t = "
+    command = "OMP_NUM_THREADS=1 python benchmarks/edm_vs_vp.py " + " ".join(sys.argv[1:])
+    lines = [f"`{command}`\n",
+             f"Fréchet distance in the digits classifier's penultimate features (t = "
              f"{args.feature_t}) to the test split (297 images), {args.num_samples} samples per "
              f"run, mean ± sd over seeds {args.seeds}; training steps {steps}. Floor ({num_floor} "
              f"training images): {floor:.3f}.\n",
