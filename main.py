@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import re
+from pathlib import Path
 import sys
 import traceback
 from typing import List, Tuple
@@ -28,15 +29,18 @@ MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_confi
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
-    from cli.config_source import stored_workdir_config
+    from cli.config_source import flag_value, stored_workdir_config
 
     flag_values = flags.FlagValues()
     stored = stored_workdir_config(argv)
+    if stored is None and flag_value(argv, "config") is None and any(
+            arg.startswith("--config.") for arg in argv[1:]):
+        raise ValueError(NO_CONFIG)      # overrides of no config
     # config_flags finds the --config.<field> overrides by scanning the argv it is given.
     if stored is None:
         config_flags.DEFINE_config_file(
-            "config", None, "Experiment config file (configs/*.py); optional for eval, sample, "
-            "show_config and fid_stats on a workdir that has one.", flag_values=flag_values,
+            "config", None, "Experiment config file (configs/*.py); optional on a workdir that "
+            "has a config.json (its first run's config).", flag_values=flag_values,
             lock_config=True, sys_argv=argv)
     else:
         config_flags.DEFINE_config_dict("config", stored, "The workdir's stored config.",
@@ -91,7 +95,10 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         from evaluation.modes import snapshot_sampler
         from training.train import train
         snapshots = snapshot_sampler(config, workdir) if config.training.snapshot_sampling else None
-        train(config, workdir, info, on_snapshot=snapshots, stop=stop)
+        state = train(config, workdir, info, on_snapshot=snapshots, stop=stop)
+        if info.is_main:
+            print(f"trained to step {state.step} of {config.training.n_iters}; checkpoints in "
+                  f"{Path(workdir) / 'checkpoints'}")
     elif mode == "train_classifier":
         from training.classifier import train_classifier
         metrics = train_classifier(config, workdir, info, stop=stop).metrics
@@ -161,13 +168,19 @@ def _main(flag_values, config) -> None:
         shutdown(info)
 
 
+NO_CONFIG = ("--config is required (a configs/*.py file) unless --workdir names a workdir "
+             "that has a config.json; see --help")
+# What parsing the flags and loading the config may raise: a one-line error, exit 2.
+FLAG_ERRORS = (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError)
+
+
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
     from cli.help import HELP_FLAGS, show_config, usage
 
     try:
         flag_values = _define_flags(argv)
-    except ValueError as err:
+    except FLAG_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     if any(arg in HELP_FLAGS for arg in argv[1:]):
@@ -177,13 +190,11 @@ def run(argv: List[str]) -> int:
         flag_values(argv)
         config = flag_values.config
         if config is None:
-            raise ValueError("--config is required (a configs/*.py file), except for eval, "
-                             "sample, show_config and fid_stats on a workdir that has a "
-                             "config.json; see --help")
+            raise ValueError(NO_CONFIG)
         config.keys()  # the config file loads lazily: surface its errors here
         if flag_values.mode != "show_config" and not flag_values.workdir:
             raise ValueError("--workdir is required; see --help")
-    except (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSError, SyntaxError) as err:
+    except FLAG_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     if flag_values.mode == "show_config":

@@ -1,7 +1,7 @@
 """Where a run's config comes from: `--config FILE`, or a workdir's stored `config.json`.
 
 A workdir remembers the resolved config of its first run (`run.stored_config`). Without
-`--config`, eval / sample / show_config / fid_stats rebuild that config: the defaults of
+`--config`, every mode rebuilds that config (train resumes the run): the defaults of
 `configs/default.py` with the stored values on top (types kept, tuples as tuples), so that
 `--config.<section>.<field>=value` overrides work on it as on a config file.
 """
@@ -15,7 +15,6 @@ import ml_collections
 
 from configs.default import get_default_config
 
-MODES_WITHOUT_CONFIG = ("eval", "sample", "show_config", "fid_stats")
 
 
 def config_from_stored(stored: dict) -> ml_collections.ConfigDict:
@@ -48,12 +47,12 @@ def flag_value(argv: List[str], name: str) -> Optional[str]:
 
 
 def stored_workdir_config(argv: List[str]) -> Optional[ml_collections.ConfigDict]:
-    """The workdir's config when `argv` names no `--config` but a workdir that has one and a
-    mode that may run from it; else None."""
+    """The workdir's config when `argv` names no `--config` but a workdir that has one; else
+    None."""
     if flag_value(argv, "config") is not None:
         return None
-    mode, workdir = flag_value(argv, "mode"), flag_value(argv, "workdir")
-    if mode not in MODES_WITHOUT_CONFIG or workdir is None:
+    workdir = flag_value(argv, "workdir")
+    if workdir is None:
         return None
     path = Path(workdir).expanduser() / "config.json"
     if not path.is_file():

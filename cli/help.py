@@ -13,7 +13,7 @@ USAGE = """\
 score-sde: score-based generative modeling with SDEs.
 
 usage: python main.py --config CONFIG.py --workdir DIR --mode MODE [--config.SECTION.FIELD=VALUE ...]
-       python main.py --workdir DIR --mode eval|sample|show_config [--config.SECTION.FIELD=VALUE ...]
+       python main.py --workdir DIR --mode MODE [--config.SECTION.FIELD=VALUE ...]   (a workdir with a config.json)
 
 modes:
   train             train the score model (resumes automatically from the workdir)

@@ -40,13 +40,16 @@ def _choice(field: str, value, allowed) -> None:
 
 
 def _wrapped(field: str, build):
-    """Run a builder; re-raise its ValueError as a ConfigError prefixed with the section."""
+    """Run a builder; re-raise its ValueError as a ConfigError prefixed with the section (unless
+    the message already names a field of it)."""
     try:
         return build()
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if message.startswith(f"{field}."):
+            raise ConfigError(message) from None
         raise ConfigError(f"{field}: {message}") from None
 
 

@@ -135,3 +135,25 @@ def test_threads_default_and_override():
         assert set_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_workdir_alone_resumes_training_and_refuses_model_changes(capsys, tmp_path):
+    """After the first run, --workdir alone is enough for every mode; a typo there is one line;
+    overrides without any config are refused naming --config."""
+    from tests.test_hostile import TOY
+
+    work = tmp_path / "work"
+    status, out, err = run(capsys, *TOY, f"--workdir={work}", "--config.training.n_iters=4")
+    assert status == 0 and "trained to step 4 of 4" in out, err
+    status, out, err = run(capsys, f"--workdir={work}", "--mode=train",
+                           "--config.training.n_iters=6")
+    assert status == 0 and "trained to step 6 of 6" in out, err
+    status, _, err = run(capsys, f"--workdir={work}", "--mode=train", "--config.model.width=64")
+    assert status == 2 and len(err) == 1 and "model.width" in err[0], err
+    status, _, err = run(capsys, f"--workdir={work}", "--mode=sample",
+                         "--config.sampling.methd=ode")
+    assert status == 2 and err == ['error: unknown config field \'methd\': did you mean '
+                                   '"method" instead of "methd"?'], err
+    status, _, err = run(capsys, f"--workdir={tmp_path / 'empty'}", "--mode=train",
+                         "--config.model.width=64")
+    assert status == 2 and len(err) == 1 and "--config is required" in err[0], err
