@@ -108,7 +108,7 @@ def validate_training(config) -> None:
         raise ConfigError(f"config.model.ema_rate must be in (0, 1], got {config.model.ema_rate!r}")
 
 
-def validate_eval(config) -> None:
+def validate_eval(config, sde) -> None:
     ev = config.eval
     _positive_int("config.eval.batch_size", ev.batch_size)
     _positive_int("config.eval.bpd_num_examples", ev.bpd_num_examples, minimum=0)
@@ -116,8 +116,9 @@ def validate_eval(config) -> None:
     _positive_int("config.eval.num_samples", ev.num_samples)
     _choice("config.eval.bpd_dataset", ev.bpd_dataset, SPLITS)
     _choice("config.eval.divergence", ev.divergence, DIVERGENCES)
-    if not 0 < ev.likelihood_eps < 1:
-        raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T=1), got {ev.likelihood_eps!r}")
+    if not 0 < ev.likelihood_eps < sde.T:
+        raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T={sde.T}), "
+                          f"got {ev.likelihood_eps!r}")
 
 
 def validate_data(config, mode: str) -> DataInfo:
@@ -185,7 +186,35 @@ def validate_classifier(config, sde, info: DataInfo) -> None:
         _wrapped("config.classifier", lambda: build_classifier(config, sde))
 
 
-LOSSES = ("dsm", "hybrid", "vlb")
+LOSSES = ("dsm", "edm", "hybrid", "vlb")
+PARAMETRIZATIONS = ("noise", "score", "edm")
+
+
+def validate_edm(config) -> None:
+    """EDM's SDE, parametrisation and loss (Karras et al. 2022): continuous time only, and the
+    loss's own fields."""
+    training = config.training
+    requested = training.get("parametrization")
+    if requested not in (None, ""):
+        _choice("config.training.parametrization", requested, PARAMETRIZATIONS)
+    loss = training.get("loss", "dsm")
+    for field, used in (("config.sde.name='edmsde'", config.sde.name == "edmsde"),
+                        ("config.training.parametrization='edm'", requested == "edm"),
+                        ("config.training.loss='edm'", loss == "edm")):
+        if used and not training.continuous:
+            raise ConfigError(f"{field} needs continuous time: set config.training.continuous=True")
+    if requested == "edm" or loss == "edm":
+        sigma_data = training.get("sigma_data", 0.5)
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) \
+                or not sigma_data > 0:
+            raise ConfigError(f"config.training.sigma_data must be a number > 0, got {sigma_data!r}")
+    if loss == "edm":
+        if not training.get("p_std", 1.2) > 0:
+            raise ConfigError(f"config.training.p_std must be > 0, got {training.p_std!r}")
+        if training.likelihood_weighting or training.get("importance_sampling", False):
+            raise ConfigError("config.training.likelihood_weighting and importance_sampling do not "
+                              "apply to config.training.loss='edm' (its weight is λ(σ)); set them "
+                              "to False")
 
 
 def validate_ddpm(config, sde, info: DataInfo) -> None:
@@ -196,12 +225,13 @@ def validate_ddpm(config, sde, info: DataInfo) -> None:
     loss = training.get("loss", "dsm")
     _choice("config.training.loss", loss, LOSSES)
     learned = bool(model.get("learn_variance", False))
-    if loss != "dsm" or learned:
+    chain_loss = loss in ("hybrid", "vlb")
+    if chain_loss or learned:
         if config.sde.name != "vpsde" or training.continuous:
             raise ConfigError(f"config.training.loss={loss!r} / config.model.learn_variance need "
                               f"the DDPM chain: config.sde.name='vpsde' and "
                               f"config.training.continuous=False")
-        if learned != (loss != "dsm"):
+        if learned != chain_loss:
             raise ConfigError("config.model.learn_variance=True goes with config.training.loss in "
                               "['hybrid', 'vlb'] (the variance is trained only by the bound)")
         _choice("config.training.timestep_sampling", training.get("timestep_sampling", "uniform"),
@@ -342,10 +372,11 @@ def validate(config, mode: str, workdir) -> None:
     validate_finite(config)
     sde = _wrapped("config.sde", lambda: sde_lib.build_sde(config.sde))
     info = validate_data(config, mode)
+    validate_edm(config)   # before the model is built: it names the fields, not the builder
     with torch.device("meta"):  # builds the network without allocating its weights
         _wrapped("config.model", lambda: build_score_model(config, sde))
     validate_training(config)
-    validate_eval(config)
+    validate_eval(config, sde)
     validate_ddpm(config, sde, info)
     validate_conditioning(config, mode, info)
     _wrapped("config.training", lambda: build_training_loss(config, sde))

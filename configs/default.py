@@ -10,12 +10,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.sde = sde = ml_collections.ConfigDict()
-    sde.name = "vpsde"            # vpsde | subvpsde | vesde
+    sde.name = "vpsde"            # vpsde | subvpsde | vesde | edmsde
     sde.beta_min = 0.1            # VP / sub-VP: β(0)
     sde.beta_max = 20.0           # VP / sub-VP: β(1)
     sde.schedule = "linear"       # linear | cosine (VP, sub-VP)
-    sde.sigma_min = 0.01          # VE: smallest noise std
-    sde.sigma_max = 50.0          # VE: largest noise std (prior std)
+    sde.sigma_min = 0.01          # VE: smallest noise std; edmsde: the sampling floor (EDM: 0.002)
+    sde.sigma_max = 50.0          # VE: largest noise std (prior std); edmsde: T = σ_max (EDM: 80)
     sde.num_scales = 1000         # N, the discretisation steps
 
     config.training = training = ml_collections.ConfigDict()
@@ -34,7 +34,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.seed = 42            # initial weights, noise, batch order
     training.nan_policy = "stop"  # stop | skip: what a non-finite loss does
     training.nan_skip_limit = 10  # skip: non-finite batches in a row before the run stops
-    training.loss = "dsm"         # dsm | hybrid | vlb (hybrid, vlb: DDPM with model.learn_variance)
+    training.loss = "dsm"         # dsm | edm | hybrid | vlb (hybrid, vlb: DDPM with model.learn_variance)
+    # The network's output parametrisation: None (the SDE's: "noise" for VP / sub-VP, "score" for
+    # VE and EDM's SDE), or "noise" | "score" | "edm" (EDM's preconditioned denoiser, any SDE).
+    training.parametrization = placeholder(str)  # None (the SDE's own) | noise | score | edm
+    training.sigma_data = 0.5     # EDM: the data's std (preconditioning and loss weight)
+    training.p_mean = -1.2        # loss=edm: ln σ ~ N(p_mean, p_std²)
+    training.p_std = 1.2          # loss=edm: the std of ln σ
     training.vlb_weight = 0.001   # λ of L_simple + λ·L_vlb (loss=hybrid)
     training.timestep_sampling = "uniform"  # hybrid, vlb: uniform | loss_second_moment
     training.label_dropout = 0.1  # class-conditional models: P(label -> null label)

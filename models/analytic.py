@@ -111,6 +111,23 @@ class GaussianMixture:
         """`score_fn(x, t)`: the exact score of p_t under `sde`."""
         return lambda x, t: self.score(x, t, sde)
 
+    def denoiser(self, x_hat: torch.Tensor, sigma) -> torch.Tensor:
+        """EDM's ideal denoiser D(x̂; σ) = E[x_0 | x_0 + σ·n = x̂] (Karras et al. 2022, eq. 2),
+        shaped and typed like `x_hat` `[B, ...]`; `sigma` `[B]` or a scalar, σ > 0.
+
+        Each component is a Gaussian prior for x_0, so D = Σ_k r_k(x̂)·(μ_k + v_k/(v_k + σ²)·(x̂ − μ_k))
+        with responsibilities r_k ∝ w_k N(x̂; μ_k, v_k + σ²) (computed without any score)."""
+        flat = x_hat.flatten(1).to(torch.float64)                                  # [B, d]
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x_hat.device)
+        var_noise = sigma.expand(flat.shape[0])[:, None, None] ** 2              # [B, 1, 1]
+        weights, means, variances = (p.to(x_hat.device)
+                                     for p in (self.weights, self.means, self.variances))
+        var = variances + var_noise                                              # [B, K, d]
+        diff = flat[:, None, :] - means                                          # [B, K, d]
+        log_joint = torch.log(weights) - 0.5 * (diff ** 2 / var + torch.log(2 * math.pi * var)).sum(-1)
+        posterior_means = means + variances / var * diff                         # [B, K, d]
+        return _weighted_score(torch.softmax(log_joint, dim=1), posterior_means, x_hat)
+
     def diffused(self, t: float, sde) -> "GaussianMixture":
         """The mixture p_t: N(a(t)·μ_k, a(t)²·v_k + σ(t)²) for each component."""
         mean_coeff, std = self._kernel(t, sde, 1, None)

@@ -161,7 +161,8 @@ def load_score_model(path: PathLike, map_location: Any = "cpu", use_ema: bool = 
         ema.copy_to(net.parameters())
     sde = sde_lib.build_sde(config["sde"])
     model = ScoreModel(net, sde, continuous=config["training"]["continuous"],
-                       parametrization=config["training"].get("parametrization"))
+                       parametrization=config["training"].get("parametrization"),
+                       sigma_data=config["training"].get("sigma_data", 0.5))
     return model.eval()
 
 

@@ -1,8 +1,8 @@
 """`ScoreModel`: a network plus the output parametrisation that makes it a score function.
 
-The network sees a noise *label* rather than t, and predicts either the noise or the
-score itself; the conventions are those of score_sde_pytorch (`get_score_fn`), so that its
-checkpoints give the same scores here.
+The network sees a noise *label* rather than t, and predicts the noise or the score itself (the
+conventions of score_sde_pytorch's `get_score_fn`, so that its checkpoints give the same scores
+here), or is a preconditioned denoiser (EDM, Karras et al. 2022).
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from models.preconditioning import SIGMA_DATA, check_sigma_data, edm_coefficients
 from sde_lib import append_dims
 
-PARAMETRIZATIONS = ("noise", "score")
+PARAMETRIZATIONS = ("noise", "score", "edm")
 # Precisions by name (`training.precision`, `sampling.precision`): the autocast dtype, or None.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 VP_CONTINUOUS_LABEL_SCALE = 999.0  # continuous VP labels span DDPM's timesteps 0 … 999
@@ -30,6 +31,17 @@ def default_parametrization(sde) -> str:
     t = torch.full((1,), float(sde.T), dtype=torch.float64, device="cpu")
     mean_coeff, _ = sde.marginal_coeffs(t)
     return "score" if bool(mean_coeff == 1) else "noise"
+
+
+def resolve_parametrization(sde, requested: Optional[str] = None) -> str:
+    """`requested` ("noise", "score" or "edm") when given, else `default_parametrization(sde)`;
+    ValueError naming the allowed values for any other name."""
+    if requested is None or requested == "":
+        return default_parametrization(sde)
+    if requested not in PARAMETRIZATIONS:
+        raise ValueError(f"Unknown parametrization {requested!r}; expected one of "
+                         f"{list(PARAMETRIZATIONS)}")
+    return requested
 
 
 class ScoreModel(nn.Module):
@@ -48,6 +60,12 @@ class ScoreModel(nn.Module):
       continuous: label = σ(t) = σ_min(σ_max/σ_min)ᵗ.
       discrete:   label = round((T − t)·(N − 1)), an integer index into SMLD's σ table
                   ordered from σ_max (index 0) to σ_min.
+    "edm" (any SDE, continuous only): the network is EDM's preconditioned denoiser
+        (Karras et al. 2022, Table 1; `models.preconditioning`). With x = a(t)·x̂, σ = std/a:
+        D(x̂; σ) = c_skip·x̂ + c_out·net(c_in·x̂, label), label = c_noise = ¼ ln σ (exp(c_noise) for a
+        network with Fourier features, which embeds the log of its label), and the score is
+        s(x, t) = (a·D − x)/std² = (c_out·net/σ² − x̂/(σ² + σ_data²))/a. `denoiser(x̂, σ)` gives D.
+        On EDMSDE (a = 1, σ = t) this is EDM's own model; on VP, EDM's preconditioning of a VP model.
 
     Class-conditional networks (`net.num_classes` > 0) take class labels: `model(x, t, y)` with
     y `[B]` in 0 … num_classes − 1, or `null_label` (= num_classes) / None for the unconditional
@@ -63,30 +81,37 @@ class ScoreModel(nn.Module):
             variances).
         sde: the forward SDE (`sde_lib`).
         continuous: whether the network was trained with continuous time.
-        parametrization: "noise" or "score"; None picks it from the SDE
+        parametrization: "noise", "score" or "edm"; None picks it from the SDE
             (`default_parametrization`).
+        sigma_data: σ_data of the "edm" parametrisation (the data's standard deviation).
     Calling the model never changes `net`'s train / eval mode.
     """
 
     def __init__(self, net: nn.Module, sde, continuous: bool = True,
-                 parametrization: Optional[str] = None):
+                 parametrization: Optional[str] = None, sigma_data: float = SIGMA_DATA):
         super().__init__()
-        parametrization = parametrization or default_parametrization(sde)
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"Unknown parametrization {parametrization!r}; expected one of "
-                             f"{list(PARAMETRIZATIONS)}")
+        parametrization = resolve_parametrization(sde, parametrization)
         self.net = net
         self.sde = sde
         self.continuous = bool(continuous)
         self.parametrization = parametrization
+        self.sigma_data = check_sigma_data(sigma_data)
         # bf16 / fp16 autocast of the network's evaluations (sampling), None: as called.
         self.autocast_dtype: Optional[torch.dtype] = None
         inner = getattr(net, "module", net)  # the network itself under DistributedDataParallel
         self.num_classes = int(getattr(inner, "num_classes", 0))
         self.learn_variance = bool(getattr(inner, "learn_variance", False))
+        # Fourier-feature networks embed log(label) (`models.embeddings.TimeEmbedding`).
+        self.log_labels = getattr(inner, "embedding_type", "positional") == "fourier"
         if self.learn_variance and parametrization != "noise":
             raise ValueError("a network with learn_variance=True needs the 'noise' "
                              "parametrisation (VP or sub-VP SDE)")
+        if parametrization == "edm" and not self.continuous:
+            raise ValueError("the 'edm' parametrisation needs continuous time "
+                             "(training.continuous=True)")
+        if parametrization == "edm" and getattr(inner, "scale_by_sigma", False):
+            raise ValueError("the 'edm' parametrisation scales the network's output itself; "
+                             "build the network with scale_by_sigma=False")
 
     @property
     def null_label(self) -> int:
@@ -95,6 +120,9 @@ class ScoreModel(nn.Module):
 
     def labels(self, t: torch.Tensor) -> torch.Tensor:
         """The network's noise labels `[B]` for times t `[B]` (see the class docstring)."""
+        if self.parametrization == "edm":
+            c_noise = -0.125 * self.sde.log_snr(t)            # ¼ ln σ, with σ = exp(−λ/2)
+            return torch.exp(c_noise) if self.log_labels else c_noise
         if self.parametrization == "noise":
             if self.continuous:
                 return t * VP_CONTINUOUS_LABEL_SCALE
@@ -132,17 +160,57 @@ class ScoreModel(nn.Module):
         """(score, v): v `[B, ...]` is the learned variance interpolation (None without)."""
         return self(x, t, y, return_variance=True)
 
+    def denoise(self, x: torch.Tensor, t: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """E[x_0 | x_t] for x `[B, ...]` at times t `[B]` (or a scalar), in the data's units: the
+        preconditioned D of "edm", else Tweedie's (x + std²·s(x, t))/a (Efron 2011, eq. 2.8)."""
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if self.parametrization == "edm":
+            return self._edm_terms(x, t, y)[0]
+        mean_coeff, std = (append_dims(c, x.ndim).to(x.dtype) for c in self.sde.marginal_coeffs(t))
+        return (x + std ** 2 * self(x, t, y)) / mean_coeff
+
+    def denoiser(self, x_hat: torch.Tensor, sigma, y: Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+        """EDM's D(x̂; σ) (Karras et al. 2022, eq. 2): E[x_0 | x̂] for x̂ = x_0 + σ·n `[B, ...]` at
+        noise levels `sigma` `[B]` (or a scalar), evaluated at the time t whose σ̄(t) = std/a is σ
+        (`sde.t_from_log_snr(−2 ln σ)`; t = σ on EDMSDE) with x = a(t)·x̂."""
+        sigma = torch.as_tensor(sigma, dtype=x_hat.dtype, device=x_hat.device)
+        sigma = sigma.expand(x_hat.shape[0]) if sigma.ndim == 0 else sigma
+        t = self.sde.t_from_log_snr(-2 * torch.log(sigma))
+        mean_coeff = append_dims(self.sde.marginal_coeffs(t)[0], x_hat.ndim).to(x_hat.dtype)
+        return self.denoise(mean_coeff * x_hat, t, y)
+
+    def _net(self, x: torch.Tensor, labels: torch.Tensor, y: Optional[torch.Tensor]):
+        """The raw network's output in x's dtype (evaluated under `autocast_dtype` when set)."""
+        if self.autocast_dtype is None:
+            return self.net(x, labels) if y is None else self.net(x, labels, y)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):  # reduced precision
+            out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        return out.to(x.dtype)
+
+    def _edm_terms(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor]):
+        """(D, score) of the "edm" parametrisation at x `[B, ...]`, t `[B]`."""
+        mean_coeff, std = self.sde.marginal_coeffs(t)
+        sigma = std / mean_coeff                                        # EDM's σ = σ̄(t)
+        c_skip, c_out, c_in, _ = (append_dims(c, x.ndim).to(x.dtype)
+                                  for c in edm_coefficients(sigma, self.sigma_data))
+        x_hat = x / append_dims(mean_coeff, x.ndim).to(x.dtype)
+        out = self._net(c_in * x_hat, self.labels(t), y)
+        sigma2 = append_dims(sigma, x.ndim).to(x.dtype) ** 2
+        # s = (a·D − x)/std² with D − x̂ = c_out·F − σ²/(σ² + σ_data²)·x̂, free of cancellation.
+        score = (c_out * out / sigma2 - x_hat / (sigma2 + self.sigma_data ** 2)) \
+            / append_dims(mean_coeff, x.ndim).to(x.dtype)
+        return c_skip * x_hat + c_out * out, score
+
     def _score_and_variance(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor]
                             ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.parametrization == "edm":
+            return self._edm_terms(x, t, y)[1], None
         labels = self.labels(t)
-        if self.autocast_dtype is None:
-            out = self.net(x, labels) if y is None else self.net(x, labels, y)
-        else:   # the network in reduced precision, the score in x's dtype
-            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
-                out = self.net(x, labels) if y is None else self.net(x, labels, y)
-            out = out.to(x.dtype)
+        out = self._net(x, labels, y)
         v = None
         if self.learn_variance:
             out, v_raw = out.chunk(2, dim=1)   # [B, 2C, ...] -> two [B, C, ...]

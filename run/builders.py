@@ -11,7 +11,7 @@ from data import describe
 from models import ExponentialMovingAverage, ScoreModel, build_model
 from models.classifier import (IMAGE_FIELDS, VECTOR_FIELDS, NoisyClassifier,
                                classifier_from_fields)
-from models.score_model import default_parametrization
+from models.score_model import default_parametrization, resolve_parametrization
 
 
 def build_sde(config) -> sde_lib.SDE:
@@ -37,13 +37,21 @@ def data_shape(config) -> tuple:
     return (config.data.num_channels, config.data.image_size, config.data.image_size)
 
 
+def parametrization(config, sde: sde_lib.SDE) -> str:
+    """The output parametrisation: `config.training.parametrization` ("noise", "score" or
+    "edm") where set, else the SDE's default (`models.score_model.resolve_parametrization`)."""
+    return resolve_parametrization(sde, config.training.get("parametrization"))
+
+
 def build_score_model(config, sde: sde_lib.SDE, device=None) -> ScoreModel:
-    """The `ScoreModel` of `config.model` on `sde`, in the SDE's default parametrisation."""
+    """The `ScoreModel` of `config.model` on `sde`, in the parametrisation of `parametrization`
+    (EDM's with `config.training.sigma_data`)."""
     net = build_model(model_fields(config))
     if device is not None:
         net = net.to(device)
     return ScoreModel(net, sde, continuous=config.training.continuous,
-                      parametrization=default_parametrization(sde))
+                      parametrization=parametrization(config, sde),
+                      sigma_data=config.training.get("sigma_data", 0.5))
 
 
 def build_ema(config, model: ScoreModel) -> ExponentialMovingAverage:
@@ -69,7 +77,7 @@ def stored_config(config, sde: sde_lib.SDE) -> dict:
     network's full fields and the parametrisation, as checkpoints store it."""
     plain = config.to_dict()
     plain["model"] = model_fields(config)
-    plain["training"]["parametrization"] = default_parametrization(sde)
+    plain["training"]["parametrization"] = parametrization(config, sde)
     return plain
 
 

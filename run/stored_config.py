@@ -3,8 +3,8 @@ starts, and every later run is compared with it field by field.
 
 Fields that define the model and its meaning may not change: the SDE (its name and the fields
 that SDE reads), the network (every constructor argument it is built with, the data's shape and
-range included, as `models.registry.network_arguments` lists them), `training.continuous` and
-the output parametrisation. Everything
+range included, as `models.registry.network_arguments` lists them), `training.continuous`,
+the output parametrisation and, for EDM's, its σ_data. Everything
 else (batch sizes, n_iters, eval and sampling settings, …) may. A mismatch raises
 `ConfigMismatch` listing each differing field with both values, before any checkpoint reaches
 `load_state_dict`. Checkpoints carry the same stored config, so a workdir without
@@ -58,6 +58,8 @@ def defining_fields(stored: Mapping[str, Any], *, model: bool = True) -> Dict[st
         training = stored.get("training", {})
         fields["training.continuous"] = training.get("continuous")
         fields["training.parametrization"] = training.get("parametrization")
+        if training.get("parametrization") == "edm":   # σ_data is part of the model's meaning
+            fields["training.sigma_data"] = training.get("sigma_data", 0.5)
     return fields
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import inspect
 
 from sde_lib.base import SDE
+from sde_lib.edm import EDMSDE
 from sde_lib.subvp import subVPSDE
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE
 
-SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE, "edmsde": EDMSDE}
 
 # config.sde field -> constructor argument, per SDE (fields absent from the config keep defaults).
 _CONFIG_FIELDS = {
@@ -17,11 +18,12 @@ _CONFIG_FIELDS = {
     "subvpsde": {"beta_min": "beta_min", "beta_max": "beta_max", "num_scales": "N",
                  "schedule": "schedule"},
     "vesde": {"sigma_min": "sigma_min", "sigma_max": "sigma_max", "num_scales": "N"},
+    "edmsde": {"sigma_min": "sigma_min", "sigma_max": "sigma_max", "num_scales": "N"},
 }
 
 
 def get_sde(name: str, **kwargs) -> SDE:
-    """Build an SDE by its registry name ("vpsde", "subvpsde", "vesde")."""
+    """Build an SDE by its registry name ("vpsde", "subvpsde", "vesde", "edmsde")."""
     if name not in SDES:
         raise ValueError(f"Unknown SDE {name!r}; expected one of {sorted(SDES)}")
     return SDES[name](**kwargs)

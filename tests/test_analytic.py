@@ -95,6 +95,28 @@ def test_float32_and_numpy_inputs():
     assert gm.score(x, 0.5, None).dtype == torch.float32
 
 
+def test_denoiser_is_tweedie_of_the_exact_score(any_sde):
+    """E[x_0 | x̂ = x_0 + σn] from the components' Gaussian posteriors equals Tweedie's formula
+    (x + std²·∇log p_t(x))/a at the time where std/a = σ, with x = a·x̂ (two closed forms)."""
+    gm = _mixture_2d()
+    gen = torch.Generator().manual_seed(3)
+    t = 0.01 + (any_sde.T - 0.01) * torch.rand(8, generator=gen, dtype=f64)
+    mean_coeff, std = any_sde.marginal_coeffs(t)
+    x = 2 * torch.randn(8, 2, generator=gen, dtype=f64)
+    tweedie = (x + std[:, None] ** 2 * gm.score(x, t, any_sde)) / mean_coeff[:, None]
+    denoised = gm.denoiser((x / mean_coeff[:, None]).reshape(8, 2, 1, 1), std / mean_coeff)
+    assert denoised.shape == (8, 2, 1, 1)
+    torch.testing.assert_close(denoised.reshape(8, 2), tweedie, rtol=1e-9, atol=1e-9)
+
+
+def test_denoiser_limits():
+    """σ → 0: the identity; σ → ∞: the mixture's mean."""
+    gm = _mixture_2d()
+    x = torch.tensor([[0.3, -0.2], [1.5, 2.0]], dtype=f64)
+    torch.testing.assert_close(gm.denoiser(x, 1e-6), x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(gm.denoiser(x, 1e6), gm.mean().expand(2, 2), rtol=0, atol=1e-5)
+
+
 # --- linear observations: the exact posterior and the diffused mixture --------------------------
 
 def _mixture_4d():

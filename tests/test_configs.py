@@ -37,6 +37,36 @@ def test_config_builds(name):
                            "classifier"}
 
 
+def test_edm_configs_follow_the_paper():
+    """Karras et al. 2022 (and NVlabs/edm's `train.py --arch=ddpmpp --precond=edm`): σ ∈ [0.002,
+    80], P_mean = −1.2, P_std = 1.2, σ_data = 0.5, batch 512 for 200 Mimg at lr 1e-3 ramped over
+    10 Mimg, EMA half-life 0.5 Mimg, dropout 0.13, Heun with 18 levels (35 NFE), and the DDPM++
+    network of 55,732,739 parameters (EDM's SongUNet of that configuration, counted)."""
+    cifar = load("edm_cifar")
+    sde = sde_lib.build_sde(cifar.sde)
+    assert isinstance(sde, sde_lib.EDMSDE) and (sde.sigma_min, sde.T) == (0.002, 80.0)
+    training = cifar.training
+    assert (training.loss, training.parametrization, training.continuous) == ("edm", "edm", True)
+    assert (training.sigma_data, training.p_mean, training.p_std) == (0.5, -1.2, 1.2)
+    assert training.batch_size * training.n_iters == 200_000_000
+    assert (cifar.optim.lr, cifar.optim.warmup * 512, cifar.optim.grad_clip) == (1e-3, 9_999_872, -1.0)
+    assert cifar.model.ema_rate ** (500_000 / 512) == pytest.approx(0.5)
+    assert cifar.model.dropout == 0.13 and cifar.data.centered
+    with torch.device("meta"):
+        model = build_score_model(cifar, sde)
+    assert sum(p.numel() for p in model.parameters()) == 55_732_739
+    assert model.parametrization == "edm" and model.sigma_data == 0.5
+    digits, vp = load("edm_digits"), load("vp_digits")
+    for config in (cifar, digits):
+        sampling = config.sampling
+        assert (sampling.method, sampling.num_steps, sampling.eps) == ("heun", 18, 0.002)
+        assert (sampling.time_schedule, sampling.rho, sampling.s_churn) == ("edm", 7.0, 0.0)
+    # edm_digits is vp_digits but for EDM's choices: the same network and training budget.
+    assert digits.model == vp.model and digits.optim == vp.optim and digits.data == vp.data
+    for field in ("batch_size", "n_iters", "reduce_mean", "seed"):
+        assert digits.training[field] == vp.training[field]
+
+
 def test_ddpm_configs_follow_the_papers():
     """Ho et al. 2020: linear β from 1e-4 to 0.02, T = 1000, L_simple, the 35.7M U-Net;
     Nichol & Dhariwal 2021: cosine schedule, T = 4000, learned variances, L_hybrid."""

@@ -11,7 +11,7 @@ import samplers
 from models.analytic import ClassConditionalMixture
 from samplers.common import select_rows
 from samplers.guidance import ClassifierFreeGuidance
-from tests.conftest import SDE_FACTORIES
+from tests.conftest import SDE_FACTORIES, uniform_grid_steps
 from two_sample import EPS, MIXTURE_2D, NUM_SAMPLES, assert_matches_exact
 
 f64 = torch.float64
@@ -138,7 +138,8 @@ def test_scale_zero_is_unconditional_sampling_bit_for_bit(method, options):
 
 def sample_class(sde, score_fn):
     return samplers.sample(score_fn, sde, (NUM_SAMPLES, 2), "reverse_diffusion", dtype=f64,
-                           denoise=False, generator=torch.Generator().manual_seed(1)).x
+                           denoise=False, generator=torch.Generator().manual_seed(1),
+                           num_steps=uniform_grid_steps(sde)).x
 
 
 @pytest.mark.parametrize("label", [0, pytest.param(1, marks=pytest.mark.slow)])

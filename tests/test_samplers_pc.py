@@ -7,7 +7,7 @@ import torch
 import samplers
 from samplers.correctors import CORRECTORS
 from samplers.predictors import PREDICTORS
-from tests.conftest import SDE_FACTORIES
+from tests.conftest import SDE_FACTORIES, UNIFORM_GRID_STEPS_ON_EDM, uniform_grid_steps
 from two_sample import (EPS, MIXTURE_2D, MIXTURES, NUM_SAMPLES, assert_matches_exact, exact_samples,
                         run_sampler)
 
@@ -32,9 +32,20 @@ def test_two_sample_test_accepts_exact_samples_and_rejects_small_errors():
 @pytest.mark.parametrize("method", ["pc"] + PREDICTOR_METHODS)
 @pytest.mark.parametrize("dim", [2, pytest.param(16, marks=pytest.mark.slow)])
 def test_default_samplers_match_exact_samples(any_sde, method, dim):
-    result = run_sampler(any_sde, MIXTURES[dim], method)
+    """At the SDE's N steps (on EDMSDE at `UNIFORM_GRID_STEPS_ON_EDM`, see `tests/conftest.py`)."""
+    result = run_sampler(any_sde, MIXTURES[dim], method, num_steps=uniform_grid_steps(any_sde))
     assert result.x.shape == (NUM_SAMPLES, dim)
     assert_matches_exact(result.x, MIXTURES[dim], any_sde, EPS)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="a grid uniform in t is uniform in σ on EDMSDE: at N = 1000 steps "
+                          "(Δσ = 0.08) ancestral sampling with the posterior variance leaves the "
+                          "samples too concentrated (see UNIFORM_GRID_STEPS_ON_EDM)")
+def test_uniform_grid_is_too_coarse_on_edm_at_the_default_steps():
+    sde = SDE_FACTORIES["edm"]()
+    assert sde.N < UNIFORM_GRID_STEPS_ON_EDM
+    assert_matches_exact(run_sampler(sde, MIXTURE_2D, "ancestral").x, MIXTURE_2D, sde, EPS)
 
 
 COMBINATIONS = [(p, c) for p, c in itertools.product(sorted(PREDICTORS), sorted(CORRECTORS))
@@ -45,15 +56,25 @@ CORRECTOR_ONLY_LAG = (
     "ALD alone, one step of ε = 2α(0.16σ_t)² per time, cannot carry VP's and sub-VP's means "
     "a(t)·μ as fast as they move (no predictor transports them): the samples' mean log p_eps "
     "falls 0.55 nats short; 3 and 10 corrector steps bring it to 0.26 and 0.08 (see the next test)")
+EDM_CORRECTOR_ONLY = (
+    "on EDMSDE the uniform grid in t is uniform in σ: below σ = 0.1 lie only 0.1/Δσ levels (1 at "
+    "N = 1000, 5 at 4000), too few single Langevin steps to relax near the data; annealed_langevin, "
+    "whose levels are uniform in log σ, is the corrector-only sampler for EDMSDE")
+EDM_ANCESTRAL = ("ancestral steps with the posterior variance on EDMSDE's uniform σ grid at "
+                 "N = 1000 (Δσ = 0.08) leave the samples too concentrated; at "
+                 "UNIFORM_GRID_STEPS_ON_EDM steps they pass (test_default_samplers_match_...)")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("predictor, corrector", COMBINATIONS)
 def test_every_predictor_corrector_combination(any_sde, predictor, corrector, request):
     """Each pair on each SDE (the reference crashes on sub-VP with Langevin or ancestral)."""
-    if (predictor, corrector) == ("none", "ald") and \
-            request.node.callspec.params["any_sde"] in ("vp", "subvp"):
+    name = request.node.callspec.params["any_sde"]
+    if (predictor, corrector) == ("none", "ald") and name in ("vp", "subvp"):
         request.applymarker(pytest.mark.xfail(strict=True, reason=CORRECTOR_ONLY_LAG))
+    if name == "edm" and predictor in ("none", "ancestral"):
+        reason = EDM_CORRECTOR_ONLY if predictor == "none" else EDM_ANCESTRAL
+        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
     result = run_sampler(any_sde, MIXTURE_2D, "pc", predictor=predictor, corrector=corrector)
     assert_matches_exact(result.x, MIXTURE_2D, any_sde, EPS)
 

@@ -86,9 +86,13 @@ STEP_CASES = [("ancestral", False), ("reverse_diffusion", False), ("euler_maruya
 
 @pytest.mark.parametrize("predictor, probability_flow", STEP_CASES)
 def test_gaussian_law_converges_at_first_order(any_sde, predictor, probability_flow, request):
-    """Started from p_T, the samples' law at eps tends to p_eps: 10x the steps, ≥5x less error."""
+    """Started from p_T, the samples' law at eps tends to p_eps: 10x the steps, ≥5x less error.
+
+    On EDMSDE the grid, uniform in t, is uniform in σ and needs 10x the steps to reach the same
+    regime (Δσ = 0.08 at 1000 steps is not small against the data's std 0.14 near eps)."""
     _xfail_cosine_rd_ode(request, predictor, probability_flow)
-    coarse, fine = (_law_error(any_sde, predictor, n, probability_flow) for n in (100, 1000))
+    steps = (1000, 10_000) if isinstance(any_sde, sde_lib.EDMSDE) else (100, 1000)
+    coarse, fine = (_law_error(any_sde, predictor, n, probability_flow) for n in steps)
     assert fine <= coarse / 5 and fine < 0.05
 
 

@@ -12,7 +12,8 @@ import torch.nn as nn
 import sde_lib
 from models.analytic import GaussianMixture
 from models.embeddings import sigma_table
-from models.score_model import ScoreModel, default_parametrization
+from models.mlp import MLP
+from models.score_model import ScoreModel, default_parametrization, resolve_parametrization
 
 MU, VAR = 0.7, 0.3
 
@@ -118,7 +119,7 @@ def test_vector_data_scalar_time_and_mode():
 
 
 def test_unknown_parametrization_raises():
-    with pytest.raises(ValueError, match=r"expected one of \['noise', 'score'\]"):
+    with pytest.raises(ValueError, match=r"expected one of \['noise', 'score', 'edm'\]"):
         ScoreModel(nn.Identity(), sde_lib.VPSDE(), parametrization="eps")
 
 
@@ -163,3 +164,115 @@ def test_chain_time_matches_the_discrete_chain(schedule):
     mean_coeff, std = sde.marginal_coeffs(t)
     torch.testing.assert_close(mean_coeff, sde.sqrt_alphas_cumprod, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(std, sde.sqrt_1m_alphas_cumprod, rtol=1e-9, atol=1e-12)
+
+
+# The "edm" parametrisation (Karras et al. 2022, Table 1) on every SDE.
+
+MIXTURE = GaussianMixture([0.3, 0.7], [[1.0, -0.5, 0.2, 2.0], [-1.0, 0.5, 0.0, -0.3]],
+                          [[0.05, 0.2, 0.3, 0.1], [0.3, 0.02, 0.1, 0.4]])
+
+
+class PreconditionedOracle(nn.Module):
+    """The raw network F that makes c_skip·x̂ + c_out·F(c_in·x̂; c_noise) the mixture's exact
+    denoiser: σ and x̂ are recovered from (input, label) with Table 1's formulas written out here,
+    independently of `models.preconditioning`."""
+
+    def __init__(self, sigma_data, embedding_type="positional"):
+        super().__init__()
+        self.sigma_data, self.embedding_type = sigma_data, embedding_type
+
+    def forward(self, inputs, labels):
+        c_noise = torch.log(labels) if self.embedding_type == "fourier" else labels
+        sigma = torch.exp(4 * c_noise)                                    # c_noise = ¼ ln σ
+        total = sde_lib.append_dims(sigma ** 2 + self.sigma_data ** 2, inputs.ndim)
+        x_hat = inputs * total.sqrt()                                     # c_in = 1/√(σ² + σ_d²)
+        c_skip = self.sigma_data ** 2 / total
+        c_out = sde_lib.append_dims(sigma, inputs.ndim) * self.sigma_data / total.sqrt()
+        return (MIXTURE.denoiser(x_hat, sigma) - c_skip * x_hat) / c_out
+
+
+def _edm_times(sde, n=7, eps=1e-3):
+    """From eps to T. A denoiser carries the score as D − x̂ = σ²·a·s, which float64 resolves to
+    ~1e-16/σ² relative: at t = 1e-5, sub-VP's σ = 1e-6 would leave 1e-4 (the oracle's own error)."""
+    return eps + (sde.T - eps) * torch.linspace(0, 1, n, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("embedding_type", ["positional", "fourier"])
+@pytest.mark.parametrize("sigma_data", [0.5, 0.3])
+def test_edm_preconditioned_exact_denoiser_gives_the_exact_score(any_sde, embedding_type,
+                                                                 sigma_data):
+    model = ScoreModel(PreconditionedOracle(sigma_data, embedding_type), any_sde,
+                       parametrization="edm", sigma_data=sigma_data)
+    t = _edm_times(any_sde)
+    x = _x((7, 1, 2, 2)) * 2
+    torch.testing.assert_close(model(x, t), MIXTURE.score(x, t, any_sde), rtol=1e-8, atol=1e-8)
+    # E[x_0 | x_t] = D(x/a; σ), σ = std/a, the same function of the scaled input for every SDE.
+    mean_coeff, std = any_sde.marginal_coeffs(t)
+    expected = MIXTURE.denoiser(x / mean_coeff[:, None, None, None], std / mean_coeff)
+    torch.testing.assert_close(model.denoise(x, t), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_edm_denoiser_takes_edm_noise_levels(any_sde):
+    model = ScoreModel(PreconditionedOracle(0.5), any_sde, parametrization="edm")
+    sigma = torch.tensor([0.02, 0.3, 1.0, 5.0, 40.0], dtype=torch.float64)
+    x_hat = _x((5, 4))
+    torch.testing.assert_close(model.denoiser(x_hat, sigma), MIXTURE.denoiser(x_hat, sigma),
+                               rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(model.denoiser(x_hat, 0.3), MIXTURE.denoiser(x_hat, 0.3),
+                               rtol=1e-8, atol=1e-8)
+
+
+def test_edm_labels_are_c_noise_on_edmsde():
+    sde = sde_lib.EDMSDE()
+    t = torch.tensor([0.002, 0.5, 80.0], dtype=torch.float64)
+    positional = ScoreModel(PreconditionedOracle(0.5), sde, parametrization="edm")
+    fourier = ScoreModel(PreconditionedOracle(0.5, "fourier"), sde, parametrization="edm")
+    torch.testing.assert_close(positional.labels(t), torch.log(t) / 4)
+    torch.testing.assert_close(fourier.labels(t), t ** 0.25)   # the network embeds its log
+
+
+def test_denoise_of_the_other_parametrisations_is_tweedie():
+    sde = sde_lib.VPSDE()
+    model = ScoreModel(GaussianOracle(sde, "999t"), sde)
+    t, x = T_CONT[1:], _x((5, 48))
+    mean_coeff, std = sde.marginal_coeffs(t)
+    expected = _gaussian(48).denoiser(x / mean_coeff[:, None], std / mean_coeff)
+    torch.testing.assert_close(model.denoise(x, t), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_edm_parametrisation_needs_continuous_time_and_an_unscaled_network():
+    sde = sde_lib.EDMSDE()
+    with pytest.raises(ValueError, match="continuous"):
+        ScoreModel(PreconditionedOracle(0.5), sde, continuous=False, parametrization="edm")
+    with pytest.raises(ValueError, match="scale_by_sigma=False"):
+        ScoreModel(MLP(dim=2, scale_by_sigma=True, embedding_type="fourier"), sde,
+                   parametrization="edm")
+    with pytest.raises(ValueError, match="sigma_data"):
+        ScoreModel(PreconditionedOracle(0.5), sde, parametrization="edm", sigma_data=0.0)
+    assert ScoreModel(MLP(dim=2, embedding_type="fourier"), sde, parametrization="edm").log_labels
+
+
+def test_edm_network_runs_under_the_sampling_autocast():
+    """`autocast_dtype` (sampling.precision) reaches the network of the "edm" parametrisation too;
+    bf16's 8-bit mantissa keeps the score within a few per cent of its scale, in x's dtype."""
+    torch.manual_seed(0)
+    net = MLP(dim=2, embedding_type="fourier")
+    for p in net.parameters():          # away from the zero initialisation of the last layer
+        p.data.add_(0.1 * torch.randn_like(p))
+    model = ScoreModel(net, sde_lib.EDMSDE(), parametrization="edm").eval()
+    x, t = torch.randn(64, 2), torch.rand(64) * 10 + 0.01
+    with torch.no_grad():
+        exact = model(x, t)
+        model.autocast_dtype = torch.bfloat16
+        approx = model(x, t)
+    assert approx.dtype == torch.float32
+    assert not torch.equal(approx, exact), "autocast did not reach the network"
+    assert (approx - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_resolve_parametrization_is_the_default_unless_asked():
+    assert resolve_parametrization(sde_lib.EDMSDE()) == "score"   # a ≡ 1, like VE
+    assert resolve_parametrization(sde_lib.VPSDE(), "") == "noise"
+    assert resolve_parametrization(sde_lib.VPSDE(), "edm") == "edm"
+    with pytest.raises(ValueError, match="parametrization"):
+        resolve_parametrization(sde_lib.VPSDE(), "v")

@@ -63,3 +63,25 @@ def test_classifier_runs_compare_only_the_sde_and_the_data():
     config.data.image_size = 16
     assert differences(_stored(config), base, model=False) == [
         "model.image_size=8 (stored) vs 16 (now)"]
+
+
+def test_the_parametrisation_and_edms_sigma_data_define_the_model():
+    from configs.edm_digits import get_config as edm_config
+    base = _stored(digits_config())
+    config = digits_config()
+    config.training.parametrization = "edm"           # EDM's preconditioning of the VP model
+    assert differences(_stored(config), base) == [
+        "training.parametrization='noise' (stored) vs 'edm' (now)",
+        "training.sigma_data=None (stored) vs 0.5 (now)"]
+    config.training.parametrization = "noise"         # the SDE's own, asked for by name
+    config.training.sigma_data = 0.3                  # not read without "edm"
+    assert differences(_stored(config), base) == []
+    edm = _stored(edm_config())
+    assert edm["training"]["parametrization"] == "edm"
+    changed = edm_config()
+    changed.training.sigma_data, changed.training.p_mean = 0.6, 0.0   # p_mean: the loss only
+    assert differences(_stored(changed), edm) == [
+        "training.sigma_data=0.5 (stored) vs 0.6 (now)"]
+    changed = edm_config()
+    changed.sde.sigma_max = 100.0
+    assert differences(_stored(changed), edm) == ["sde.sigma_max=80.0 (stored) vs 100.0 (now)"]

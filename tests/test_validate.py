@@ -17,6 +17,7 @@ CLF = "--mode=train_classifier"
 DDPM = str(ROOT / "configs" / "ddpm_digits.py")
 IDDPM = str(ROOT / "configs" / "iddpm_digits.py")
 COND = str(ROOT / "configs" / "cond_digits.py")
+EDM = str(ROOT / "configs" / "edm_digits.py")
 
 # (config file, extra flags, expected exit status, words the message must contain)
 CASES = [
@@ -63,6 +64,21 @@ CASES = [
     (DDPM, ["--config.eval.vlb_num_timesteps=1000"], 2, ["vlb_num_timesteps", "999"]),
     (TOY, ["--config.sde.name=vesde", "--config.eval.enable_vlb=True"], 2, ["enable_vlb",
                                                                              "vpsde"]),
+    # EDM's SDE, parametrisation and loss.
+    (EDM, ["--config.training.continuous=False"], 2, ["config.sde.name='edmsde'", "continuous"]),
+    (DIGITS, ["--config.training.loss=edm", "--config.training.continuous=False"], 2,
+     ["config.training.loss='edm'", "continuous=True"]),
+    (DIGITS, ["--config.training.parametrization=edm", "--config.training.continuous=False"], 2,
+     ["config.training.parametrization='edm'", "continuous=True"]),
+    (EDM, ["--config.training.parametrization=v"], 2, ["config.training.parametrization",
+                                                       "edm", "noise"]),
+    (EDM, ["--config.training.sigma_data=0.0"], 2, ["config.training.sigma_data", "> 0"]),
+    (EDM, ["--config.training.p_std=-1.0"], 2, ["config.training.p_std", "> 0"]),
+    (EDM, ["--config.training.likelihood_weighting=True"], 2, ["likelihood_weighting", "'edm'"]),
+    (EDM, ["--config.model.scale_by_sigma=True"], 2, ["config.model", "scale_by_sigma=False"]),
+    (EDM, ["--config.sampling.eps=80.0"], 2, ["config.sampling.eps", "T=80.0"]),
+    (EDM, ["--config.eval.likelihood_eps=100.0"], 2, ["likelihood_eps", "T=80.0"]),
+    (EDM, ["--config.sde.sigma_min=90.0"], 2, ["sigma_min", "sigma_max"]),
     # Class labels, guidance, sample tasks.
     (COND, ["--config.sampling.class_label=10"], 2, ["class_label", "0 … 9"]),
     (COND, ["--config.training.label_dropout=1.5"], 2, ["label_dropout", "[0, 1]"]),
