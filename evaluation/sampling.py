@@ -111,13 +111,15 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     chunks = list(resume.done["samples"]) if resume is not None else []
     nfe = list(resume.done["nfe"]) if resume is not None else []
     show = progress and info.is_main
-    steps = tqdm(desc="steps of this batch", unit="step", leave=False, disable=not show)
     for start in tqdm(starts[len(chunks):], desc="sample", disable=not show):
         indices = range(start, min(start + batch_size, mine.stop))
-        steps.reset()
-        result = sampler(guidance.score_fn(model, indices), sde, (len(indices),) + tuple(shape),
-                         generator=sample_generators(seed, indices, device), device=device,
-                         callback=(lambda *step: steps.update()) if show else None)
+        # The steps of a batch: a bar of their own once the batch has run for a few seconds.
+        with tqdm(desc="steps of this batch", unit="step", leave=False, delay=5,
+                  disable=not show) as steps:
+            result = sampler(guidance.score_fn(model, indices), sde,
+                             (len(indices),) + tuple(shape),
+                             generator=sample_generators(seed, indices, device), device=device,
+                             callback=(lambda *step: steps.update()) if show else None)
         chunks.append(result.x.float().cpu())
         nfe.append(int(result.nfe))
         check_finite_samples(chunks[-1])   # before anything is kept of a diverged batch
@@ -126,7 +128,6 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
         if stop is not None and stop.should_stop() and start + batch_size < mine.stop:
             raise Preempted(f"{stop.requested} after {start + len(indices) - mine.start} of "
                             f"{len(mine)} samples; rerun the same command to continue")
-    steps.close()
     if stats is not None:
         stats["nfe"] = nfe
     local = torch.cat(chunks) if chunks else torch.empty((0,) + tuple(shape))

@@ -43,3 +43,9 @@ def pytest_configure(config):
     import torch
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The slow tests first: with two workers (pytest -n 2) the long ones then overlap instead of
+    # leaving one worker alone with the last of them.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

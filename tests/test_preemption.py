@@ -111,8 +111,8 @@ def check_stopped(proc, sig, workdir):
 
 
 @pytest.mark.slow
-def test_twenty_signals_and_kills_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """Two workdirs stopped ten times each (two processes at a time on the CI's two cores),
+def test_twelve_signals_and_kills_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """Two workdirs stopped six times each (two processes at a time on the CI's two cores),
     cycling SIGKILL, SIGTERM and SIGINT, some inside checkpoint writes."""
     reference = start(tmp_path / "reference", tmp_path / "ref_marker")
     workdirs = [tmp_path / "stopped_a", tmp_path / "stopped_b"]
@@ -120,7 +120,7 @@ def test_twenty_signals_and_kills_then_resume_matches_an_uninterrupted_run(tmp_p
     rng = random.Random(0)
     outcomes = {"SIGKILL": 0, "SIGTERM": 0, "SIGINT": 0, "in_write": 0}
     signals = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
-    for trial in range(0, 20, 2):
+    for trial in range(0, 12, 2):
         procs = [stop_once(workdirs[j], markers[j], signals[(trial + j) % 3],
                            (trial + j) % 4 == 0, rng, outcomes) for j in range(2)]
         for j, proc in enumerate(procs):

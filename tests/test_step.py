@@ -135,12 +135,12 @@ def test_compiled_forward_matches_the_plain_one(monkeypatch):
 
 def digits_losses(precision: str, steps: int) -> np.ndarray:
     config = digits_config()
-    config.training.batch_size = 32
+    config.training.batch_size = 16
     config.training.precision = precision
     torch.manual_seed(0)
     state = build_train_state(config, torch.device("cpu"))
     data = build_dataset(config.data, "train")
-    order, transform = BatchOrder(len(data), 32, 0), build_transform(config.data)
+    order, transform = BatchOrder(len(data), 16, 0), build_transform(config.data)
     step = TrainStep(state.model, state.loss_fn, state.optimizer, state.ema, single_process(),
                      grad_clip=config.optim.grad_clip, precision=precision)
     losses = []
