@@ -121,6 +121,7 @@ CASES = [
      ["grad_accum_steps", "uniform"]),
     (TOY, ["--config.training.compile=maybe"], 2, ["config.training.compile"]),
     (TOY, ["--config.training.channels_last=yes"], 2, ["channels_last", "True or False"]),
+    (TOY, ["--config.sampling.compile=maybe"], 2, ["config.sampling.compile", "True or False"]),
     # --mode train_classifier: the classifier section and a labelled data set.
     (TOY, [CLF, "--config.data.dataset=swiss_roll"], 2,
      ["config.data.dataset", "no class labels", "gaussian_mixture", "moons", "DIGITS"]),
