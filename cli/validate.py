@@ -81,8 +81,7 @@ def validate_training(config) -> None:
         value = section.get("precision", "fp32")
         _choice(f"config.{field}", value, PRECISION_NAMES)
         if value == "fp16" and not torch.cuda.is_available():
-            raise ConfigError(f"config.{field}='fp16' needs a CUDA GPU (float16 autocast and "
-                              f"its loss scaling); use 'bf16' on the CPU")
+            raise ConfigError(f"config.{field}='fp16' needs a CUDA GPU; use 'bf16' on the CPU")
     accum = training.get("grad_accum_steps", 1)
     _positive_int("config.training.grad_accum_steps", accum)
     if training.batch_size % accum:
