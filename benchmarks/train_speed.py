@@ -156,8 +156,8 @@ def reference_worker(path: str, network: str, device: str, batch_size: int, step
 
     saved, cpp_extension.load = cpp_extension.load, lambda *a, **k: None
     import op
-    import op.upfirdn2d as fir
     cpp_extension.load = saved
+    fir = sys.modules["op.upfirdn2d"]   # `op.upfirdn2d` itself is the function op re-exports
 
     def native(x, kernel, up=1, down=1, pad=(0, 0)):
         return fir.upfirdn2d_native(x, kernel, up, up, down, down, pad[0], pad[1], pad[0], pad[1])
@@ -221,6 +221,14 @@ def reference_rows(args, network: str) -> dict:
 
 # ---------------------------------------------------------------------------------------- table
 
+def ratio_and_peak(row: dict):
+    """The row's time ratio to the reference's and its peak memory, as table cells."""
+    ref = row.get("reference_seconds")
+    ratio = f"{row['seconds'] / ref:.2f}" if ref else "-"
+    peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
+    return ratio, peak
+
+
 def print_tables(train_rows, sample_rows, args) -> None:
     import torch
 
@@ -232,9 +240,7 @@ def print_tables(train_rows, sample_rows, args) -> None:
     print(f"{'network':<8} {'impl':<10} {'precision':<9} {'compile':<7} {'steps/s':>8} "
           f"{'images/s':>9} {'ratio':>6} {'first s':>8} {'peak GiB':>8}")
     for row in train_rows:
-        ref = row.get("reference_seconds")
-        ratio = f"{row['seconds'] / ref:.2f}" if ref else "-"
-        peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
+        ratio, peak = ratio_and_peak(row)
         print(f"{row['network']:<8} {row['impl']:<10} {row['precision']:<9} "
               f"{row['compile']:<7} {1 / row['seconds']:>8.2f} "
               f"{args.batch_size / row['seconds']:>9.1f} {ratio:>6} {row['first']:>8.1f} "
@@ -245,9 +251,7 @@ def print_tables(train_rows, sample_rows, args) -> None:
         print(f"{'sampler':<22} {'impl':<10} {'precision':<9} {'samples/s':>9} {'ratio':>6} "
               f"{'peak GiB':>8}")
         for row in sample_rows:
-            ref = row.get("reference_seconds")
-            ratio = f"{row['seconds'] / ref:.2f}" if ref else "-"
-            peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "-"
+            ratio, peak = ratio_and_peak(row)
             print(f"{row['what']:<22} {row['impl']:<10} {row['precision']:<9} "
                   f"{args.sample_batch / row['seconds']:>9.2f} {ratio:>6} {peak:>8}")
 
