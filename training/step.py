@@ -40,6 +40,13 @@ class StepResult:
     non_finite: torch.Tensor
 
 
+def parameters_finite(parameters) -> torch.Tensor:
+    """Whether every parameter is finite, as a device bool: one fused norm per group of
+    tensors (`torch._foreach_norm`) rather than a kernel per parameter."""
+    tensors = [p.detach() for p in parameters]
+    return torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()
+
+
 def supports_device_skip(optimizer: torch.optim.Optimizer) -> bool:
     """Whether the optimizer skips a step itself when given `found_inf` (fused Adam does)."""
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
@@ -111,8 +118,7 @@ class TrainStep:
             self.scaler.update()
         elif bool(finite):                          # the host decides (one synchronisation)
             optimizer.step()
-        params_finite = torch.stack([torch.isfinite(p.detach()).all()
-                                     for p in model.parameters()]).all()
+        params_finite = parameters_finite(model.parameters())
         self.ema.update(model.parameters(), keep=finite & params_finite)
         non_finite = ~torch.isfinite(loss) if self.scaler is not None else ~finite
         return StepResult(loss.detach(), grad_norm.detach(), finite, params_finite, non_finite)
