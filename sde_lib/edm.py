@@ -15,14 +15,14 @@ like SMLD's, the exact increments x_i = x_{i−1} + √(σᵢ² − σᵢ₋₁�
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 
-from sde_lib.base import SDE, sample_standard_normal, standard_normal_logp
+from sde_lib.ve_family import VEFamilySDE
 
 
-class EDMSDE(SDE):
+class EDMSDE(VEFamilySDE):
     """dx = √(2t) dw on [0, σ_max]: x_t = x_0 + t·z, prior N(0, σ_max²I) (Karras et al. 2022).
 
     Args:
@@ -32,13 +32,7 @@ class EDMSDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, N: int = 1000):
-        super().__init__(N)
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(
-                f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
-                f"got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
+        super().__init__(sigma_min, sigma_max, N)
 
     @property
     def T(self) -> float:
@@ -51,16 +45,6 @@ class EDMSDE(SDE):
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """No drift; g(t) = √(d[σ²]/dt) = √(2t) (Karras et al. 2022, eq. 4 with s = 1)."""
         return torch.zeros_like(x), torch.sqrt(2 * t)
-
-    def marginal_coeffs(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return torch.ones_like(t), self.sigma(t)
-
-    def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                       device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return sample_standard_normal(shape, generator, device, dtype) * self.sigma_max
-
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        return standard_normal_logp(z, std=self.sigma_max)
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """λ = −2 log t."""

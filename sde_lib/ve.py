@@ -7,24 +7,18 @@ and the prior is N(0, σ_max²I).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 
-from sde_lib.base import SDE, sample_standard_normal, standard_normal_logp
+from sde_lib.ve_family import VEFamilySDE
 
 
-class VESDE(SDE):
+class VESDE(VEFamilySDE):
     """VE SDE; `discrete_sigmas` (float64, increasing, length N) are the SMLD noise levels."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
-        super().__init__(N)
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(
-                f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
-                f"got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
+        super().__init__(sigma_min, sigma_max, N)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
         self.discrete_sigmas = torch.exp(torch.linspace(
             math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=torch.float64))
@@ -40,16 +34,6 @@ class VESDE(SDE):
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         diffusion = self.sigma(t) * math.sqrt(2 * self._log_ratio)
         return torch.zeros_like(x), diffusion
-
-    def marginal_coeffs(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return torch.ones_like(t), self.sigma(t)
-
-    def prior_sampling(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                       device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return sample_standard_normal(shape, generator, device, dtype) * self.sigma_max
-
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        return standard_normal_logp(z, std=self.sigma_max)
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """λ = −2 log σ(t)."""
