@@ -128,6 +128,7 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     """(exit status, one-line message) for an error that ended a run."""
     from cli.validate import ConfigError
+    from evaluation.fid import InceptionError
     from run.checkpoint import CheckpointFormatError
     from run.files import OutsideWorkdirError
     from run.lock import WorkdirLocked
@@ -139,7 +140,7 @@ def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     if isinstance(err, Preempted):
         return EXIT_PREEMPTED, f"stopped: {_one_line(err)}"
     if isinstance(err, (ConfigError, ConfigMismatch, WorkdirLocked, OutsideWorkdirError,
-                        CheckpointFormatError)):
+                        CheckpointFormatError, InceptionError)):
         return 2, f"error: {_one_line(err)}"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 1, (f"error: no space left on the device ({_one_line(err)}); every file written "
@@ -161,8 +162,9 @@ def _main(flag_values, config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     info = init_distributed()  # world size 1 unless launched by torchrun
     try:
-        with open_workdir(config, workdir, mode, info) as session:
-            _run_mode(mode, config, workdir, flag_values.eval_folder, info, session.stop)
+        with open_workdir(config, workdir, mode, info, flag_values.eval_folder) as session:
+            _run_mode(mode, config, str(session.paths.root), session.paths.eval_folder, info,
+                      session.stop)
             barrier(info)  # no rank tears the process group down while another still uses it
     finally:
         shutdown(info)
@@ -176,6 +178,7 @@ FLAG_ERRORS = (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSE
 
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
+    from cli.config_source import config_file_failure, flag_value
     from cli.help import HELP_FLAGS, show_config, usage
 
     try:
@@ -196,6 +199,11 @@ def run(argv: List[str]) -> int:
             raise ValueError("--workdir is required; see --help")
     except FLAG_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (Exception, SystemExit) as err:   # noqa: BLE001 — the config file's own code failed
+        print(config_file_failure(err, flag_value(argv, "config")), file=sys.stderr)
+        if "--verbose" in argv or os.environ.get("SCORE_SDE_VERBOSE", "") not in ("", "0"):
+            traceback.print_exc()
         return 2
     if flag_values.mode == "show_config":
         print(show_config(config))

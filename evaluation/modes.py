@@ -19,8 +19,8 @@ from PIL import Image
 
 import samplers
 from data import Dataset, DataTransform, build_dataset, build_transform, describe
-from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
-                            inception_score, load_inception, resolve_inception)
+from evaluation.fid import (checked_inception, feature_statistics, frechet_distance,
+                            inception_outputs, inception_score)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
@@ -110,7 +110,7 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if ev.enable_fid:  # fail before any work when the network is missing
         if not ev.enable_sampling:
             raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
-        inception = load_inception(resolve_inception(ev.inception_path), info.device)
+        inception = checked_inception(ev.inception_path, info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
     checkpoint = {"step": step, "weights": weights_digest(model)}
     metrics, settings, finished = {"step": step}, {}, []
@@ -210,7 +210,7 @@ def run_fid_stats(config, workdir, eval_folder: str = "eval") -> Path:
     where `--mode eval` with `eval.enable_fid` finds them (sets up the network as "auto" does
     when `eval.inception_path` is "auto")."""
     paths = WorkdirPaths(workdir, eval_folder)
-    inception = load_inception(resolve_inception(config.eval.inception_path), "cpu")
+    inception = checked_inception(config.eval.inception_path, "cpu")
     stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
     reference_statistics(inception, stats_path, lambda: build_dataset(config.data, "train"),
                          paths.root)

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from models.checkpoint import load_score_model
-from models.convert import from_score_sde, main
-from models.convert import main as main_cli
+from models.convert import from_score_sde
+from cli.convert import main
+from cli.convert import main as main_cli
 from models.ncsnpp import NCSNpp
 
 FIXTURES = Path(os.environ.get(
