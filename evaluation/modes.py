@@ -33,6 +33,7 @@ from run.distributed import DistInfo, barrier, single_process
 from run.files import check_inside, save_npz, write_json
 from run.loading import load_classifier, load_ema_model
 from run.paths import WorkdirPaths
+from run.preemption import stop_checked
 from run.progress import Progress, settings_digest, weights_digest
 from run.tensorboard import SafeWriter
 from samplers.config import config_options, keyword_options
@@ -257,7 +258,8 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         settings = task_settings(config)
         if guidance.num_classes and settings.test_labels is not None:
             guidance.given_labels = settings.test_labels   # complete each image as its class
-        png = run_task(settings, model, sde, transform, folder, guidance, paths.root, stats)
+        png = run_task(settings, stop_checked(model, stop), sde, transform, folder, guidance,
+                       paths.root, stats)   # a stop request ends it within one sampler step
         run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
                         time.perf_counter() - tick)
         write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)
