@@ -2,15 +2,13 @@
 a stored config of the wrong JSON type or field types, unreadable checkpoints, config files that
 fail, and FID / IS settings that cannot give a number. Each ends with one line and its exit
 status before any work, the workdir unchanged."""
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
 import main
 from run.checkpoint import load_checkpoint
-from test_hostile import ROOT, TOY, refused, run, trained, tree  # noqa: F401 — a fixture
+from test_hostile import refused, run, trained, tree  # noqa: F401 — `trained` is a fixture
 
 
 @pytest.mark.parametrize("text, match", [
