@@ -197,11 +197,10 @@ def run(argv: List[str]) -> int:
         config.keys()  # the config file loads lazily: surface its errors here
         if flag_values.mode != "show_config" and not flag_values.workdir:
             raise ValueError("--workdir is required; see --help")
-    except FLAG_ERRORS as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except (Exception, SystemExit) as err:   # noqa: BLE001 — the config file's own code failed
-        print(config_file_failure(err, flag_value(argv, "config")), file=sys.stderr)
+    except (Exception, SystemExit) as err:   # noqa: BLE001 — a flag, or the config file's code
+        flag_error = isinstance(err, FLAG_ERRORS)
+        print(f"error: {_one_line(err)}" if flag_error else
+              config_file_failure(err, flag_value(argv, "config")), file=sys.stderr)
         if "--verbose" in argv or os.environ.get("SCORE_SDE_VERBOSE", "") not in ("", "0"):
             traceback.print_exc()
         return 2
