@@ -78,7 +78,8 @@ def test_a_link_at_every_file_name_leaves_its_target_intact(trained, outside, ca
     names = ["checkpoints-meta/checkpoint.pth", "checkpoints/checkpoint_12.pth",
              "checkpoints/checkpoint_4.pth.ab12.tmp", "samples/iter_12/samples.npz",
              "samples/iter_12/samples.png", "eval/metrics.json", "eval/bpd_progress_0of1.pth",
-             "classifier/metrics.json", "config.json.ab12.tmp"]
+             "classifier/metrics.json", "config.json.ab12.tmp", "eval/samples_12/samples.npz",
+             "eval/samples_12/settings.json"]
     for name in names:
         (trained / name).parent.mkdir(parents=True, exist_ok=True)
         (trained / name).unlink(missing_ok=True)
@@ -86,11 +87,12 @@ def test_a_link_at_every_file_name_leaves_its_target_intact(trained, outside, ca
     (trained / "eval" / "linked").symlink_to(outside)
     before = digests(outside)
     for mode in ("train", "eval", "sample", "train_classifier"):
-        status, lines = run(capsys, trained, mode, "--config.training.n_iters=12")
+        status, lines = run(capsys, trained, mode, "--config.training.n_iters=12",
+                            "--config.eval.enable_sampling=True")
         assert status == 0, (mode, lines)
     assert digests(outside) == before
     assert not (trained / "checkpoints-meta" / "checkpoint.pth").is_symlink()
-    for name in names[3:6] + names[7:8]:     # written: the link replaced
+    for name in names[3:6] + names[7:8] + names[9:]:     # written: the link replaced
         assert (trained / name).is_file() and not (trained / name).is_symlink(), name
     assert (trained / names[1]).is_symlink()    # a snapshot file that exists is kept as it is
     (trained / "eval" / "linked").unlink()
@@ -100,6 +102,15 @@ def test_a_link_at_every_file_name_leaves_its_target_intact(trained, outside, ca
     (trained / "classifier" / "checkpoint.pth").unlink()
     (trained / "classifier" / "checkpoint.pth").symlink_to(target)
     refused(capsys, trained, "train_classifier", match="classifier/checkpoint.pth")
+    assert digests(outside) == before
+
+
+def test_a_stored_config_linking_out_is_read_never_written(trained, outside, capsys):
+    before = digests(outside)
+    (trained / "config.json").unlink()
+    (trained / "config.json").symlink_to(outside / "keep.txt")
+    for mode in ("train", "eval", "sample", "train_classifier"):
+        refused(capsys, trained, mode, match="config.json is not readable JSON")
     assert digests(outside) == before
 
 
