@@ -94,7 +94,8 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
     if mode == "train":
         from evaluation.modes import snapshot_sampler
         from training.train import train
-        snapshots = snapshot_sampler(config, workdir) if config.training.snapshot_sampling else None
+        snapshots = snapshot_sampler(config, workdir, stop if info.world_size == 1 else None) \
+            if config.training.snapshot_sampling else None
         state = train(config, workdir, info, on_snapshot=snapshots, stop=stop)
         if info.is_main:
             print(f"trained to step {state.step} of {config.training.n_iters}; checkpoints in "

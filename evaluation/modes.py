@@ -59,10 +59,12 @@ def network_options(config) -> dict:
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
     with the configured sampler, written under `samples/iter_<step>/` (class-conditional
-    models: one class per column); `done(step)` tells whether they are complete."""
+    models: one class per column); `done(step)` tells whether they are complete. With `stop`
+    (one process only: the other ranks of a job would wait on rank 0's snapshot), a stop request
+    ends the snapshot within one sampler step; the resumed run draws it again."""
 
-    def __init__(self, config, workdir):
-        self.config, self.paths = config, WorkdirPaths(workdir)
+    def __init__(self, config, workdir, stop=None):
+        self.config, self.paths, self.stop = config, WorkdirPaths(workdir), stop
         self.sampler = samplers.build_sampler(config.sampling)
         self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
@@ -74,7 +76,8 @@ class SnapshotSamples:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
         guidance = build_guidance(self.config, model)
         x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
-                             self.shape, self.count, self.batch_size, self.seed, guidance)
+                             self.shape, self.count, self.batch_size, self.seed, guidance,
+                             stop=self.stop)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))
@@ -85,9 +88,9 @@ class SnapshotSamples:
         return samples_complete(self.paths.snapshot_samples(step))
 
 
-def snapshot_sampler(config, workdir) -> SnapshotSamples:
+def snapshot_sampler(config, workdir, stop=None) -> SnapshotSamples:
     """The snapshot callback of `config` for `workdir` (`SnapshotSamples`)."""
-    return SnapshotSamples(config, workdir)
+    return SnapshotSamples(config, workdir, stop)
 
 
 def _progress(paths: WorkdirPaths, name: str, info: DistInfo, key: dict, names) -> Progress:

@@ -118,7 +118,8 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
         # The steps of a batch: a bar of their own once the batch has run for a few seconds.
         with tqdm(desc="steps of this batch", unit="step", leave=False, delay=5,
                   disable=not show) as steps:
-            done = f" (after {start - mine.start} of {len(mine)} samples, which are kept)"
+            done = f" (after {start - mine.start} of {len(mine)} samples" + (
+                ", which are kept)" if resume is not None else ")")
             score_fn = stop_checked(guidance.score_fn(model, indices), stop, done)
             result = sampler(score_fn, sde,
                              (len(indices),) + tuple(shape),

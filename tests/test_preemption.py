@@ -259,3 +259,23 @@ def test_sigterm_inside_a_long_corrector_loop_stops_within_a_step(tmp_path):
     assert status == EXIT_PREEMPTED and time.time() - sent < 10, lines
     assert len(lines) == 1 and "SIGTERM during a sampler step" in lines[0], lines
     assert not list(workdir.glob("samples/step_*/samples.npz"))
+
+
+@pytest.mark.slow
+def test_sigterm_inside_snapshot_sampling_stops_within_a_step(tmp_path):
+    """Training's snapshot samples (one process) stop within a sampler step too, after the
+    step's checkpoint is saved; the resumed run draws them again."""
+    workdir, marker = tmp_path / "work", tmp_path / "marker"
+    proc = start(workdir, marker, "--config.training.n_iters=20",
+                 "--config.training.snapshot_freq=10", "--config.training.snapshot_sampling=True",
+                 "--config.sampling.corrector=langevin", "--config.sampling.n_steps_each=100000")
+    wait_for(lambda: (workdir / "checkpoints" / "checkpoint_10.pth").exists(), proc)
+    time.sleep(2)                         # into the snapshot's sampler loops
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=60)
+    lines = error_lines(proc.stderr.read())
+    assert status == EXIT_PREEMPTED and time.time() - sent < 10, lines
+    assert len(lines) == 1 and "SIGTERM during a sampler step" in lines[0], lines
+    assert load_checkpoint(workdir / "checkpoints-meta" / "checkpoint.pth")["step"] == 10
+    assert not (workdir / "samples" / "iter_10" / "samples.npz").exists()
