@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 from pathlib import Path, PurePath
-from typing import Iterable, List, Union
+from typing import Iterable, List, Optional, Union
 
 from run.files import OutsideWorkdirError, check_inside
 from run.paths import WorkdirPaths
@@ -61,15 +61,16 @@ def sweep_temporaries(paths: WorkdirPaths) -> None:
 
 def _real_folder(folder: Path, root: Path) -> bool:
     """A folder that is not a link and has no link on its way from the workdir's root."""
-    chain = [root.joinpath(*folder.relative_to(root).parts[:i + 1])
-             for i in range(len(folder.relative_to(root).parts))]
+    parts = folder.relative_to(root).parts
+    chain = [root.joinpath(*parts[:i + 1]) for i in range(len(parts))]
     try:
         return all(stat.S_ISDIR(os.lstat(p).st_mode) for p in chain)
     except OSError:
         return False
 
 
-def _remove_matching(folder: Path, pattern: str, names: Iterable[str] = None) -> None:
+def _remove_matching(folder: Path, pattern: str, names: Optional[Iterable[str]] = None) -> None:
+    """Unlink the regular files of `folder` (among `names`, else all) matching `pattern`."""
     if names is None:
         try:
             names = os.listdir(folder)
