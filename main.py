@@ -94,7 +94,8 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
     if mode == "train":
         from evaluation.modes import snapshot_sampler
         from training.train import train
-        snapshots = snapshot_sampler(config, workdir) if config.training.snapshot_sampling else None
+        snapshots = snapshot_sampler(config, workdir, stop if info.world_size == 1 else None) \
+            if config.training.snapshot_sampling else None
         state = train(config, workdir, info, on_snapshot=snapshots, stop=stop)
         if info.is_main:
             print(f"trained to step {state.step} of {config.training.n_iters}; checkpoints in "
@@ -128,6 +129,7 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     """(exit status, one-line message) for an error that ended a run."""
     from cli.validate import ConfigError
+    from evaluation.fid import InceptionError
     from run.checkpoint import CheckpointFormatError
     from run.files import OutsideWorkdirError
     from run.lock import WorkdirLocked
@@ -139,7 +141,7 @@ def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     if isinstance(err, Preempted):
         return EXIT_PREEMPTED, f"stopped: {_one_line(err)}"
     if isinstance(err, (ConfigError, ConfigMismatch, WorkdirLocked, OutsideWorkdirError,
-                        CheckpointFormatError)):
+                        CheckpointFormatError, InceptionError)):
         return 2, f"error: {_one_line(err)}"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 1, (f"error: no space left on the device ({_one_line(err)}); every file written "
@@ -161,8 +163,9 @@ def _main(flag_values, config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     info = init_distributed()  # world size 1 unless launched by torchrun
     try:
-        with open_workdir(config, workdir, mode, info) as session:
-            _run_mode(mode, config, workdir, flag_values.eval_folder, info, session.stop)
+        with open_workdir(config, workdir, mode, info, flag_values.eval_folder) as session:
+            _run_mode(mode, config, str(session.paths.root), session.paths.eval_folder, info,
+                      session.stop)
             barrier(info)  # no rank tears the process group down while another still uses it
     finally:
         shutdown(info)
@@ -176,6 +179,7 @@ FLAG_ERRORS = (flags.Error, ValueError, TypeError, AttributeError, KeyError, OSE
 
 def run(argv: List[str]) -> int:
     """Parse `argv` (argv[0] is the program), validate, run the mode; returns the exit status."""
+    from cli.config_source import config_file_failure, flag_value
     from cli.help import HELP_FLAGS, show_config, usage
 
     try:
@@ -194,8 +198,12 @@ def run(argv: List[str]) -> int:
         config.keys()  # the config file loads lazily: surface its errors here
         if flag_values.mode != "show_config" and not flag_values.workdir:
             raise ValueError("--workdir is required; see --help")
-    except FLAG_ERRORS as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+    except (Exception, SystemExit) as err:   # noqa: BLE001 — a flag, or the config file's code
+        flag_error = isinstance(err, FLAG_ERRORS)
+        print(f"error: {_one_line(err)}" if flag_error else
+              config_file_failure(err, flag_value(argv, "config")), file=sys.stderr)
+        if "--verbose" in argv or os.environ.get("SCORE_SDE_VERBOSE", "") not in ("", "0"):
+            traceback.print_exc()
         return 2
     if flag_values.mode == "show_config":
         print(show_config(config))

@@ -7,18 +7,18 @@ A workdir remembers the resolved config of its first run (`run.stored_config`). 
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import List, Optional
 
 import ml_collections
 
 from configs.default import get_default_config
+from run.stored_config import read_stored
+from run.workdir import expand_workdir
 
 
-
-def config_from_stored(stored: dict) -> ml_collections.ConfigDict:
-    """A ConfigDict of the default config updated with a stored (JSON) config's values."""
+def config_from_stored(stored: dict, where: str = "config.json") -> ml_collections.ConfigDict:
+    """A ConfigDict of the default config updated with a stored (JSON) config's values; a value
+    whose type the field does not take is a ValueError naming it."""
     config = get_default_config()
     for section, values in stored.items():
         if not isinstance(values, dict):
@@ -32,7 +32,12 @@ def config_from_stored(stored: dict) -> ml_collections.ConfigDict:
                 value = tuple(value)
             if name in target and value is None:
                 continue      # a placeholder keeps its type (and its None)
-            target[name] = value
+            try:
+                target[name] = value
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}: {section}.{name}={value!r} has the wrong type for "
+                                 f"this field (it holds {type(current).__name__}): "
+                                 f"{str(err).splitlines()[0]}") from None
     return config
 
 
@@ -54,11 +59,22 @@ def stored_workdir_config(argv: List[str]) -> Optional[ml_collections.ConfigDict
     workdir = flag_value(argv, "workdir")
     if workdir is None:
         return None
-    path = Path(workdir).expanduser() / "config.json"
+    path = expand_workdir(workdir) / "config.json"
     if not path.is_file():
         return None
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not readable JSON ({err}); pass --config") from None
-    return config_from_stored(stored)
+    return config_from_stored(read_stored(path), str(path))
+
+
+def config_file_failure(err: BaseException, config_file: Optional[str]) -> str:
+    """The one line for a config file whose own code failed while loading: it raised, imported
+    a missing module, or called `sys.exit` (the run does nothing; exit status 2)."""
+    where = f"the config file {config_file}" if config_file else "the config"
+    if isinstance(err, SystemExit):
+        return (f"error: {where} called sys.exit({err.code!r}) while loading; a config file "
+                f"defines get_config() and nothing else runs")
+    inner = err
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        inner = inner.__cause__ or inner.__context__
+    text = " ".join(line.strip() for line in str(inner).splitlines() if line.strip())
+    return (f"error: {where} failed to load: {type(inner).__name__}: {text} (--verbose shows "
+            f"the traceback)")

@@ -13,6 +13,7 @@ import torch
 
 import sde_lib
 from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
+from evaluation.fid import IS_SPLITS, MIN_SAMPLES_PER_SPLIT
 from evaluation.tasks import CONDITION_TASKS, MASKS, TASKS
 from run.builders import build_classifier, build_score_model, data_shape
 from training.hybrid_loss import TIMESTEP_SAMPLING
@@ -118,6 +119,12 @@ def validate_eval(config, sde) -> None:
     if not 0 < ev.likelihood_eps < sde.T:
         raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T={sde.T}), "
                           f"got {ev.likelihood_eps!r}")
+    if ev.get("enable_fid", False):
+        least = IS_SPLITS * MIN_SAMPLES_PER_SPLIT
+        if ev.num_samples < least:
+            raise ConfigError(f"config.eval.num_samples must be at least {least} with "
+                              f"config.eval.enable_fid=True (the Inception Score averages "
+                              f"{IS_SPLITS} splits), got {ev.num_samples}")
 
 
 def validate_data(config, mode: str) -> DataInfo:

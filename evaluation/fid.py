@@ -33,6 +33,9 @@ INCEPTION_URL = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrai
                  "inception-2015-12-05.pt")
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SHA256: Optional[str] = None   # pin the expected digest here where it is known
+FEATURES, CLASSES = 2048, 1008   # pool features and class probabilities per image
+IS_SPLITS = 10                   # the Inception Score's splits (Salimans et al. 2016)
+MIN_SAMPLES_PER_SPLIT = 2        # fewer: a split's marginal is its one sample, KL = 0
 
 
 def cache_dir() -> Path:
@@ -50,13 +53,35 @@ def _sha256(path: Path) -> str:
 
 def _check_network(path: Path) -> None:
     """The file must be a TorchScript Inception giving 2048 features and 1008 probabilities."""
-    net = load_inception(path, "cpu")
-    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
-    with torch.no_grad():
-        features, probs = net(images, return_features=True), net(images)
-    if tuple(features.shape) != (2, 2048) or tuple(probs.shape) != (2, 1008):
+    check_network(load_inception(path, "cpu"), path)
+
+
+def check_network(net, path) -> None:
+    """`net` must give 2048 pool features and 1008 class probabilities per image, as the FID
+    Inception does; any other network's numbers would not be FID or IS."""
+    device = next(iter(net.parameters()), torch.empty(0)).device
+    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8, device=device)
+    try:
+        with torch.no_grad():
+            features, probs = net(images, return_features=True), net(images)
+        shapes = tuple(features.shape), tuple(probs.shape)
+    except Exception as err:   # noqa: BLE001 — a TorchScript module of another signature
+        raise InceptionError(f"{path} is a TorchScript module but not the FID Inception: "
+                             f"{str(err).strip().splitlines()[-1] if str(err).strip() else err!r}"
+                             ) from None
+    if shapes != ((2, FEATURES), (2, CLASSES)):
         raise InceptionError(f"{path} is a TorchScript module but not the FID Inception "
-                             f"(features {tuple(features.shape)}, outputs {tuple(probs.shape)})")
+                             f"(features {shapes[0]}, outputs {shapes[1]}; expected "
+                             f"{(2, FEATURES)} and {(2, CLASSES)})")
+
+
+def checked_inception(setting: str, device) -> torch.jit.ScriptModule:
+    """The network of `config.eval.inception_path` ("auto" or a path), loaded on `device` and
+    checked (`check_network`) for every setting, before any work starts."""
+    path = resolve_inception(setting)
+    net = load_inception(path, device)
+    check_network(net, path)
+    return net
 
 
 def resolve_inception(setting: str, timeout: float = 60.0) -> Path:
@@ -142,8 +167,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> Tuple[float, float]:
-    """Mean and std over `splits` of exp(E KL(p(y|x) ‖ p(y)))."""
+def inception_score(probs: np.ndarray, splits: int = IS_SPLITS) -> Tuple[float, float]:
+    """Mean and std over `splits` of exp(E KL(p(y|x) ‖ p(y))); `probs` `[N, K]` with at least
+    `MIN_SAMPLES_PER_SPLIT` rows per split (ValueError otherwise, never a NaN)."""
+    if len(probs) < splits * MIN_SAMPLES_PER_SPLIT:
+        raise ValueError(f"the Inception Score needs at least {splits * MIN_SAMPLES_PER_SPLIT} "
+                         f"samples ({splits} splits), got {len(probs)}")
     scores = []
     for part in np.array_split(probs, splits):
         marginal = part.mean(0, keepdims=True)

@@ -19,8 +19,8 @@ from PIL import Image
 
 import samplers
 from data import Dataset, DataTransform, build_dataset, build_transform, describe
-from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
-                            inception_score, load_inception, resolve_inception)
+from evaluation.fid import (checked_inception, feature_statistics, frechet_distance,
+                            inception_outputs, inception_score)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
@@ -33,6 +33,7 @@ from run.distributed import DistInfo, barrier, single_process
 from run.files import check_inside, save_npz, write_json
 from run.loading import load_classifier, load_ema_model
 from run.paths import WorkdirPaths
+from run.preemption import stop_checked
 from run.progress import Progress, settings_digest, weights_digest
 from run.tensorboard import SafeWriter
 from samplers.config import config_options, keyword_options
@@ -58,10 +59,12 @@ def network_options(config) -> dict:
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
     with the configured sampler, written under `samples/iter_<step>/` (class-conditional
-    models: one class per column); `done(step)` tells whether they are complete."""
+    models: one class per column); `done(step)` tells whether they are complete. With `stop`
+    (one process only: the other ranks of a job would wait on rank 0's snapshot), a stop request
+    ends the snapshot within one sampler step; the resumed run draws it again."""
 
-    def __init__(self, config, workdir):
-        self.config, self.paths = config, WorkdirPaths(workdir)
+    def __init__(self, config, workdir, stop=None):
+        self.config, self.paths, self.stop = config, WorkdirPaths(workdir), stop
         self.sampler = samplers.build_sampler(config.sampling)
         self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
@@ -73,7 +76,8 @@ class SnapshotSamples:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
         guidance = build_guidance(self.config, model)
         x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
-                             self.shape, self.count, self.batch_size, self.seed, guidance)
+                             self.shape, self.count, self.batch_size, self.seed, guidance,
+                             stop=self.stop)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))
@@ -84,9 +88,9 @@ class SnapshotSamples:
         return samples_complete(self.paths.snapshot_samples(step))
 
 
-def snapshot_sampler(config, workdir) -> SnapshotSamples:
+def snapshot_sampler(config, workdir, stop=None) -> SnapshotSamples:
     """The snapshot callback of `config` for `workdir` (`SnapshotSamples`)."""
-    return SnapshotSamples(config, workdir)
+    return SnapshotSamples(config, workdir, stop)
 
 
 def _progress(paths: WorkdirPaths, name: str, info: DistInfo, key: dict, names) -> Progress:
@@ -110,7 +114,7 @@ def run_eval(config, workdir, eval_folder: str = "eval",
     if ev.enable_fid:  # fail before any work when the network is missing
         if not ev.enable_sampling:
             raise ValueError("config.eval.enable_fid=True needs config.eval.enable_sampling=True")
-        inception = load_inception(resolve_inception(ev.inception_path), info.device)
+        inception = checked_inception(ev.inception_path, info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
     checkpoint = {"step": step, "weights": weights_digest(model)}
     metrics, settings, finished = {"step": step}, {}, []
@@ -210,7 +214,7 @@ def run_fid_stats(config, workdir, eval_folder: str = "eval") -> Path:
     where `--mode eval` with `eval.enable_fid` finds them (sets up the network as "auto" does
     when `eval.inception_path` is "auto")."""
     paths = WorkdirPaths(workdir, eval_folder)
-    inception = load_inception(resolve_inception(config.eval.inception_path), "cpu")
+    inception = checked_inception(config.eval.inception_path, "cpu")
     stats_path = paths.fid_stats(config.data.dataset, config.data.image_size)
     reference_statistics(inception, stats_path, lambda: build_dataset(config.data, "train"),
                          paths.root)
@@ -257,7 +261,8 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         settings = task_settings(config)
         if guidance.num_classes and settings.test_labels is not None:
             guidance.given_labels = settings.test_labels   # complete each image as its class
-        png = run_task(settings, model, sde, transform, folder, guidance, paths.root, stats)
+        png = run_task(settings, stop_checked(model, stop), sde, transform, folder, guidance,
+                       paths.root, stats)   # a stop request ends it within one sampler step
         run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
                         time.perf_counter() - tick)
         write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)

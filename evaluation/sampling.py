@@ -20,7 +20,7 @@ from evaluation.images import save_image_grid, save_scatter_png
 from models.score_model import PRECISIONS, ScoreModel, compiled, with_network
 from run.distributed import DistInfo, all_gather_objects, single_process
 from run.files import readable_npz, save_npz
-from run.preemption import Preempted
+from run.preemption import Preempted, stop_checked
 from run.progress import Progress
 from sde_lib import ScoreFn
 
@@ -98,8 +98,10 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     Under torchrun each rank draws a contiguous block of the sample indices and rank 0 gathers
     them all (other ranks return an empty tensor). With `resume` (a `run.progress.Progress`
     keyed by the run's settings) every finished batch is kept, so a rerun continues; `stop` (a
-    `run.preemption.StopRequest`) ends the run between batches with `Preempted`. A `stats` dict
-    receives `nfe`: the score evaluations of each batch (a list, this rank's).
+    `run.preemption.StopRequest`) ends the run with `Preempted` between batches, or within one
+    sampler step of a batch (`run.preemption.StopChecked`; that batch is drawn again on
+    resume, with the same noise). A `stats` dict receives `nfe`: the score evaluations of each
+    batch (a list, this rank's).
     """
     device = next(model.parameters()).device
     info = dist_info or single_process(device)
@@ -116,7 +118,10 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
         # The steps of a batch: a bar of their own once the batch has run for a few seconds.
         with tqdm(desc="steps of this batch", unit="step", leave=False, delay=5,
                   disable=not show) as steps:
-            result = sampler(guidance.score_fn(model, indices), sde,
+            done = f" (after {start - mine.start} of {len(mine)} samples" + (
+                ", which are kept)" if resume is not None else ")")
+            score_fn = stop_checked(guidance.score_fn(model, indices), stop, done)
+            result = sampler(score_fn, sde,
                              (len(indices),) + tuple(shape),
                              generator=sample_generators(seed, indices, device), device=device,
                              callback=(lambda *step: steps.update()) if show else None)

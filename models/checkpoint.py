@@ -121,12 +121,20 @@ def save_score_model(path: PathLike, net: torch.nn.Module, config: Mapping[str, 
 
     `ema_state` defaults to an EMA whose shadow parameters are `net`'s own weights.
     """
+    atomic_save(score_model_checkpoint(net, config, ema_state=ema_state, step=step, meta=meta),
+                path)
+
+
+def score_model_checkpoint(net: torch.nn.Module, config: Mapping[str, Any], *,
+                           ema_state: Optional[Mapping[str, Any]] = None, step: int = 0,
+                           meta: Optional[Mapping[str, str]] = None) -> dict:
+    """The checkpoint dict `save_score_model` writes (tensors on the CPU, plain values)."""
     from models.ema import ExponentialMovingAverage
 
     if ema_state is None:
         decay = float(config["model"].get("ema_rate", 0.9999))
         ema_state = ExponentialMovingAverage(net.parameters(), decay).state_dict()
-    checkpoint = {
+    return {
         "format": FORMAT,
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "ema": {"decay": float(ema_state["decay"]), "num_updates": ema_state["num_updates"],
@@ -135,7 +143,6 @@ def save_score_model(path: PathLike, net: torch.nn.Module, config: Mapping[str, 
         "config": _plain(config),
         "meta": dict(meta or {}),
     }
-    atomic_save(checkpoint, path)
 
 
 def load_score_model(path: PathLike, map_location: Any = "cpu", use_ema: bool = False):

@@ -1,27 +1,28 @@
 """Load score_sde_pytorch checkpoints (Song et al. 2021's released models) as `ScoreModel`s.
 
-    python -m models.convert SRC DST --reference-config CONFIG.json [--weights ema|model]
+    python -m models.convert SRC DST --reference-config CONFIG.json [--weights ema|model] [--force]
 
 reads the reference checkpoint SRC (`{"model", "ema", "optimizer", "step"}` as written by its
 `utils.save_checkpoint`) and writes this project's checkpoint (see `models.checkpoint`): DST
 itself if it ends in `.pth`, else a workdir DST (checkpoint and `config.json`) that
-`python main.py --workdir DST --mode eval|sample` uses without `--config`.
+`python main.py --workdir DST --mode eval|sample` uses without `--config`. The command line
+(`cli.convert`) writes a workdir like every other entry point: through the workdir session
+(resolved paths, the lock, no links followed), and only into a workdir that holds no model.
 CONFIG.json is the reference config as a nested dict (`config.to_dict()`; tuples as lists).
 Reference checkpoints are read with `torch.load(weights_only=True)` and an allowlist of
 numpy scalar globals, never with unrestricted unpickling.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Dict, Mapping, Set, Tuple, Union
 
 import torch
 
 import sde_lib
-from models.checkpoint import atomic_write, safe_load, save_score_model
+from models.checkpoint import atomic_save, safe_load, score_model_checkpoint
 from models.ema import ExponentialMovingAverage
 from models.embeddings import sigma_table
 from models.reference_layout import convert_reference_state_dict, frozen_reference_keys
@@ -161,14 +162,10 @@ def workdir_config(ref: Mapping[str, Any]) -> Dict[str, Any]:
     return config
 
 
-def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: ReferenceConfig,
-            use_ema: bool = True) -> Path:
-    """Convert the reference checkpoint `src` into this project's checkpoint.
-
-    `dst` ending in `.pth` is the checkpoint file itself; any other `dst` is a workdir that
-    `--mode eval` / `--mode sample` use as is: `dst/checkpoints-meta/checkpoint.pth` and
-    `dst/config.json` (`workdir_config`). Returns the checkpoint's path.
-    """
+def converted(src: Union[str, Path], reference_config: ReferenceConfig, use_ema: bool = True
+              ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(this project's checkpoint dict, the workdir's stored config) of the reference checkpoint
+    `src`: everything read and checked, nothing written."""
     net, config, checkpoint = _load(src, reference_config, use_ema)
     reference_ema = checkpoint.get("ema", {})
     decay = reference_ema.get("decay", config["model"].get("ema_rate", 0.9999))
@@ -176,43 +173,27 @@ def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: Refe
     ema.num_updates = int(reference_ema.get("num_updates", 0) or 0)
     meta = {"source": f"score_sde_pytorch:{Path(src).name}",
             "weights": "ema" if use_ema else "model"}
+    state = score_model_checkpoint(net, config, ema_state=ema.state_dict(),
+                                   step=int(checkpoint.get("step", 0)), meta=meta)
+    return state, workdir_config(load_reference_config(reference_config))
+
+
+def convert(src: Union[str, Path], dst: Union[str, Path], reference_config: ReferenceConfig,
+            use_ema: bool = True) -> Path:
+    """Convert the reference checkpoint `src` into this project's checkpoint file `dst` (a
+    `.pth` path, written atomically). A workdir is written by the command line, which locks it
+    (`python -m models.convert SRC WORKDIR ...`). Returns `dst`."""
     dst = Path(dst)
-    path = dst if dst.suffix == ".pth" else dst / "checkpoints-meta" / "checkpoint.pth"
     if dst.suffix != ".pth":
-        text = json.dumps(workdir_config(load_reference_config(reference_config)), indent=2)
-        atomic_write(dst / "config.json", lambda f: f.write(text.encode()))
-    save_score_model(path, net, config, ema_state=ema.state_dict(),
-                     step=int(checkpoint.get("step", 0)), meta=meta)
-    return path
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command line; returns the exit status (2: bad input, one line; 1: failed)."""
-    parser = argparse.ArgumentParser(prog="python -m models.convert",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="score_sde_pytorch checkpoint (.pth)")
-    parser.add_argument("dst", help="a workdir to create, or a .pth checkpoint file")
-    parser.add_argument("--reference-config", required=True,
-                        help="the reference config as JSON (config.to_dict())")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
-                        help="EMA weights (default, what the paper evaluates) or raw weights")
-    args = parser.parse_args(argv)
-    try:
-        path = convert(args.src, args.dst, args.reference_config, use_ema=args.weights == "ema")
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"error: cannot write {args.dst}: {_one_line(error)}", file=sys.stderr)
-        return 1
-    print(f"wrote {path} ({args.weights} weights of {args.src})")
-    return 0
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-    return text or type(error).__name__
+        raise ValueError(f"convert() writes a .pth file, not {dst}; convert into a workdir with "
+                         f"`python -m models.convert SRC WORKDIR --reference-config CONFIG.json`")
+    state, _ = converted(src, reference_config, use_ema)
+    atomic_save(state, dst)
+    return dst
 
 
 if __name__ == "__main__":
+    # The command line is an entry point like main.py: it opens the workdir session (run/),
+    # which this library module does not import.
+    from cli.convert import main
     sys.exit(main())

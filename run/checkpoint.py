@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -29,6 +29,11 @@ class CheckpointFormatError(ValueError):
     """A checkpoint of a format this version does not know (bad input: exit 2)."""
 
 
+class NoReadableCheckpoint(CheckpointFormatError):
+    """The workdir holds checkpoints but none of them is readable (bad input: exit 2); a run
+    never starts afresh over them."""
+
+
 def save_checkpoint(path, state: Dict[str, Any], root: Optional[Path] = None) -> None:
     """Write `state` to `path` atomically; with `root`, only inside that workdir."""
     atomic_write(path, lambda f: torch.save(state, f), root)
@@ -41,8 +46,10 @@ def load_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
         state = safe_load(path, map_location=map_location)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except (ValueError, AttributeError, TypeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:   # noqa: BLE001 — torch.load fails in many ways on a bad file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, ValueError):   # e.g. the unpickler's KeyError on a text file
+            first_line = f"{type(err).__name__} {first_line}".strip()
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or unsafe to load: "
                               f"{first_line}") from None
     if not isinstance(state, dict):
@@ -63,15 +70,23 @@ def load_latest(paths: WorkdirPaths, map_location="cpu") -> Optional[Tuple[Path,
 
     The preemption checkpoint, which training rewrites at every snapshot; without it (deleted,
     or unreadable) the newest readable numbered snapshot. Unreadable files are skipped with a
-    warning, never deleted.
+    warning, never deleted; when none is readable, `NoReadableCheckpoint` names each file and
+    why (a run never restarts at step 0 over checkpoints it could not read).
     """
     candidates = [paths.preemption] if paths.preemption.exists() else []
     candidates += [path for _, path in paths.snapshot_steps()]
+    reasons = []
     for path in candidates:
         try:
             return path, load_checkpoint(path, map_location)
         except CheckpointError as err:
             logging.warning("skipping %s", err)
+            text = str(err)
+            reasons.append(text if len(text) <= 200 else text[:197] + "...")
+    if reasons:
+        raise NoReadableCheckpoint(
+            f"none of the {len(reasons)} checkpoints of {paths.root} is readable ("
+            f"{'; '.join(reasons)}); restore one, or move them out of the workdir to start afresh")
     return None
 
 
@@ -81,12 +96,3 @@ def latest_checkpoint(paths: WorkdirPaths) -> Optional[Path]:
         return paths.preemption
     snapshots = paths.snapshot_steps()
     return snapshots[0][1] if snapshots else None
-
-
-def remove_stale_temporaries(folders: Iterable[Path]) -> None:
-    """Delete the temporary files of atomic writes that a kill interrupted, below `folders`.
-    Called only by the run holding the workdir's lock, so no live run owns them."""
-    for folder in folders:
-        if Path(folder).is_dir():
-            for tmp in Path(folder).rglob("*.*.tmp"):
-                tmp.unlink(missing_ok=True)

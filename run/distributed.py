@@ -1,11 +1,17 @@
 """More than one process: torchrun detection, process group, and small collectives.
 
 Launched as `torchrun --nproc_per_node=N main.py ...`, each process sees RANK, WORLD_SIZE and
-LOCAL_RANK; one plain process is world size 1 and needs no process group.
+LOCAL_RANK; one plain process is world size 1 and needs no process group. Each worker watches
+the launcher that started it: when the launcher dies (killed alone, e.g. `kill -9`), the worker
+sends itself SIGTERM, so the job ends as a preempted run does (a preemption checkpoint, exit 3)
+and rank 0's workdir lock is released, instead of workers training on without a launcher.
 """
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, List
 
@@ -55,9 +61,25 @@ def init_distributed() -> DistInfo:
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
+    watch_launcher()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def watch_launcher(period: float = 0.5) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM once its parent (the launcher) is gone:
+    an orphan is re-parented, so its parent PID changes (Linux and macOS alike)."""
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="watch-launcher", daemon=True)
+    thread.start()
+    return thread
 
 
 def barrier(info: DistInfo) -> None:

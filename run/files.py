@@ -24,14 +24,26 @@ class OutsideWorkdirError(ValueError):
 
 
 def check_inside(folder: Path, root: Path) -> None:
-    """`folder` (or, if it does not exist yet, its nearest existing parent) must resolve to a
-    place inside `root`'s resolved path."""
-    folder, base = Path(folder), Path(root).resolve()
-    existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
-    resolved = existing.resolve()
-    if resolved != base and base not in resolved.parents:
-        raise OutsideWorkdirError(f"{folder} leads out of the workdir {root} (to {resolved}) "
-                                  f"through a symbolic link; remove the link")
+    """`folder` must lie below `root` (no `..`, not elsewhere) and every part of it that exists,
+    from `root` down, must resolve to a place inside `root`'s resolved path (a symbolic link on
+    the way may point elsewhere inside the workdir, never out of it)."""
+    folder, root = Path(folder), Path(root)
+    base = root.resolve()
+    try:
+        parts = folder.relative_to(root).parts
+    except ValueError:
+        parts = None
+    if parts is None or ".." in parts:
+        raise OutsideWorkdirError(f"{folder} leads out of the workdir {root}")
+    current = root
+    for part in parts:
+        current = current / part
+        if not (current.is_symlink() or current.exists()):
+            return
+        resolved = current.resolve()
+        if resolved != base and base not in resolved.parents:
+            raise OutsideWorkdirError(f"{current} leads out of the workdir {root} (to "
+                                      f"{resolved}) through a symbolic link; remove the link")
 
 
 def atomic_write(path, write: Callable[[BinaryIO], None], root: Optional[Path] = None) -> Path:

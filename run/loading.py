@@ -9,8 +9,7 @@ import sde_lib
 from models import ExponentialMovingAverage, ScoreModel
 from models.classifier import NoisyClassifier, classifier_from_fields
 from run.builders import build_score_model, build_sde, stored_config
-from run.checkpoint import (CheckpointError, check_format, latest_checkpoint, load_checkpoint,
-                            load_latest)
+from run.checkpoint import CheckpointError, check_format, load_checkpoint, load_latest
 from run.paths import PathLike, WorkdirPaths, workdir_paths
 from run.stored_config import check_matches
 
@@ -22,9 +21,7 @@ def load_ema_model(config, workdir: Union[PathLike, WorkdirPaths], device
     """The score model with the EMA weights of the workdir's latest checkpoint (eval mode), its
     SDE and its training step."""
     paths = workdir_paths(workdir)
-    latest = load_latest(paths, map_location=device)
-    if latest is None and latest_checkpoint(paths) is not None:
-        load_checkpoint(latest_checkpoint(paths))   # none is readable: say why, naming the file
+    latest = load_latest(paths, map_location=device)   # none readable: raises, naming the files
     if latest is None:
         raise CheckpointError(f"no checkpoint in {paths.checkpoints_meta} or {paths.checkpoints};"
                               f" train first (--mode train) or convert one "

@@ -5,12 +5,18 @@ releases it when the holding process dies, however it dies; the file's JSON cont
 holder (host, PID, mode, start time) for the message a second run prints. A lock file whose
 holder is gone (the flock is free) is taken over, with a message naming the run that left it.
 All ranks of one torchrun job are one run: rank 0 holds the lock for them.
+
+The lock file is opened with `O_NOFOLLOW` and must be a regular file with one name: a link
+(symbolic or hard) planted at `.lock` is refused, never written through. `flock` is advisory
+and local: two machines sharing the workdir over NFS may not see each other's lock.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import socket
 import time
 from pathlib import Path
@@ -33,7 +39,7 @@ class WorkdirLock:
 
     def acquire(self) -> "WorkdirLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_regular(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +73,25 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor of the lock file, opened without following a link; refuses anything but a
+    regular file of one name (a link at `.lock` would make the lock write elsewhere)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise WorkdirLocked(f"{path} is a symbolic link; the lock is never written through a "
+                            f"link: remove it") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        kind = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a file"
+        raise WorkdirLocked(f"{path} is {kind}; the lock is never written through it: remove it")
+    return fd
 
 
 def _read(fd: int) -> dict:

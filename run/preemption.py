@@ -68,3 +68,45 @@ class NoStop:
 
     def should_stop(self, info: Optional[DistInfo] = None) -> bool:
         return False
+
+
+class StopChecked:
+    """A score function that raises `Preempted` at its next evaluation once `stop` has been
+    requested (this process's flag; no collective, so ranks never wait on each other inside a
+    step). Every sampler step evaluates the score, so a signal is honoured within one step,
+    however long the sampler's loops (corrector iterations, adaptive solvers); the batch in
+    progress is dropped, finished ones are kept by the caller.
+
+    The optional capabilities of `sde_lib.score_fn` are passed through: evaluating ones
+    (`forward_with_variance`) are checked as calls are, `select_rows` views are wrapped too."""
+
+    def __init__(self, score_fn, stop, context: str = ""):
+        self._score_fn, self._stop, self._context = score_fn, stop, context
+
+    def _check(self) -> None:
+        if self._stop.requested is not None:
+            raise Preempted(f"{self._stop.requested} during a sampler step{self._context}; "
+                            f"rerun the same command to continue")
+
+    def __call__(self, *args, **kwargs):
+        self._check()
+        return self._score_fn(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._score_fn, name)
+        if name == "forward_with_variance" and callable(value):
+            def checked(*args, **kwargs):
+                self._check()
+                return value(*args, **kwargs)
+            return checked
+        if name == "select_rows" and callable(value):
+            return lambda index: StopChecked(value(index), self._stop, self._context)
+        return value
+
+
+def stop_checked(score_fn, stop, context: str = ""):
+    """`score_fn` checked against `stop` at every evaluation (`StopChecked`); itself when
+    nothing can request a stop."""
+    if stop is None or isinstance(stop, NoStop):
+        return score_fn
+    return StopChecked(score_fn, stop, context)

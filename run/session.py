@@ -1,26 +1,31 @@
-"""Opening a workdir for one run: the lock, the stale-temporary sweep, the output folders'
-links, the stored config, and the stop request.
+"""Opening a workdir for one run; every entry point (each mode of `main.py`, the converter)
+enters it before any side effect. In this order:
 
-    with open_workdir(config, workdir, mode, info) as session:
-        train(config, workdir, info, stop=session.stop)
+1. resolve the workdir (`~` expanded once) and every output folder, `--eval_folder` included,
+   refusing one that leads out of the workdir (`run.workdir.resolve_workdir`; touches nothing);
+2. take the lock (rank 0), never through a link (`run.lock`);
+3. only then sweep the stale temporaries of killed runs, never through a link;
+4. compare the config with the stored one (a `config=None` session, the converter's, skips it).
+
+    with open_workdir(config, workdir, mode, info, eval_folder) as session:
+        train(config, session.paths.root, info, stop=session.stop)
 
 Every refusal is raised before any work starts: `WorkdirLocked`, `ConfigMismatch`,
 `OutsideWorkdirError` (bad input, exit 2).
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Optional
 
 from run.builders import build_sde, stored_config
-from run.checkpoint import load_latest, remove_stale_temporaries
+from run.checkpoint import load_latest
 from run.distributed import DistInfo, all_gather_objects
-from run.files import check_inside, write_json
+from run.files import write_json
 from run.lock import WorkdirLock, WorkdirLocked
-from run.paths import WorkdirPaths
 from run.preemption import StopRequest
-from run.stored_config import ConfigMismatch, check_matches
+from run.stored_config import check_matches, read_stored
+from run.workdir import resolve_workdir, sweep_temporaries
 
 # Modes whose first run defines the workdir's model (and writes config.json).
 DEFINING_MODES = ("train", "eval", "sample")
@@ -29,17 +34,17 @@ DEFINING_MODES = ("train", "eval", "sample")
 class Session:
     """A run's hold on its workdir: `paths`, `stop` (the signal flag), and the lock (rank 0)."""
 
-    def __init__(self, config, workdir, mode: str, info: DistInfo):
+    def __init__(self, config, workdir, mode: str, info: DistInfo, eval_folder: str = "eval"):
         self.config, self.mode, self.info = config, mode, info
-        self.paths = WorkdirPaths(workdir)
+        self.paths = resolve_workdir(workdir, eval_folder)
         self.stop = StopRequest()
         self._lock: Optional[WorkdirLock] = None
 
     def __enter__(self) -> "Session":
         self._acquire()
         try:
-            self._check_folders()
-            self._check_config()
+            if self.config is not None:
+                self._check_config()
         except BaseException:
             self._release()
             raise
@@ -59,7 +64,7 @@ class Session:
                 if self._lock.taken_over:
                     logging.warning("took over the lock of %s, which ended without releasing it",
                                     self._lock.taken_over)
-                remove_stale_temporaries(self.paths.output_folders())
+                sweep_temporaries(self.paths)
             except WorkdirLocked as err:
                 refusal = str(err)
         refusals = [r for r in all_gather_objects(self.info, refusal) if r]
@@ -70,11 +75,6 @@ class Session:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    def _check_folders(self) -> None:
-        for folder in self.paths.output_folders():
-            if folder.exists() or folder.is_symlink():
-                check_inside(folder, self.paths.root)
 
     def _check_config(self) -> None:
         """Compare the model-defining fields with config.json (else the latest checkpoint's);
@@ -91,17 +91,15 @@ class Session:
     def _stored(self):
         """(where, stored config) of the workdir: config.json, else the latest checkpoint's."""
         if self.paths.config.exists():
-            try:
-                return str(self.paths.config), json.loads(self.paths.config.read_text())
-            except (OSError, ValueError) as err:
-                raise ConfigMismatch(f"{self.paths.config} is not readable JSON ({err}); restore "
-                                     f"it or remove it to adopt this config") from None
+            return str(self.paths.config), read_stored(self.paths.config)
         latest = load_latest(self.paths)
         if latest is not None and isinstance(latest[1].get("config"), dict):
             return f"checkpoint {latest[0]}", latest[1]["config"]
         return "", None
 
 
-def open_workdir(config, workdir, mode: str, info: DistInfo) -> Session:
-    """The `Session` context of one run (see the module docstring)."""
-    return Session(config, workdir, mode, info)
+def open_workdir(config, workdir, mode: str, info: DistInfo, eval_folder: str = "eval"
+                 ) -> Session:
+    """The `Session` context of one run (see the module docstring); the workdir and its output
+    folders are resolved and checked here, before the context is entered."""
+    return Session(config, workdir, mode, info, eval_folder)

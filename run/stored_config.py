@@ -13,6 +13,7 @@ else (batch sizes, n_iters, eval and sampling settings, …) may. A mismatch rai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import sde_lib
@@ -26,6 +27,32 @@ DATA_FIELDS = {"image_size", "num_channels", "centered", "dim"}
 
 class ConfigMismatch(ValueError):
     """The config contradicts the workdir's stored config or its checkpoint (exit 2)."""
+
+
+def read_stored(path: Path) -> Dict[str, Any]:
+    """The stored config at `path`: a JSON object of sections (objects); `ConfigMismatch`
+    naming the file otherwise."""
+    path = Path(path)
+    advice = "restore it, or remove it to adopt this run's config"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigMismatch(f"{path} is not readable JSON ({first}); {advice}") from None
+    if not isinstance(stored, dict):
+        raise ConfigMismatch(f"{path} must hold a JSON object of config sections, not "
+                             f"{_json_type(stored)}; {advice}")
+    for name, section in stored.items():
+        if not isinstance(section, dict):
+            raise ConfigMismatch(f"{path}: section {name!r} must be a JSON object of fields, "
+                                 f"not {_json_type(section)}; {advice}")
+    return stored
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+             str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -76,7 +103,11 @@ def check_matches(current: Mapping[str, Any], stored: Optional[Mapping[str, Any]
     """Raise `ConfigMismatch` naming `where` and every differing field (nothing stored: ok)."""
     if stored is None:
         return
-    diff = differences(current, stored, model=model)
+    try:
+        diff = differences(current, stored, model=model)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ConfigMismatch(f"{where} holds a field of the wrong type ({err}); restore it or "
+                             f"use another --workdir") from None
     if diff:
         raise ConfigMismatch(f"the config contradicts {where}, which defines the model: "
                              f"{'; '.join(diff)}; use the stored values or another --workdir")

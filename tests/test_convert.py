@@ -5,6 +5,7 @@ reference's outputs (README in the fixture folder). Tolerances: the README obser
 ~1e-6 of the output scale between runs of the reference itself with 1 vs 2 threads or
 without oneDNN; a wrong set of weights shows up at ~0.5 of the output scale.
 """
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import pytest
 import torch
 
 from models.checkpoint import load_score_model
-from models.convert import from_score_sde, main
-from models.convert import main as main_cli
+from models.convert import from_score_sde
+from cli.convert import main
+from cli.convert import main as main_cli
 from models.ncsnpp import NCSNpp
 
 FIXTURES = Path(os.environ.get(
@@ -193,3 +195,71 @@ def test_convert_writes_a_workdir_that_eval_and_sample_use_as_is(tmp_path, capsy
                        "--config.eval.num_samples=2", "--config.eval.batch_size=2"])
     assert status == 0, capsys.readouterr().err
     assert list(workdir.glob("samples/step_*_dpm_solver_*/samples.png"))
+
+
+def _convert_cli(*args):
+    """`python -m models.convert ...` from the repository: (exit status, stdout, stderr lines)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "models.convert", *map(str, args)], cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr.strip().splitlines()
+
+
+def _digests(folder):
+    import hashlib
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.name != ".lock"}
+
+
+def test_the_converter_never_mixes_with_a_workdir_that_holds_a_model(tmp_path):
+    """A workdir holding a config or checkpoints is refused (one line, exit 2, unchanged);
+    --force clears what the project wrote and converts as into an empty workdir; a held lock
+    and a link out of the workdir are refused as for every other entry point."""
+    ckpt, config, _ = _fixture("ddpm_vp_discrete")
+    other, other_config, _ = _fixture("ddpmpp_vp_continuous")
+    workdir = tmp_path / "w"
+    assert _convert_cli(ckpt, workdir, "--reference-config", config)[0] == 0
+    (workdir / "checkpoints").mkdir()
+    (workdir / "checkpoints" / "checkpoint_4.pth").write_bytes(b"a trained snapshot")
+    (workdir / "notes.txt").write_text("the user's")
+    before = _digests(workdir)
+    status, _, err = _convert_cli(other, workdir, "--reference-config", other_config)
+    assert status == 2 and len(err) == 1 and "already holds a model" in err[0], err
+    assert _digests(workdir) == before
+    from run.lock import WorkdirLock
+    with WorkdirLock(workdir, "train"):
+        status, _, err = _convert_cli(other, workdir, "--reference-config", other_config,
+                                      "--force")
+        assert status == 2 and len(err) == 1 and "in use by a train run" in err[0], err
+    assert _digests(workdir) == before
+    status, out, err = _convert_cli(other, workdir, "--reference-config", other_config, "--force")
+    assert status == 0 and err == [] and "removed config.json, checkpoints" in out, err
+    assert sorted(_digests(workdir)) == ["checkpoints-meta/checkpoint.pth", "config.json",
+                                         "notes.txt"]
+    assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "ncsnpp"
+
+
+def test_the_converter_never_writes_through_a_link(tmp_path):
+    ckpt, config, _ = _fixture("ddpm_vp_discrete")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    (outside / "x.v1.tmp").write_text("a draft")
+    before = _digests(outside)
+    for name, match in ((".lock", ".lock is a symbolic link"),
+                        ("checkpoints-meta", "leads out of the workdir")):
+        workdir = tmp_path / f"w_{name.strip('.')}"
+        workdir.mkdir()
+        (workdir / name).symlink_to(outside / "keep.txt" if name == ".lock" else outside)
+        status, _, err = _convert_cli(ckpt, workdir, "--reference-config", config, "--force")
+        assert status == 2 and len(err) == 1 and match in err[0], err
+    workdir = tmp_path / "w_files"     # links at the files it writes: replaced, or cleared
+    (workdir / "checkpoints-meta").mkdir(parents=True)
+    (workdir / "config.json").symlink_to(outside / "keep.txt")
+    (workdir / "checkpoints-meta" / "checkpoint.pth.ab.tmp").symlink_to(outside / "x.v1.tmp")
+    status, _, err = _convert_cli(ckpt, workdir, "--reference-config", config)
+    assert status == 2 and "already holds a model (config.json)" in err[0], err
+    assert _convert_cli(ckpt, workdir, "--reference-config", config, "--force")[0] == 0
+    assert not (workdir / "config.json").is_symlink()
+    assert _digests(outside) == before

@@ -69,3 +69,58 @@ def test_two_processes_match_one(tmp_path):
          "--config.eval.enable_bpd=False")
     s3 = np.load(single / "eval3" / "samples_6" / "samples.npz")["samples"]
     np.testing.assert_allclose(s3, s1, rtol=1e-5, atol=1e-6)
+
+
+def _children(pid: int):
+    """PIDs whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_killing_the_launcher_ends_its_workers_and_frees_the_lock(tmp_path):
+    import signal
+    import time
+
+    from run.lock import WorkdirLock
+    workdir = tmp_path / "w"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "main.py", *COMMON, "--config.training.n_iters=100000", f"--workdir={workdir}"],
+        cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    deadline = time.time() + 300
+    while not meta.exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+    workers = _children(launcher.pid)
+    assert meta.exists() and len(workers) == 2, workers
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.time() + 60
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:                            # never leave them training on
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "workers outlived their launcher"
+    with WorkdirLock(workdir, "train") as lock:      # free, and its holder ended
+        assert lock.taken_over is None or "train run" in lock.taken_over
+    state = torch.load(meta, weights_only=True)
+    assert 0 < state["step"] < 100000                # stopped with a preemption checkpoint

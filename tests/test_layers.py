@@ -9,6 +9,9 @@ way, so a change that breaks a rule fails here with the file and the import that
     samplers/       every sampler and likelihood            (only sde_lib)
     models/         networks, ScoreModel, EMA, oracle       (only sde_lib)
     sde_lib/        forward SDEs                            (nothing of the project)
+
+A module's `if __name__ == "__main__":` block is an entry point, held to main.py's rule
+(`python -m models.convert` opens the workdir session of run/ from there).
 """
 import ast
 from pathlib import Path
@@ -35,11 +38,16 @@ ALLOWED = {
 }
 
 
-def project_imports(path: Path):
+def project_imports(path: Path, entry_point: bool = False):
     """(line, imported module) for every import of a project module in `path`, wherever it
-    stands (top level or inside a function)."""
+    stands (top level or inside a function); `entry_point=True`: only those inside the
+    `if __name__ == "__main__":` blocks, which are left out otherwise."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    guarded = {id(node) for block in tree.body if _is_main_guard(block)
+               for node in ast.walk(block)}
     for node in ast.walk(tree):
+        if (id(node) in guarded) != entry_point:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -51,6 +59,16 @@ def project_imports(path: Path):
         for name in names:
             if name.split(".")[0] in PROJECT:
                 yield node.lineno, name
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """`if __name__ == "__main__":` at a module's top level."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__")
 
 
 def is_module(name: str) -> bool:
@@ -76,6 +94,9 @@ def test_layer_imports_only_what_it_may(layer):
     broken = [f"{path.relative_to(ROOT)}:{line} imports {module}"
               for path in files(layer) for line, module in project_imports(path)
               if not is_allowed(layer, module)]
+    broken += [f"{path.relative_to(ROOT)}:{line} (entry point) imports {module}"
+               for path in files(layer) for line, module in project_imports(path, True)
+               if not is_allowed("main", module)]
     assert not broken, "layer rule broken:\n" + "\n".join(broken)
 
 
@@ -97,3 +118,11 @@ def test_the_checker_sees_a_broken_rule(tmp_path):
     assert not is_allowed("data", "models.ncsnpp") and is_allowed("data", "models.analytic")
     assert not is_allowed("data", "models")
     assert is_allowed("samplers", "sde_lib.utils") and not is_allowed("samplers", "models")
+
+
+def test_an_entry_point_block_is_held_to_mains_rule(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text("import sde_lib\nif __name__ == '__main__':\n    from cli.convert import main\n"
+                      "    import main as m\nif __name__ != '__main__':\n    import run.files\n")
+    assert [m for _, m in project_imports(source)] == ["sde_lib", "run.files"]
+    assert [m for _, m in project_imports(source, True)] == ["cli.convert", "main"]

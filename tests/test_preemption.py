@@ -194,3 +194,88 @@ def test_signals_set_a_flag_and_handlers_are_restored():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested == "SIGUSR1" and stop.should_stop()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_stop_is_honoured_at_the_next_score_evaluation():
+    """However many corrector steps a sampler step makes, the score is checked at every call:
+    the run stops at the first evaluation after the signal."""
+    import samplers
+    import sde_lib
+    from models.analytic import GaussianMixture
+    from run.preemption import Preempted, StopChecked, stop_checked
+
+    sde = sde_lib.VPSDE(N=50)
+    exact = GaussianMixture([1.0], [[0.0, 0.0]], [1.0]).score_fn(sde)
+    calls = []
+
+    def score_fn(x, t):
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return exact(x, t)
+    with StopRequest() as stop:
+        with pytest.raises(Preempted, match="SIGTERM during a sampler step"):
+            samplers.sample(stop_checked(score_fn, stop), sde, (4, 2), "pc",
+                            corrector="langevin", n_steps=1000, num_steps=50)
+    assert len(calls) == 7
+
+    class Capable:
+        learn_variance = True
+
+        def __call__(self, x, t):
+            return x
+
+        def forward_with_variance(self, x, t):
+            return x, x
+
+        def select_rows(self, index):
+            return Capable()
+    stop = StopRequest()
+    checked = stop_checked(Capable(), stop)
+    assert checked.learn_variance and isinstance(checked.select_rows([0]), StopChecked)
+    stop.requested = "SIGINT"
+    for call in (lambda: checked(1, 0), lambda: checked.forward_with_variance(1, 0),
+                 lambda: checked.select_rows([0])(1, 0)):
+        with pytest.raises(Preempted, match="SIGINT"):
+            call()
+
+
+@pytest.mark.slow
+def test_sigterm_inside_a_long_corrector_loop_stops_within_a_step(tmp_path):
+    """A sample whose single batch takes minutes (100 000 Langevin steps per step) ends with
+    exit 3 and one line within seconds of SIGTERM, writing no samples."""
+    workdir, marker = tmp_path / "work", tmp_path / "marker"
+    short = ["--config.training.n_iters=10", "--config.training.snapshot_freq=10"]
+    assert start(workdir, marker, *short).wait(timeout=600) == 0
+    proc = start(workdir, marker, *short, "--mode=sample", "--config.sampling.corrector=langevin",
+                 "--config.sampling.n_steps_each=100000", "--config.eval.num_samples=4",
+                 "--config.eval.batch_size=4")
+    wait_for(lambda: '"mode": "sample"' in (workdir / ".lock").read_text(), proc)
+    time.sleep(3)                         # into the sampler's loops
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=60)
+    lines = error_lines(proc.stderr.read())
+    assert status == EXIT_PREEMPTED and time.time() - sent < 10, lines
+    assert len(lines) == 1 and "SIGTERM during a sampler step" in lines[0], lines
+    assert not list(workdir.glob("samples/step_*/samples.npz"))
+
+
+@pytest.mark.slow
+def test_sigterm_inside_snapshot_sampling_stops_within_a_step(tmp_path):
+    """Training's snapshot samples (one process) stop within a sampler step too, after the
+    step's checkpoint is saved; the resumed run draws them again."""
+    workdir, marker = tmp_path / "work", tmp_path / "marker"
+    proc = start(workdir, marker, "--config.training.n_iters=20",
+                 "--config.training.snapshot_freq=10", "--config.training.snapshot_sampling=True",
+                 "--config.sampling.corrector=langevin", "--config.sampling.n_steps_each=100000")
+    wait_for(lambda: (workdir / "checkpoints" / "checkpoint_10.pth").exists(), proc)
+    time.sleep(2)                         # into the snapshot's sampler loops
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=60)
+    lines = error_lines(proc.stderr.read())
+    assert status == EXIT_PREEMPTED and time.time() - sent < 10, lines
+    assert len(lines) == 1 and "SIGTERM during a sampler step" in lines[0], lines
+    assert load_checkpoint(workdir / "checkpoints-meta" / "checkpoint.pth")["step"] == 10
+    assert not (workdir / "samples" / "iter_10" / "samples.npz").exists()

@@ -203,7 +203,8 @@ def test_corrupt_checkpoint_for_eval(capsys, tmp_path, damage):
         torch.save({"model": Payload()}, meta, pickle_module=pickle)
     before = _listing(workdir)
     status, err = _run(capsys, TOY, ["--mode=eval"], workdir)
-    assert status == 1 and "checkpoint.pth" in err and len(err.splitlines()) == 1, err
+    assert status == 2 and "checkpoint.pth" in err and len(err.splitlines()) == 1, err
+    assert "none of the 1 checkpoints" in err
     assert _listing(workdir) == before and not (tmp_path / "pwned").exists()
 
 

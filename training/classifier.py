@@ -24,7 +24,8 @@ import sde_lib
 from data import BatchOrder, Dataset, DataTransform, build_dataset, build_transform
 from models.classifier import NoisyClassifier
 from run.builders import build_classifier, build_sde, classifier_fields
-from run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from run.checkpoint import (CheckpointError, NoReadableCheckpoint, load_checkpoint,
+                            save_checkpoint)
 from run.files import write_json
 from run.distributed import DistInfo, all_reduce_mean, barrier, single_process
 from run.loading import CLASSIFIER_FORMAT
@@ -205,7 +206,12 @@ def train_classifier(config, workdir, dist_info: Optional[DistInfo] = None,
     state = build_classifier_state(config, info.device)
     if paths.classifier_checkpoint.exists():
         path = paths.classifier_checkpoint
-        state.load_state_dict(load_checkpoint(path, map_location=info.device), path)
+        try:
+            stored = load_checkpoint(path, map_location=info.device)
+        except CheckpointError as err:   # never a silent restart over a checkpoint
+            raise NoReadableCheckpoint(f"{err}; restore it, or remove it to train the "
+                                       f"classifier afresh") from None
+        state.load_state_dict(stored, path)
         logging.info("resumed the classifier from %s at step %d", path, state.step)
     train_set, test_set = build_dataset(config.data, "train"), build_dataset(config.data, "test")
     loop = _ClassifierLoop(state, settings, build_transform(config.data), paths, info,
