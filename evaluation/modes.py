@@ -25,6 +25,7 @@ from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
                                  save_samples)
+from evaluation.snapshots import snapshot_sampling
 from evaluation.tasks import CONDITION_TASKS, TaskSettings, run_task
 from evaluation.vlb import TERMS as VLB_TERMS
 from evaluation.vlb import VLBSettings, evaluate_vlb
@@ -57,12 +58,12 @@ def network_options(config) -> dict:
 
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
-    with the configured sampler, written under `samples/iter_<step>/` (class-conditional
+    with `training.snapshot_sampler` (`evaluation.snapshots`), with a progress bar, written under `samples/iter_<step>/` (class-conditional
     models: one class per column); `done(step)` tells whether they are complete."""
 
     def __init__(self, config, workdir):
         self.config, self.paths = config, WorkdirPaths(workdir)
-        self.sampler = samplers.build_sampler(config.sampling)
+        self.sampler = samplers.build_sampler(snapshot_sampling(config))
         self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
         self.centered = build_transform(config.data).centered
@@ -71,9 +72,13 @@ class SnapshotSamples:
 
     def __call__(self, model, step: int) -> np.ndarray:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
-        guidance = build_guidance(self.config, model)
+        guidance, stats, tick = build_guidance(self.config, model), {}, time.perf_counter()
         x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
-                             self.shape, self.count, self.batch_size, self.seed, guidance)
+                             self.shape, self.count, self.batch_size, self.seed, guidance,
+                             progress=True, stats=stats, desc=f"snapshot {step}")
+        logging.info("snapshot %d: %d samples by %s, %d score evaluations, %.1f s", step,
+                     self.count, self.sampler.method, sum(stats["nfe"]),
+                     time.perf_counter() - tick)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))

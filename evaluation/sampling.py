@@ -91,7 +91,7 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
                      batch_size: int, seed: int, guidance: Optional[Guidance] = None,
                      progress: bool = False, dist_info: Optional[DistInfo] = None,
                      resume: Optional[Progress] = None, stop=None,
-                     stats: Optional[dict] = None) -> torch.Tensor:
+                     stats: Optional[dict] = None, desc: str = "sample") -> torch.Tensor:
     """`[num_samples, *shape]` samples in the model's data space, drawn by `sampler` (a
     `samplers.build_sampler` result) in batches of `batch_size`, conditioned by `guidance`.
 
@@ -99,7 +99,8 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     them all (other ranks return an empty tensor). With `resume` (a `run.progress.Progress`
     keyed by the run's settings) every finished batch is kept, so a rerun continues; `stop` (a
     `run.preemption.StopRequest`) ends the run between batches with `Preempted`. A `stats` dict
-    receives `nfe`: the score evaluations of each batch (a list, this rank's).
+    receives `nfe`: the score evaluations of each batch (a list, this rank's). With `progress`,
+    bars named `desc` count the batches and, after a few seconds, the steps of one.
     """
     device = next(model.parameters()).device
     info = dist_info or single_process(device)
@@ -111,7 +112,7 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     chunks = list(resume.done["samples"]) if resume is not None else []
     nfe = list(resume.done["nfe"]) if resume is not None else []
     show = progress and info.is_main
-    for start in tqdm(starts[len(chunks):], desc="sample", disable=not show):
+    for start in tqdm(starts[len(chunks):], desc=desc, disable=not show):
         indices = range(start, min(start + batch_size, mine.stop))
         # The steps of a batch: a bar of their own once the batch has run for a few seconds.
         with tqdm(desc="steps of this batch", unit="step", leave=False, delay=5,
