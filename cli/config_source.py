@@ -7,6 +7,7 @@ A workdir remembers the resolved config of its first run (`run.stored_config`). 
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -62,3 +63,20 @@ def stored_workdir_config(argv: List[str]) -> Optional[ml_collections.ConfigDict
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not readable JSON ({err}); pass --config") from None
     return config_from_stored(stored)
+
+
+def check_config_path(value: Optional[str]) -> None:
+    """Raise ValueError with one line (and the nearest config file's name) when `--config` names
+    no file; `path:argument` (a config file with an argument) is checked by its path."""
+    if not value or Path(value).expanduser().is_file():
+        return
+    path = Path(value.rsplit(":", 1)[0]).expanduser()
+    if path.is_file():
+        return
+    folder = path.parent if path.parent.is_dir() else Path("configs")
+    names = sorted(p.name for p in folder.glob("*.py") if p.name != "__init__.py")
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    hint = (f"did you mean {folder / close[0]}?" if close else
+            f"the config files in {folder}/ are {', '.join(names)}" if names else
+            "pass a configs/*.py file")
+    raise ValueError(f"--config {value}: no such file; {hint}")
