@@ -25,6 +25,7 @@ from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
                                  save_samples)
+from evaluation.sample_log import log_sample_run
 from evaluation.snapshots import snapshot_sampling
 from evaluation.tasks import CONDITION_TASKS, TaskSettings, run_task
 from evaluation.vlb import TERMS as VLB_TERMS
@@ -266,6 +267,7 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
                         time.perf_counter() - tick)
         write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)
+        log_sample_run(paths.tensorboard, png, sum(run.nfe), run.seconds, step)
         return run
     done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
                     ("samples", "nfe"), paths.root)
@@ -282,6 +284,7 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
                      root=paths.root, labels=labels, settings=provenance)
         write_json(folder / "settings.json", provenance, paths.root)
+        log_sample_run(paths.tensorboard, run.path, sum(run.nfe), run.seconds, step)
     barrier(info)
     done.finish()
     return run
