@@ -19,6 +19,7 @@ from PIL import Image
 
 import samplers
 from data import Dataset, DataTransform, build_dataset, build_transform, describe
+from evaluation import feature_fd
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
                             inception_score, load_inception, resolve_inception)
 from evaluation.likelihood import KEYS as BPD_KEYS
@@ -161,6 +162,13 @@ def run_eval(config, workdir, eval_folder: str = "eval",
                 metrics.update(fid_metrics(inception, samples, transform, stats_path,
                                            lambda: build_dataset(config.data, "train"),
                                            paths.root))
+            if samples.ndim == 4 and feature_fd.applies(True, config.data.image_size):
+                fd, settings["fd"] = feature_fd.fd_metrics(
+                    transform.to_uint8(samples), build_dataset(config.data, "train"),
+                    build_dataset(config.data, "test"), paths.eval / (
+                        f"fd_classifier_{config.data.dataset}_{config.data.image_size}.pth"),
+                    paths.root)
+                metrics.update(fd)
     barrier(info)
     if info.is_main:
         write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
