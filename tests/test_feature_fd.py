@@ -73,3 +73,22 @@ def test_unlabeled_images_learn_rotations(tmp_path, digits):
     metrics, record = feature_fd.fd_metrics(test.data[:100], unlabeled, test, tmp_path / "r.pth")
     assert record["task"] == "rotation" and record["test_accuracy"] > 0.5   # chance: 0.25
     assert metrics["fd"] >= 0 and metrics["fd_floor"] >= 0
+
+
+@pytest.mark.slow
+def test_digits_eval_writes_fd_beside_its_floor(tmp_path, capsys):
+    import main
+
+    workdir = tmp_path / "run"
+    common = ["main.py", "--config=configs/vp_digits.py", f"--workdir={workdir}",
+              "--config.training.n_iters=2", "--config.training.snapshot_sampling=False",
+              "--config.training.batch_size=8", "--config.model.nf=8",
+              "--config.eval.bpd_num_examples=4", "--config.eval.num_samples=32",
+              "--config.sampling.num_steps=3", "--config.eval.rtol=1e-2", "--config.eval.atol=1e-2"]
+    assert main.run([*common, "--mode=train"]) == 0
+    assert main.run([*common, "--mode=eval"]) == 0, capsys.readouterr().err
+    metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert metrics["fd"] > metrics["fd_floor"] > 0 and metrics["num_samples"] == 32
+    record = metrics["settings"]["fd"]
+    assert record["classifier"] == "fd_classifier_DIGITS_8.pth" and record["num_floor"] == 32
+    assert (workdir / "eval" / record["classifier"]).is_file()
