@@ -77,7 +77,7 @@ class SnapshotSamples:
         guidance, stats, tick = build_guidance(self.config, model), {}, time.perf_counter()
         x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
                              self.shape, self.count, self.batch_size, self.seed, guidance,
-                             progress=True, stats=stats, desc=f"snapshot {step}")
+                             progress=True, stats=stats, desc="snapshot")
         logging.info("snapshot %d: %d samples by %s, %d score evaluations, %.1f s", step,
                      self.count, self.sampler.method, sum(stats["nfe"]),
                      time.perf_counter() - tick)
