@@ -60,8 +60,9 @@ def network_options(config) -> dict:
 
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
-    with `training.snapshot_sampler` (`evaluation.snapshots`), with a progress bar, written under `samples/iter_<step>/` (class-conditional
-    models: one class per column); `done(step)` tells whether they are complete."""
+    by `training.snapshot_sampler` (`evaluation.snapshots`), with a progress bar, written under
+    `samples/iter_<step>/` (class-conditional models: one class per column); `done(step)` tells
+    whether they are complete."""
 
     def __init__(self, config, workdir):
         self.config, self.paths = config, WorkdirPaths(workdir)
