@@ -7,6 +7,7 @@ the negative log-likelihood in nats per dim, and bits/dim = nats/ln 2 (no offset
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -87,13 +88,14 @@ def evaluate_bpd(model, sde, dataset: Dataset, transform: DataTransform, setting
 class ExampleProgress:
     """The bits/dim bar: it counts examples (this rank's, repeats included) and shows, within a
     batch, the score evaluations of its ODE solve so far (a forward hook on the network), since
-    one batch can take minutes."""
+    one batch can take minutes. The count is redrawn at most every `refresh_seconds`."""
+    refresh_seconds = 1.0
 
     def __init__(self, model, total: int, initial: int, show: bool):
         self.bar = tqdm(total=total, initial=initial, desc="bpd", unit="example",
                         disable=not show)
         self.net = getattr(model, "net", None) if show else None
-        self.evaluations, self.hook = 0, None
+        self.evaluations, self.hook, self.drawn = 0, None, time.monotonic()
 
     def __enter__(self) -> "ExampleProgress":
         if isinstance(self.net, torch.nn.Module):
@@ -102,7 +104,9 @@ class ExampleProgress:
 
     def _evaluated(self, *_) -> None:
         self.evaluations += 1
-        self.bar.set_postfix_str(f"{self.evaluations} score evaluations in this batch")
+        if time.monotonic() - self.drawn >= self.refresh_seconds:
+            self.bar.set_postfix_str(f"{self.evaluations} score evaluations in this batch")
+            self.drawn = time.monotonic()
 
     def batch_done(self, examples: int) -> None:
         self.evaluations = 0
