@@ -371,6 +371,12 @@ def validate_snapshot_sampler(config) -> None:
                           f"steps); set it to 0 or name a method")
     _wrapped(f"config.training.snapshot_sampler={method!r}",
              lambda: samplers.build_sampler(snapshot_sampling(config)))
+    fd = training.get("snapshot_fd", False)
+    if not isinstance(fd, bool):
+        raise ConfigError(f"config.training.snapshot_fd must be True or False, got {fd!r}")
+    if fd and not (describe(config.data).is_image and config.data.image_size < 32):
+        raise ConfigError("config.training.snapshot_fd=True needs images below 32x32 (fd; larger "
+                          "images get FID from --mode eval with config.eval.enable_fid)")
 
 
 def validate_workdir(workdir) -> None:

@@ -29,6 +29,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     # "sampling" (config.sampling as it is); snapshot_num_steps > 0 sets its steps.
     training.snapshot_sampler = "dpm_solver"
     training.snapshot_num_steps = 0  # 0: the method's own (dpm_solver: 20 steps, 21 evaluations)
+    training.snapshot_fd = False  # images below 32x32: fd of each grid in TensorBoard (snapshot/fd)
     training.log_freq = 50        # steps between TensorBoard scalars
     training.eval_freq = 100      # steps between test-batch losses
     training.continuous = True    # continuous time (else the SDE's N-step discrete chain)

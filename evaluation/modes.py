@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 import samplers
-from data import Dataset, DataTransform, build_dataset, build_transform, describe
+from data import (Dataset, DataTransform, build_dataset, build_transform, describe,
+                  to_uint8_images)
 from evaluation import feature_fd
 from evaluation.fid import (feature_statistics, frechet_distance, inception_outputs,
                             inception_score, load_inception, resolve_inception)
@@ -72,6 +73,7 @@ class SnapshotSamples:
         self.centered = build_transform(config.data).centered
         # Snapshots are a few batches: autocast as configured, never a fresh compilation.
         self.network = {"precision": config.sampling.get("precision", "fp32")}
+        self.fd = bool(config.training.get("snapshot_fd", False))
 
     def __call__(self, model, step: int) -> np.ndarray:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
@@ -82,14 +84,38 @@ class SnapshotSamples:
         logging.info("snapshot %d: %d samples by %s, %d score evaluations, %.1f s", step,
                      self.count, self.sampler.method, sum(stats["nfe"]),
                      time.perf_counter() - tick)
+        if self.fd:
+            self.log_fd(x, step)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))
         with Image.open(png) as picture:
             return np.asarray(picture.convert("RGB"))
 
+    def log_fd(self, x, step: int) -> dict:
+        """`training.snapshot_fd`: fd and fd_floor of the samples (`evaluation.feature_fd`) as
+        the TensorBoard scalars `snapshot/fd`, `snapshot/fd_floor`."""
+        data = self.config.data
+        metrics, _ = feature_fd.fd_metrics(
+            to_uint8_images(x, centered=self.centered), build_dataset(data, "train"),
+            build_dataset(data, "test"), fd_classifier_path(self.paths, data), self.paths.root)
+        writer = SafeWriter(self.paths.tensorboard)
+        try:
+            for name, value in metrics.items():
+                writer.add_scalar(f"snapshot/{name}", value, step)
+        finally:
+            writer.close()
+        logging.info("snapshot %d: fd %.4g (floor %.4g)", step, metrics["fd"],
+                     metrics["fd_floor"])
+        return metrics
+
     def done(self, step: int) -> bool:
         return samples_complete(self.paths.snapshot_samples(step))
+
+
+def fd_classifier_path(paths: WorkdirPaths, data) -> Path:
+    """Where `fd`'s feature classifier of data section `data` is cached: the eval folder."""
+    return paths.eval / f"fd_classifier_{data.dataset}_{data.image_size}.pth"
 
 
 def snapshot_sampler(config, workdir) -> SnapshotSamples:
@@ -166,8 +192,7 @@ def run_eval(config, workdir, eval_folder: str = "eval",
             if samples.ndim == 4 and feature_fd.applies(True, config.data.image_size):
                 fd, settings["fd"] = feature_fd.fd_metrics(
                     transform.to_uint8(samples), build_dataset(config.data, "train"),
-                    build_dataset(config.data, "test"), paths.eval / (
-                        f"fd_classifier_{config.data.dataset}_{config.data.image_size}.pth"),
+                    build_dataset(config.data, "test"), fd_classifier_path(paths, config.data),
                     paths.root)
                 metrics.update(fd)
     barrier(info)

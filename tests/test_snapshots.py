@@ -38,7 +38,30 @@ def test_snapshot_draws_with_21_evaluations(tmp_path, caplog):
     assert "6 samples by dpm_solver, 42 score evaluations" in caplog.text
 
 
+def test_snapshot_fd_in_tensorboard(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from configs.vp_digits import get_config as digits_config
+    from evaluation import feature_fd
+
+    monkeypatch.setattr(feature_fd, "TRAIN_STEPS", 30)
+    config = digits_config()
+    config.model.nf, config.training.num_snapshot_samples = 8, 16
+    config.training.snapshot_fd, config.training.snapshot_num_steps = True, 2
+    model = build_score_model(config, build_sde(config))
+    snapshot_sampler(config, tmp_path)(model.eval(), 5)
+    assert (tmp_path / "eval" / "fd_classifier_DIGITS_8.pth").is_file()
+    scalars = {}
+    for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        scalars.update({tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]})
+    assert [e.step for e in scalars["snapshot/fd"]] == [5] and "snapshot/fd_floor" in scalars
+    assert scalars["snapshot/fd"][0].value > scalars["snapshot/fd_floor"][0].value
+
+
 @pytest.mark.parametrize("extra, words", [
+    (["--config.training.snapshot_fd=True"], ["config.training.snapshot_fd", "below 32x32"]),
     (["--config.training.snapshot_sampler=fast"], ["config.training.snapshot_sampler",
                                                    "dpm_solver", "sampling"]),
     (["--config.training.snapshot_num_steps=-1"], ["config.training.snapshot_num_steps"]),
