@@ -52,3 +52,8 @@ def test_cpu_device_trains(tmp_path):
                        "--config.training.n_iters=2", "--config.training.snapshot_sampling=False",
                        "--config.training.batch_size=8"])
     assert status == 0 and (workdir / "checkpoints-meta" / "checkpoint.pth").is_file()
+
+
+def test_help_lists_the_flag(capsys):
+    assert main.run(["main.py", "--help"]) == 0
+    assert "--device        Where to compute: cpu, cuda or cuda:N" in capsys.readouterr().out
