@@ -162,7 +162,7 @@ def _main(flag_values, config) -> None:
 
     mode, workdir = flag_values.mode, flag_values.workdir
     validate(config, mode, workdir)
-    device = check_device(flag_values.device, int(os.environ.get("WORLD_SIZE", "1")))
+    device = check_device(flag_values.device, int(os.environ.get("WORLD_SIZE", "1")), config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     info = init_distributed(device)  # world size 1 unless launched by torchrun
     try:

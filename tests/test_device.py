@@ -20,6 +20,17 @@ def test_names():
             check_device(bad)
 
 
+def test_fp16_on_the_cpu_is_refused():
+    from configs.toy_gmm import get_config
+
+    config = get_config()
+    config.sampling.precision = "fp16"
+    with pytest.raises(ConfigError, match="config.sampling.precision='fp16' needs a CUDA GPU"):
+        check_device("cpu", config=config)
+    config.sampling.precision = "bf16"
+    assert check_device("cpu", config=config) == torch.device("cpu")
+
+
 @pytest.mark.skipif(GPUS > 0, reason="checks a machine without CUDA")
 def test_cuda_without_a_gpu_is_refused():
     for value in ("cuda", "cuda:0"):
