@@ -29,8 +29,9 @@ MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_confi
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
-    from cli.config_source import flag_value, stored_workdir_config
+    from cli.config_source import check_config_path, flag_value, stored_workdir_config
 
+    check_config_path(flag_value(argv, "config"))
     flag_values = flags.FlagValues()
     stored = stored_workdir_config(argv)
     if stored is None and flag_value(argv, "config") is None and any(
@@ -54,6 +55,8 @@ def _define_flags(argv: List[str]) -> flags.FlagValues:
     flags.DEFINE_integer("threads", 0, "Torch CPU threads per process (0: the cores this "
                          "process may use, shared among the job's processes and idle cores; "
                          "OMP_NUM_THREADS also sets it).", flag_values=flag_values)
+    flags.DEFINE_string("device", "", "Where to compute: cpu, cuda or cuda:N (default: CUDA "
+                        "when available, else the CPU).", flag_values=flag_values)
     flags.DEFINE_bool("verbose", False, "Print the traceback of an error (also: "
                       "SCORE_SDE_VERBOSE=1).", flag_values=flag_values)
     return flag_values
@@ -154,14 +157,16 @@ def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
 
 def _main(flag_values, config) -> None:
     """Validate, open the workdir and run the mode (raises what `_classify` reports)."""
+    from cli.device import check_device
     from cli.validate import validate
     from run.distributed import barrier, init_distributed, shutdown
     from run.session import open_workdir
 
     mode, workdir = flag_values.mode, flag_values.workdir
     validate(config, mode, workdir)
+    device = check_device(flag_values.device, int(os.environ.get("WORLD_SIZE", "1")), config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    info = init_distributed()  # world size 1 unless launched by torchrun
+    info = init_distributed(device)  # world size 1 unless launched by torchrun
     try:
         with open_workdir(config, workdir, mode, info, flag_values.eval_folder) as session:
             _run_mode(mode, config, str(session.paths.root), session.paths.eval_folder, info,

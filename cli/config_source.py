@@ -7,6 +7,8 @@ A workdir remembers the resolved config of its first run (`run.stored_config`). 
 """
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import List, Optional
 
 import ml_collections
@@ -78,3 +80,20 @@ def config_file_failure(err: BaseException, config_file: Optional[str]) -> str:
     text = " ".join(line.strip() for line in str(inner).splitlines() if line.strip())
     return (f"error: {where} failed to load: {type(inner).__name__}: {text} (--verbose shows "
             f"the traceback)")
+
+
+def check_config_path(value: Optional[str]) -> None:
+    """Raise ValueError with one line (and the nearest config file's name) when `--config` names
+    no file; `path:argument` (a config file with an argument) is checked by its path."""
+    if not value or Path(value).expanduser().is_file():
+        return
+    path = Path(value.rsplit(":", 1)[0]).expanduser()
+    if path.is_file():
+        return
+    folder = path.parent if path.parent.is_dir() else Path("configs")
+    names = sorted(p.name for p in folder.glob("*.py") if p.name != "__init__.py")
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    hint = (f"did you mean {folder / close[0]}?" if close else
+            f"the config files in {folder}/ are {', '.join(names)}" if names else
+            "pass a configs/*.py file")
+    raise ValueError(f"--config {value}: no such file; {hint}")

@@ -40,7 +40,7 @@ exit status: 0 done, 1 failed, 2 bad input, 3 stopped by a signal (rerun to resu
 def usage(flag_values) -> str:
     """The help text, with the flags of `flag_values`."""
     lines = []
-    for name in ("config", "workdir", "mode", "eval_folder", "threads", "verbose"):
+    for name in ("config", "workdir", "mode", "eval_folder", "device", "threads", "verbose"):
         if name in flag_values:
             flag = flag_values[name]
             lines.append(f"  --{name:<13} {flag.help}")

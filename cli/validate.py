@@ -361,6 +361,31 @@ CONDITION_FIELDS = ("num_particles", "ess_threshold", "lookahead", "data_std", "
                     "jump_n_sample", "dps_scale")
 
 
+def validate_snapshot_sampler(config) -> None:
+    """`training.snapshot_sampler` (a sampling method or "sampling") and its steps, checked by
+    the sampling section's own checks (`samplers.build_sampler`)."""
+    import samplers
+    from evaluation.snapshots import SAME_AS_SAMPLING, snapshot_sampling
+
+    training = config.training
+    method = training.get("snapshot_sampler", "dpm_solver")
+    _choice("config.training.snapshot_sampler", method, [*samplers.SAMPLERS, SAME_AS_SAMPLING])
+    steps = training.get("snapshot_num_steps", 0)
+    _positive_int("config.training.snapshot_num_steps", steps, minimum=0)
+    if steps and method == SAME_AS_SAMPLING:
+        raise ConfigError(f"config.training.snapshot_num_steps={steps} does not apply to "
+                          f"config.training.snapshot_sampler='sampling' (config.sampling's own "
+                          f"steps); set it to 0 or name a method")
+    _wrapped(f"config.training.snapshot_sampler={method!r}",
+             lambda: samplers.build_sampler(snapshot_sampling(config)))
+    fd = training.get("snapshot_fd", False)
+    if not isinstance(fd, bool):
+        raise ConfigError(f"config.training.snapshot_fd must be True or False, got {fd!r}")
+    if fd and not (describe(config.data).is_image and config.data.image_size < 32):
+        raise ConfigError("config.training.snapshot_fd=True needs images below 32x32 (fd; larger "
+                          "images get FID from --mode eval with config.eval.enable_fid)")
+
+
 def validate_workdir(workdir) -> None:
     """The workdir, or its nearest existing parent, must be a writable directory."""
     path = Path(workdir).expanduser().absolute()
@@ -387,6 +412,7 @@ def validate(config, mode: str, workdir) -> None:
     validate_conditioning(config, mode, info)
     _wrapped("config.training", lambda: build_training_loss(config, sde))
     _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
+    validate_snapshot_sampler(config)
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
     if mode == "train_classifier":

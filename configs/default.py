@@ -25,6 +25,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.snapshot_freq_for_preemption = 10_000  # steps between rewrites of checkpoints-meta/
     training.snapshot_sampling = True  # write a sample grid at every snapshot
     training.num_snapshot_samples = 64  # samples in that grid
+    # The grid's sampler: a sampling.method at its own defaults (evaluation/snapshots.py), or
+    # "sampling" (config.sampling as it is); snapshot_num_steps > 0 sets its steps.
+    training.snapshot_sampler = "dpm_solver"
+    training.snapshot_num_steps = 0  # 0: the method's own (dpm_solver: 20 steps, 21 evaluations)
+    training.snapshot_fd = False  # images below 32x32: fd of each grid in TensorBoard (snapshot/fd)
     training.log_freq = 50        # steps between TensorBoard scalars
     training.eval_freq = 100      # steps between test-batch losses
     training.continuous = True    # continuous time (else the SDE's N-step discrete chain)

@@ -36,5 +36,6 @@ def get_config():
 
     config.sampling.pc_num_steps = 500   # pc & co.; other methods keep their own defaults
     config.eval.batch_size = 300
-    config.eval.num_samples = 64
+    config.eval.num_samples = 256      # --mode sample's grid; eval's fd (beside its floor)
+    config.eval.enable_sampling = True  # --mode eval: fd in a digits classifier's features
     return config

@@ -43,9 +43,23 @@ def save_image_grid(images: torch.Tensor, path, nrow: int = 0, upscale: int = 0,
     return save_png(picture, path, root)
 
 
-def scatter_picture(points: torch.Tensor, extent: float = 3.0, size: int = 384) -> np.ndarray:
-    """A 2-D point cloud `[N, 2]` as an RGB scatter plot with axes over [−extent, extent]²,
-    uint8 `[size, size, 3]` (matplotlib's Agg canvas, no display needed)."""
+def fitted_limits(xy: np.ndarray, pad: float = 0.05, max_ratio: float = 4.0) -> tuple:
+    """((x_lo, x_hi), (y_lo, y_hi)) holding every finite point of `xy` `[N, 2]` with a `pad`
+    margin; the shorter side is widened to the longer (equal scales) unless they differ by more
+    than `max_ratio`."""
+    finite = xy[np.isfinite(xy).all(1)]
+    if not len(finite):
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = finite.min(0), finite.max(0)
+    center, span = (lo + hi) / 2, np.maximum(hi - lo, 1e-6) * (1 + 2 * pad)
+    if span.max() <= max_ratio * span.min():
+        span[:] = span.max()
+    return tuple((float(c - s / 2), float(c + s / 2)) for c, s in zip(center, span))
+
+
+def scatter_picture(points: torch.Tensor, size: int = 384) -> np.ndarray:
+    """A 2-D point cloud `[N, 2]` as an RGB scatter plot with axes fitted to the points
+    (`fitted_limits`), uint8 `[size, size, 3]` (matplotlib's Agg canvas, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -54,9 +68,9 @@ def scatter_picture(points: torch.Tensor, extent: float = 3.0, size: int = 384) 
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     axes.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5, linewidths=0)
-    axes.set_xlim(-extent, extent)
-    axes.set_ylim(-extent, extent)
-    axes.set_aspect("equal")
+    (x_lo, x_hi), (y_lo, y_hi) = fitted_limits(xy[:, :2])
+    axes.set_xlim(x_lo, x_hi)
+    axes.set_ylim(y_lo, y_hi)
     axes.set_xlabel("x₁")
     axes.set_ylabel("x₂")
     axes.set_title(f"{len(xy)} samples", fontsize=9)
@@ -65,7 +79,6 @@ def scatter_picture(points: torch.Tensor, extent: float = 3.0, size: int = 384) 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_scatter_png(points: torch.Tensor, path, extent: float = 3.0,
-                     root: Optional[Path] = None) -> Path:
-    """A 2-D point cloud `[N, 2]` as a scatter plot with axes (PNG)."""
-    return save_png(Image.fromarray(scatter_picture(points, extent)), path, root)
+def save_scatter_png(points: torch.Tensor, path, root: Optional[Path] = None) -> Path:
+    """A 2-D point cloud `[N, 2]` as a scatter plot with axes fitted to it (PNG)."""
+    return save_png(Image.fromarray(scatter_picture(points)), path, root)

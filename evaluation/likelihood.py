@@ -7,6 +7,7 @@ the negative log-likelihood in nats per dim, and bits/dim = nats/ln 2 (no offset
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -66,19 +67,55 @@ def evaluate_bpd(model, sde, dataset: Dataset, transform: DataTransform, setting
     all_jobs = [(r, lo, hi) for r in range(settings.repeats)
                 for lo, hi in batches(count, settings.batch_size)]
     jobs = all_jobs[info.rank::info.world_size]
-    for job_index in tqdm(range(len(done), len(jobs)), desc="bpd",
-                          disable=not (progress and info.is_main)):
-        repeat, lo, hi = jobs[job_index]
-        generator = torch.Generator().manual_seed(1_000_003 * repeat + lo)
-        bpd, nll, nfe = _batch_bpd(model, sde, dataset.data[lo:hi], transform, settings,
-                                   generator, info.device)
-        done.append(bpd=bpd, nll=nll, nfe=nfe)
-        if stop is not None and stop.should_stop() and job_index + 1 < len(jobs):
-            raise Preempted(f"{stop.requested} after {job_index + 1} of {len(jobs)} bits/dim "
-                            f"batches; rerun the same command to continue")
+    with ExampleProgress(model, sum(hi - lo for _, lo, hi in jobs),
+                         sum(hi - lo for _, lo, hi in jobs[:len(done)]),
+                         show=progress and info.is_main) as bar:
+        for job_index in range(len(done), len(jobs)):
+            repeat, lo, hi = jobs[job_index]
+            generator = torch.Generator().manual_seed(1_000_003 * repeat + lo)
+            bpd, nll, nfe = _batch_bpd(model, sde, dataset.data[lo:hi], transform, settings,
+                                       generator, info.device)
+            done.append(bpd=bpd, nll=nll, nfe=nfe)
+            bar.batch_done(hi - lo)
+            if stop is not None and stop.should_stop() and job_index + 1 < len(jobs):
+                raise Preempted(f"{stop.requested} after {job_index + 1} of {len(jobs)} "
+                                f"bits/dim batches; rerun the same command to continue")
     gathered = all_gather_objects(info, {k: done.done[k] for k in KEYS})
     merged = {k: [item for part in gathered for item in part[k]] for k in KEYS}
     return _summary(merged, count)
+
+
+class ExampleProgress:
+    """The bits/dim bar: it counts examples (this rank's, repeats included) and shows, within a
+    batch, the score evaluations of its ODE solve so far (a forward hook on the network), since
+    one batch can take minutes. The count is redrawn at most every `refresh_seconds`."""
+    refresh_seconds = 1.0
+
+    def __init__(self, model, total: int, initial: int, show: bool):
+        self.bar = tqdm(total=total, initial=initial, desc="bpd", unit="example",
+                        disable=not show)
+        self.net = getattr(model, "net", None) if show else None
+        self.evaluations, self.hook, self.drawn = 0, None, time.monotonic()
+
+    def __enter__(self) -> "ExampleProgress":
+        if isinstance(self.net, torch.nn.Module):
+            self.hook = self.net.register_forward_hook(self._evaluated)
+        return self
+
+    def _evaluated(self, *_) -> None:
+        self.evaluations += 1
+        if time.monotonic() - self.drawn >= self.refresh_seconds:
+            self.bar.set_postfix_str(f"{self.evaluations} score evaluations in this batch")
+            self.drawn = time.monotonic()
+
+    def batch_done(self, examples: int) -> None:
+        self.evaluations = 0
+        self.bar.update(examples)
+
+    def __exit__(self, *exc) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+        self.bar.close()
 
 
 def _batch_bpd(model, sde, raw: torch.Tensor, transform: DataTransform, settings: BpdSettings,

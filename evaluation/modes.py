@@ -18,13 +18,17 @@ import torch
 from PIL import Image
 
 import samplers
-from data import Dataset, DataTransform, build_dataset, build_transform, describe
+from data import (Dataset, DataTransform, build_dataset, build_transform, describe,
+                  to_uint8_images)
+from evaluation import feature_fd
 from evaluation.fid import (checked_inception, feature_statistics, frechet_distance,
                             inception_outputs, inception_score)
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
                                  save_samples)
+from evaluation.sample_log import log_sample_run
+from evaluation.snapshots import snapshot_sampling
 from evaluation.tasks import CONDITION_TASKS, TaskSettings, run_task
 from evaluation.vlb import TERMS as VLB_TERMS
 from evaluation.vlb import VLBSettings, evaluate_vlb
@@ -58,34 +62,63 @@ def network_options(config) -> dict:
 
 class SnapshotSamples:
     """The training loop's snapshot callback: `num_snapshot_samples` samples of the EMA model
-    with the configured sampler, written under `samples/iter_<step>/` (class-conditional
-    models: one class per column); `done(step)` tells whether they are complete. With `stop`
-    (one process only: the other ranks of a job would wait on rank 0's snapshot), a stop request
-    ends the snapshot within one sampler step; the resumed run draws it again."""
+    by `training.snapshot_sampler` (`evaluation.snapshots`), with a progress bar, written under
+    `samples/iter_<step>/` (class-conditional models: one class per column); `done(step)` tells
+    whether they are complete. With `stop` (one process only: the other ranks of a job would
+    wait on rank 0's snapshot), a stop request ends the snapshot within one sampler step; the
+    resumed run draws it again."""
 
     def __init__(self, config, workdir, stop=None):
         self.config, self.paths, self.stop = config, WorkdirPaths(workdir), stop
-        self.sampler = samplers.build_sampler(config.sampling)
+        self.sampler = samplers.build_sampler(snapshot_sampling(config))
         self.shape, self.count = data_shape(config), config.training.num_snapshot_samples
         self.batch_size, self.seed = config.eval.batch_size, config.training.seed
         self.centered = build_transform(config.data).centered
         # Snapshots are a few batches: autocast as configured, never a fresh compilation.
         self.network = {"precision": config.sampling.get("precision", "fp32")}
+        self.fd = bool(config.training.get("snapshot_fd", False))
 
     def __call__(self, model, step: int) -> np.ndarray:
         """Write the samples of `step`; returns their PNG picture (HWC uint8) for TensorBoard."""
-        guidance = build_guidance(self.config, model)
+        guidance, stats, tick = build_guidance(self.config, model), {}, time.perf_counter()
         x = generate_samples(self.sampler, sampling_model(model, **self.network), model.sde,
                              self.shape, self.count, self.batch_size, self.seed, guidance,
-                             stop=self.stop)
+                             progress=True, stats=stats, desc="snapshot", stop=self.stop)
+        logging.info("snapshot %d: %d samples by %s, %d score evaluations, %.1f s", step,
+                     self.count, self.sampler.method, sum(stats["nfe"]),
+                     time.perf_counter() - tick)
+        if self.fd:
+            self.log_fd(x, step)
         png = save_samples(x, self.paths.snapshot_samples(step), centered=self.centered,
                            nrow=model.num_classes, root=self.paths.root,
                            labels=guidance.labels(range(self.count)))
         with Image.open(png) as picture:
             return np.asarray(picture.convert("RGB"))
 
+    def log_fd(self, x, step: int) -> dict:
+        """`training.snapshot_fd`: fd and fd_floor of the samples (`evaluation.feature_fd`) as
+        the TensorBoard scalars `snapshot/fd`, `snapshot/fd_floor`."""
+        data = self.config.data
+        metrics, _ = feature_fd.fd_metrics(
+            to_uint8_images(x, centered=self.centered), build_dataset(data, "train"),
+            build_dataset(data, "test"), fd_classifier_path(self.paths, data), self.paths.root)
+        writer = SafeWriter(self.paths.tensorboard)
+        try:
+            for name, value in metrics.items():
+                writer.add_scalar(f"snapshot/{name}", value, step)
+        finally:
+            writer.close()
+        logging.info("snapshot %d: fd %.4g (floor %.4g)", step, metrics["fd"],
+                     metrics["fd_floor"])
+        return metrics
+
     def done(self, step: int) -> bool:
         return samples_complete(self.paths.snapshot_samples(step))
+
+
+def fd_classifier_path(paths: WorkdirPaths, data) -> Path:
+    """Where `fd`'s feature classifier of data section `data` is cached: the eval folder."""
+    return paths.eval / f"fd_classifier_{data.dataset}_{data.image_size}.pth"
 
 
 def snapshot_sampler(config, workdir, stop=None) -> SnapshotSamples:
@@ -159,6 +192,12 @@ def run_eval(config, workdir, eval_folder: str = "eval",
                 metrics.update(fid_metrics(inception, samples, transform, stats_path,
                                            lambda: build_dataset(config.data, "train"),
                                            paths.root))
+            if samples.ndim == 4 and feature_fd.applies(True, config.data.image_size):
+                fd, settings["fd"] = feature_fd.fd_metrics(
+                    transform.to_uint8(samples), build_dataset(config.data, "train"),
+                    build_dataset(config.data, "test"), fd_classifier_path(paths, config.data),
+                    paths.root)
+                metrics.update(fd)
     barrier(info)
     if info.is_main:
         write_json(paths.metrics, {**metrics, "checkpoint": checkpoint, "settings": settings},
@@ -266,6 +305,7 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         run = SampleRun(png, settings.num_samples, stats.get("nfe", []),
                         time.perf_counter() - tick)
         write_json(folder / "settings.json", _provenance(record, run, guidance), paths.root)
+        log_sample_run(paths.tensorboard, png, sum(run.nfe), run.seconds, step)
         return run
     done = Progress(folder / f"progress_{info.rank}of{info.world_size}.pth", record,
                     ("samples", "nfe"), paths.root)
@@ -282,6 +322,7 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
         save_samples(samples, folder, centered=transform.centered, nrow=guidance.num_classes,
                      root=paths.root, labels=labels, settings=provenance)
         write_json(folder / "settings.json", provenance, paths.root)
+        log_sample_run(paths.tensorboard, run.path, sum(run.nfe), run.seconds, step)
     barrier(info)
     done.finish()
     return run

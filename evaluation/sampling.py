@@ -91,7 +91,7 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
                      batch_size: int, seed: int, guidance: Optional[Guidance] = None,
                      progress: bool = False, dist_info: Optional[DistInfo] = None,
                      resume: Optional[Progress] = None, stop=None,
-                     stats: Optional[dict] = None) -> torch.Tensor:
+                     stats: Optional[dict] = None, desc: str = "sample") -> torch.Tensor:
     """`[num_samples, *shape]` samples in the model's data space, drawn by `sampler` (a
     `samplers.build_sampler` result) in batches of `batch_size`, conditioned by `guidance`.
 
@@ -101,7 +101,8 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     `run.preemption.StopRequest`) ends the run with `Preempted` between batches, or within one
     sampler step of a batch (`run.preemption.StopChecked`; that batch is drawn again on
     resume, with the same noise). A `stats` dict receives `nfe`: the score evaluations of each
-    batch (a list, this rank's).
+    batch (a list, this rank's). With `progress`,
+    bars named `desc` count the batches and, after a few seconds, the steps of one.
     """
     device = next(model.parameters()).device
     info = dist_info or single_process(device)
@@ -113,7 +114,7 @@ def generate_samples(sampler, model, sde, shape: Sequence[int], num_samples: int
     chunks = list(resume.done["samples"]) if resume is not None else []
     nfe = list(resume.done["nfe"]) if resume is not None else []
     show = progress and info.is_main
-    for start in tqdm(starts[len(chunks):], desc="sample", disable=not show):
+    for start in tqdm(starts[len(chunks):], desc=desc, disable=not show):
         indices = range(start, min(start + batch_size, mine.stop))
         # The steps of a batch: a bar of their own once the batch has run for a few seconds.
         with tqdm(desc="steps of this batch", unit="step", leave=False, delay=5,

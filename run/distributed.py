@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -51,12 +51,16 @@ def single_process(device=None) -> DistInfo:
     return DistInfo(device=torch.device(device) if device is not None else default_device())
 
 
-def init_distributed() -> DistInfo:
-    """Initialise the process group under torchrun (nccl on CUDA, gloo on CPU), else no-op."""
+def init_distributed(device: Optional[torch.device] = None) -> DistInfo:
+    """Initialise the process group under torchrun (nccl on CUDA, gloo on CPU), else no-op.
+    `device` (`--device`): None picks CUDA when available; a CUDA device without an index means
+    "the GPU of this process" (under torchrun, its local rank's)."""
     if not launched_by_torchrun():
-        return single_process()
+        if device is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        return single_process(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if (torch.cuda.is_available() if device is None else device.type == "cuda"):
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:

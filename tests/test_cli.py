@@ -112,6 +112,9 @@ def test_a_folder_of_pngs_end_to_end_without_config_after_training(capsys, tmp_p
         for tag in accumulator.Tags()["scalars"]:
             tags["scalars"][tag] = [e.step for e in accumulator.Scalars(tag)]
     assert "samples" in tags["images"]
+    for folder in folders:   # every sample run: its grid, NFE and wall time
+        assert {f"sample/{folder.name}/nfe", f"sample/{folder.name}/wall_seconds"} \
+            <= set(tags["scalars"]) and f"sample/{folder.name}" in tags["images"]
     assert tags["scalars"]["eval/bpd"] == [4] and "eval/nfe_mean" in tags["scalars"]
     assert "train/loss" in tags["scalars"]
 
