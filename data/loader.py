@@ -97,7 +97,10 @@ class StepBatches:
                                  num_workers=workers, collate_fn=_as_is,
                                  pin_memory=settings.pin_memory,
                                  prefetch_factor=4 if workers else None,
-                                 persistent_workers=False)
+                                 persistent_workers=False,
+                                 # its own generator: the workers' seeds must not draw from the
+                                 # global RNG, which dropout uses (resume restores it)
+                                 generator=torch.Generator().manual_seed(0))
         self.skipped: set = set()
         self._iterator = None
 
