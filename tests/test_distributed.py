@@ -69,3 +69,50 @@ def test_two_processes_match_one(tmp_path):
          "--config.eval.enable_bpd=False")
     s3 = np.load(single / "eval3" / "samples_6" / "samples.npz")["samples"]
     np.testing.assert_allclose(s3, s1, rtol=1e-5, atol=1e-6)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(workdir, mode, *extra):
+    """Two launchers of one job on this host, as two machines would run it; their outputs."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                "--nproc-per-node=1", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--rdzv-id={mode}", "main.py",
+                *COMMON, f"--workdir={workdir}", f"--mode={mode}", *extra]
+    nodes = [subprocess.Popen(launcher, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    return [out for out, _ in outputs]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_a_c10d_rendezvous_match_one_launcher(tmp_path):
+    """Two launchers of one job (`--nnodes=2 --nproc-per-node=1`, c10d on 127.0.0.1) train to
+    the parameters of one launcher with two processes, write one set of files, and shard the
+    evaluation as it does."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(one, "train", 2)
+    outputs = _two_nodes(two, "train")
+    a = torch.load(one / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    b = torch.load(two / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-5, atol=1e-6)
+    assert _files(two) == _files(one)
+    assert sum("trained to step 6" in out for out in outputs) == 1     # rank 0 reports
+    _run(one, "eval", 2, "--eval_folder=eval2")
+    _two_nodes(one, "eval", "--eval_folder=nodes")
+    m1 = json.loads((one / "eval2" / "metrics.json").read_text())
+    m2 = json.loads((one / "nodes" / "metrics.json").read_text())
+    assert m2["num_examples"] == m1["num_examples"] == 10
+    assert m2["bpd"] == pytest.approx(m1["bpd"], rel=1e-9)
+    s1 = np.load(one / "eval2" / "samples_6" / "samples.npz")["samples"]
+    s2 = np.load(one / "nodes" / "samples_6" / "samples.npz")["samples"]
+    np.testing.assert_allclose(s2, s1, rtol=1e-5, atol=1e-6)
