@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
@@ -85,6 +86,14 @@ def _as_is(batch):
     return batch
 
 
+def _ignore_signals(worker_id: int) -> None:
+    """Workers leave SIGINT / SIGTERM (sent to a whole job by a terminal or a scheduler) to the
+    training process, which stops at the end of its step and then ends them; dying on the
+    signal would fail that step's next read instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class StepBatches:
     """Iterates (data, labels) of steps `start` … `stop − 1` of `order` for a data set's
     `data` / `labels`; `skipped` counts the unreadable files replaced so far."""
@@ -97,7 +106,7 @@ class StepBatches:
                                  num_workers=workers, collate_fn=_as_is,
                                  pin_memory=settings.pin_memory,
                                  prefetch_factor=4 if workers else None,
-                                 persistent_workers=False,
+                                 persistent_workers=False, worker_init_fn=_ignore_signals,
                                  # its own generator: the workers' seeds must not draw from the
                                  # global RNG, which dropout uses (resume restores it)
                                  generator=torch.Generator().manual_seed(0))

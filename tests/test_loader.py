@@ -80,3 +80,21 @@ def test_a_share_is_augmented_as_the_same_rows_of_the_whole_batch():
         part = transform(raw[start:start + 2], train=True, share=(start, 6),
                          generator=torch.Generator().manual_seed(3))
         assert torch.equal(part, whole[start:start + 2])
+
+
+def test_workers_leave_signals_to_the_training_process(zipped):
+    import os
+    import signal
+    import time
+
+    images, labels = zipped
+    order = BatchOrder(len(images), 4, seed=0)
+    stream = StepBatches(images, labels, order, 0, 12, LoaderSettings(2))
+    first = next(stream)
+    for worker in stream._iterator._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.2)
+    rest = [next(stream) for _ in range(11)]                 # they keep reading
+    stream.close()
+    assert len(rest) == 11 and first[0].shape == (4, 3, 8, 8)
