@@ -53,6 +53,25 @@ def make_zip(path: Path, count: int, size: int) -> Path:
     return path
 
 
+def make_npy(path: Path, gib: float, size: int) -> Path:
+    """A `.npy` of uint8 images `[N, size, size, 3]` taking `gib` GiB (written once)."""
+    import numpy as np
+
+    if path.exists():
+        return path
+    count = int(gib * 2**30) // (size * size * 3)
+    partial = path.with_name(path.stem + ".partial.npy")
+    array = np.lib.format.open_memmap(partial, "w+", np.uint8, (count, size, size, 3))
+    block = np.random.default_rng(0).integers(0, 256, (4096, size, size, 3), dtype=np.uint8)
+    for start in range(0, count, len(block)):
+        stop = min(count, start + len(block))
+        array[start:stop] = block[:stop - start]
+    array.flush()
+    del array
+    os.replace(partial, path)
+    return path
+
+
 def loader_rate(path: Path, size: int, workers: int, batches: int = 40) -> float:
     """Images/s that `StepBatches` delivers from the zip with `workers` processes."""
     from data.folder import build_index, split_index
@@ -104,7 +123,7 @@ def step_rate(config_file: str, overrides: dict, steps: int = 3) -> float:
     return steps * shape[0] / (time.perf_counter() - start)
 
 
-def first_step(path: Path, size: int, workdir: Path, n_iters: int = 1) -> tuple:
+def first_step(path: Path, size: int, workdir: Path, n_iters: int = 1, *extra) -> tuple:
     """(peak RSS in MiB, wall seconds) of `main.py --mode train` on `path` up to step
     `n_iters` (one step: a fresh workdir with 1, a resumed one with 2)."""
     command = [sys.executable, "main.py", "--config=configs/image_folder.py",
@@ -113,7 +132,7 @@ def first_step(path: Path, size: int, workdir: Path, n_iters: int = 1) -> tuple:
                "--config.model.ch_mult=(1, 2)", "--config.model.attn_resolutions=()",
                "--config.model.num_res_blocks=1", "--config.training.batch_size=32",
                f"--config.training.n_iters={n_iters}", "--config.training.snapshot_sampling=False",
-               "--config.training.eval_freq=1000"]
+               "--config.training.eval_freq=1000", *extra]
     start = time.perf_counter()
     usage = subprocess.run(["python", "-c", (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -133,6 +152,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()) /
                         "score-sde-data-bench")
+    parser.add_argument("--npy-gib", type=float, default=3.0,
+                        help="also train one step on a memory-mapped .npy of this size (0: no)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
@@ -166,6 +187,16 @@ def main() -> None:
         held = "memory" if decoded * 0.9 <= IN_MEMORY_BYTES else "streamed"
         lines.append(f"| {n:,} | {decoded / 2**20:,.0f} MiB | {held} | {rss:,.0f} | "
                      f"{cold:.1f} | {warm:.1f} |")
+    if args.npy_gib:
+        path = make_npy(args.tmp / f"images_{args.npy_gib:g}gib_{size}.npy", args.npy_gib, size)
+        workdir = args.tmp / "work_npy"
+        subprocess.run(["rm", "-rf", str(workdir)], check=True)
+        rss, cold = first_step(path, size, workdir, 1, "--config.data.dataset=npy")
+        count = path.stat().st_size // (3 * size * size)
+        held = "memory" if path.stat().st_size * 0.9 <= IN_MEMORY_BYTES else "streamed"
+        lines.append(f"| {count:,} (`.npy`, {args.npy_gib:g} GiB, memory-mapped) | "
+                     f"{path.stat().st_size / 2**20:,.0f} MiB | {held} | {rss:,.0f} | "
+                     f"{cold:.1f} | – |")
     table = "\n".join(lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)

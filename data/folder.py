@@ -132,6 +132,9 @@ class FolderIndex:
     bad: Dict[str, str] = field(default_factory=dict)
 
 
+_BUILT: Dict[str, tuple] = {}   # root → (key, index) of the last index built in this process
+
+
 def build_index(path, limits: ImageLimits = ImageLimits(),
                 cache_dir: Optional[Path] = None) -> FolderIndex:
     """The `FolderIndex` of `path`: read from `cache_dir` when its listing is unchanged, else
@@ -139,10 +142,15 @@ def build_index(path, limits: ImageLimits = ImageLimits(),
     root = Path(path).expanduser().resolve()
     is_zip, files = listing(root)
     key = [str(root), is_zip, limits.max_pixels, limits.max_bytes, files]
+    cached = _BUILT.get(str(root))
+    if cached is not None and cached[0] == key:     # the other split of this process
+        return cached[1]
     cached = load_cached(cache_dir, "image_folder", str(root), key)
     if cached is not None:
-        return FolderIndex(root, is_zip, cached["names"], [tuple(s) for s in cached["sizes"]],
-                           cached["bad"])
+        index = FolderIndex(root, is_zip, cached["names"], [tuple(s) for s in cached["sizes"]],
+                            cached["bad"])
+        _BUILT[str(root)] = (key, index)
+        return index
     reader = Reader(root, is_zip, limits)
     sizes, bad = [], {}
     for name, num_bytes, _ in files:
@@ -155,7 +163,8 @@ def build_index(path, limits: ImageLimits = ImageLimits(),
     names = [name for name, _, _ in files]
     store_cached(cache_dir, "image_folder", str(root), key,
                  {"names": names, "sizes": sizes, "bad": bad})
-    return FolderIndex(root, is_zip, names, sizes, bad)
+    _BUILT[str(root)] = (key, FolderIndex(root, is_zip, names, sizes, bad))
+    return _BUILT[str(root)][1]
 
 
 @dataclass

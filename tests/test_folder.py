@@ -144,6 +144,7 @@ def test_the_index_is_cached_by_listing_and_rebuilt_when_it_changes(tmp_path, mo
     def no_headers(*args):
         raise AssertionError("the cached index was not used")
     monkeypatch.setattr(folder, "image_size", no_headers)
+    monkeypatch.setattr(folder, "_BUILT", {})        # as a new process would
     again = build_index(tmp_path / "imgs", cache_dir=cache)
     assert again.names == first.names and again.sizes == first.sizes
     monkeypatch.undo()
