@@ -1,6 +1,8 @@
-"""Data sets by `config.data.dataset`: CIFAR10, DIGITS and the 2-D toy sets.
+"""Data sets by `config.data.dataset`: CIFAR10, DIGITS, the 2-D toy sets, and your own image
+folders / zips (`data.folder`), `.npz` arrays (`data.arrays`) and memory-mapped `.npy` (`data.npy`).
 
-Images are kept as uint8 `[N, C, H, W]` (what the files hold); `data.transforms` turns a
+Images are kept as uint8 `[N, C, H, W]` (what the files hold), in memory or, for your own data
+beyond `IN_MEMORY_BYTES`, as a `data.lazy` view read as indexed; `data.transforms` turns a
 batch into model inputs. Toy sets are float32 `[N, 2]`. Class labels, where the set has them
 (`NUM_CLASSES`), are int64 `[N]` aligned with the examples.
 """

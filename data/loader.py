@@ -139,8 +139,11 @@ class StepBatches:
                             "(config.data.skip_bad_files)", len(self.skipped))
 
 
+Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
 def in_memory_batches(data: torch.Tensor, labels: Optional[torch.Tensor], order: BatchOrder,
-                      start: int, stop: int) -> Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+                      start: int, stop: int) -> Iterator[Batch]:
     """The same (data, labels) as `StepBatches`, indexed from tensors in this process."""
     for step in range(start, stop):
         indices = order.indices(step)

@@ -83,6 +83,19 @@ def test_train_and_test_of_different_shapes_are_named(capsys, tmp_path):
             "--mode=train", match=r"x_train holds float64 \(40, 2\) but x_test float64 \(10, 3\)")
 
 
+@pytest.mark.parametrize("flag, match", [
+    ("--config.data.num_workers=-2", r"config\.data\.num_workers must be .*-1"),
+    ("--config.data.max_image_pixels=0", r"config\.data\.max_image_pixels must be"),
+    ("--config.data.in_memory=False", r"config\.data\.in_memory=False streams only "
+                                      r"\['image_folder', 'npy'\]; config\.data\.dataset='npz' "
+                                      r"is always held"),
+])
+def test_how_data_is_read_is_checked(capsys, tmp_path, flag, match):
+    np.savez(tmp_path / "a.npz", x=np.zeros((40, 2)))
+    refused(capsys, tmp_path, *TINY_ARRAYS, f"--config.data.path={tmp_path / 'a.npz'}", flag,
+            "--mode=train", match=match)
+
+
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_an_image_that_fails_to_decode_is_named(capsys, tmp_path, in_memory):
     write_pngs(tmp_path / "pngs", classes=("a",), per_class=12, size=(16, 16))
@@ -158,3 +171,18 @@ def test_streamed_training_equals_in_memory_and_resumes_bit_identically(capsys, 
     assert run(capsys, *common, "--config.data.in_memory=False", f"--workdir={resumed}")[0] == 0
     _assert_same_state(_checkpoint(streamed), _checkpoint(resumed))
     assert list((resumed / "data-index").glob("image_folder-*.json"))
+
+
+def test_memory_mapped_arrays_train_as_the_same_arrays_in_memory(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 2)).astype(np.float32), rng.integers(0, 3, 64)
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    np.save(tmp_path / "b.npy", x)
+    common = [*TINY_ARRAYS, "--config.training.n_iters=3", "--mode=train"]
+    held, mapped = tmp_path / "held", tmp_path / "mapped"
+    assert run(capsys, *common, f"--config.data.path={tmp_path / 'a.npz'}",
+               f"--workdir={held}")[0] == 0
+    assert run(capsys, *common, "--config.data.dataset=npy", "--config.data.in_memory=False",
+               "--config.data.num_workers=1", f"--config.data.path={tmp_path / 'b.npy'}",
+               f"--workdir={mapped}")[0] == 0
+    _assert_same_state(_checkpoint(held), _checkpoint(mapped))
