@@ -80,7 +80,7 @@ def loader_rate(path: Path, size: int, workers: int, batches: int = 40) -> float
     from data.order import BatchOrder
 
     part = split_index(build_index(path), "train")
-    images = FolderImages(part.reader, part.names, size, 3)
+    images = FolderImages(part.reader, part.rows, size, 3)
     order = BatchOrder(len(images), 128, seed=0)
     stream = StepBatches(images, part.labels, order, 0, batches + 1, LoaderSettings(workers))
     next(stream)

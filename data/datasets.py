@@ -214,7 +214,7 @@ def _image_folder(data_config, split: str, cache_dir) -> Dataset:
                        seed=data_config.get("seed", 0),
                        test_fraction=data_config.get("test_fraction", 0.1),
                        skip_bad_files=data_config.get("skip_bad_files", False), limits=limits)
-    images = FolderImages(part.reader, part.names, data_config.image_size,
+    images = FolderImages(part.reader, part.rows, data_config.image_size,
                           data_config.num_channels, data_config.get("skip_bad_files", False))
     if _in_memory(data_config, int(np.prod(images.shape))):
         images = images[:]

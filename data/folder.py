@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 
 from data.errors import DataInputError
 from data.images import MODES, BadImageError, ImageLimits, decode, image_size
-from data.index_cache import load_cached, store_cached
+from data.index_cache import digest, load_cached, store_cached
+from data.zipmembers import ZipTable, read_member, zip_listing
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 HEADER_BYTES = 1 << 20   # an image's header lies in its first MiB
@@ -49,90 +51,112 @@ def _walk(root: Path, prefix: str = "") -> List[Tuple[str, int, int]]:
     return found
 
 
-def listing(path: Path) -> Tuple[bool, List[Tuple[str, int, int]]]:
-    """(is a zip, [(name, size, mtime_ns or CRC)] of its image files, sorted by name)."""
+def _is_image(name: str) -> bool:
+    return (os.path.splitext(name)[1].lower() in EXTENSIONS
+            and not any(part.startswith(".") for part in name.split("/")))
+
+
+def listing(path: Path) -> Tuple[bool, List[Tuple[str, int, int]], Optional[ZipTable]]:
+    """(is a zip, [(name, size, mtime_ns or CRC)] of its image files sorted by name, and for a
+    zip their `ZipTable`)."""
+    table = None
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            files = [(i.filename, i.file_size, i.CRC) for i in archive.infolist()
-                     if not i.is_dir()]
-        is_zip = True
+        infos = sorted((i for i in zip_listing(path)[0] if _is_image(i.filename)),
+                       key=lambda i: i.filename)
+        files, table, is_zip = [(i.filename, i.file_size, i.CRC) for i in infos], \
+            ZipTable.of(infos), True
     elif path.is_dir():
-        files, is_zip = _walk(path), False
+        files, is_zip = sorted(f for f in _walk(path) if _is_image(f[0])), False
     else:
         raise FolderError(f"config.data.path={str(path)!r} is neither a folder nor a zip file")
-    images = sorted(f for f in files if PurePosixPath(f[0]).suffix.lower() in EXTENSIONS
-                    and not any(p.startswith(".") for p in PurePosixPath(f[0]).parts))
-    if not images:
+    if not files:
         raise FolderError(f"config.data.path={str(path)!r} holds no {'/'.join(EXTENSIONS)} files")
-    return is_zip, images
+    return is_zip, files, table
 
 
-def _layout(names: List[str]) -> Tuple[Optional[List[str]], List[str], bool]:
-    """(class names or None, each image's split part ("train"/"test"/""), whether split given)."""
-    paths = [PurePosixPath(n) for n in names]
-    tops = {n.parts[0] for n in paths if len(n.parts) > 1}
-    split_given = tops == {"train", "test"} and all(len(n.parts) > 1 for n in paths)
-    inner = [PurePosixPath(*n.parts[1:]) if split_given else n for n in paths]
-    classes = None
-    if all(len(n.parts) > 1 for n in inner):
-        classes = sorted({n.parts[0] for n in inner})
-    parts = [n.parts[0] if split_given else "" for n in paths]
-    return classes, parts, split_given
+def _top(name: str) -> str:
+    return name.partition("/")[0]
+
+
+def _layout(names: List[str]) -> Tuple[Optional[List[str]], bool]:
+    """(class names or None, whether the split is given by top-level train/ and test/)."""
+    nested = all("/" in n for n in names)
+    split_given = nested and {_top(n) for n in names} == {"train", "test"}
+    inner = [n.partition("/")[2] for n in names] if split_given else names
+    classes = sorted({_top(n) for n in inner}) if all("/" in n for n in inner) else None
+    return classes, split_given
 
 
 def folder_num_classes(path) -> int:
     """The number of classes of an image folder (0: no class sub-folders), without decoding."""
-    classes, _, _ = _layout([name for name, _, _ in listing(Path(path).expanduser())[1]])
+    classes, _ = _layout([name for name, _, _ in listing(Path(path).expanduser())[1]])
     return len(classes) if classes else 0
 
 
 class Reader:
-    """Reads image files' bytes from a folder or a zip (one zip handle per process)."""
+    """Reads image files' bytes from a folder, or a zip's members by their offsets (one open
+    file per process), refusing any beyond the byte limit."""
 
-    def __init__(self, root: Path, is_zip: bool, limits: ImageLimits):
-        self.root, self.is_zip, self.limits = root, is_zip, limits
-        self._archive, self._pid = None, None
+    def __init__(self, root: Path, is_zip: bool, names: List[str], limits: ImageLimits,
+                 table: Optional[ZipTable] = None):
+        self.root, self.is_zip, self.names, self.limits, self.table = \
+            root, is_zip, names, limits, table
+        self._file, self._pid = None, None
 
-    def __getstate__(self):   # DataLoader workers open their own handle
-        return {**self.__dict__, "_archive": None, "_pid": None}
+    def __getstate__(self):   # DataLoader workers open their own file
+        return {**self.__dict__, "_file": None, "_pid": None}
 
-    def display(self, name: str) -> str:
+    def display(self, row: int) -> str:
+        name = self.names[row]
         return f"{self.root}:{name}" if self.is_zip else str(self.root / name)
 
-    def read(self, name: str, max_bytes: Optional[int] = None) -> bytes:
-        """The bytes of `name` (at most `max_bytes`, else the limit's), or `BadImageError`."""
+    def read(self, row: int, max_bytes: Optional[int] = None) -> bytes:
+        """The bytes of file `row` (the first `max_bytes` only, if given), or `BadImageError`."""
         limit = self.limits.max_bytes if max_bytes is None else max_bytes
         try:
             if not self.is_zip:
-                with open(self.root / name, "rb") as f:
+                with open(self.root / self.names[row], "rb") as f:
                     data = f.read(limit + 1)
             else:
-                if self._archive is None or self._pid != os.getpid():
-                    self._archive, self._pid = zipfile.ZipFile(self.root), os.getpid()
-                info = self._archive.getinfo(name)
                 if max_bytes is None:
-                    self.limits.check_bytes(info.file_size, self.display(name))
-                with self._archive.open(info) as member:
-                    data = member.read(limit + 1)
-        except (OSError, zipfile.BadZipFile, KeyError, EOFError, RuntimeError) as err:
-            raise BadImageError(f"{self.display(name)} cannot be read ({err})") from None
+                    self.limits.check_bytes(int(self.table.sizes[row]), self.display(row))
+                if self._file is None or self._pid != os.getpid():
+                    self._file, self._pid = open(self.root, "rb"), os.getpid()
+                data = read_member(self._file, self.table, row, limit)
+        except (OSError, struct.error) as err:
+            raise BadImageError(f"{self.display(row)} cannot be read ({err})") from None
         if max_bytes is None:
-            self.limits.check_bytes(len(data), self.display(name))
+            self.limits.check_bytes(len(data), self.display(row))
         return data[:limit]
 
 
 @dataclass
 class FolderIndex:
-    """The images of a folder or zip, without pixels: names (sorted), header sizes, and the files
-    whose header could not be read or exceeds a limit (`bad`: name → message)."""
+    """The images of a folder or zip, without pixels: names (sorted), header sizes `[N, 2]`
+    (width, height), the files whose header could not be read or exceeds a limit (`bad`:
+    name → message), and for a zip the members' `ZipTable`."""
     root: Path
     is_zip: bool
     names: List[str]
-    sizes: List[Tuple[int, int]]
+    sizes: np.ndarray
     bad: Dict[str, str] = field(default_factory=dict)
+    table: Optional[ZipTable] = None
 
 
-_BUILT: Dict[str, tuple] = {}   # root → (key, index) of the last index built in this process
+# root → (listing digest, index, cache folders holding it) of the last index built here
+_BUILT: Dict[str, tuple] = {}
+
+
+def _scan(reader: Reader, files, limits: ImageLimits) -> Tuple[np.ndarray, Dict[str, str]]:
+    """Every file's (width, height) from its header, and the bad files' messages."""
+    sizes, bad = np.zeros((len(files), 2), np.int64), {}
+    for row, (name, num_bytes, _) in enumerate(files):
+        try:
+            limits.check_bytes(num_bytes, reader.display(row))
+            sizes[row] = image_size(reader.read(row, HEADER_BYTES), reader.display(row), limits)
+        except BadImageError as err:
+            bad[name] = str(err)
+    return sizes, bad
 
 
 def build_index(path, limits: ImageLimits = ImageLimits(),
@@ -140,40 +164,38 @@ def build_index(path, limits: ImageLimits = ImageLimits(),
     """The `FolderIndex` of `path`: read from `cache_dir` when its listing is unchanged, else
     built from every file's header (and stored there)."""
     root = Path(path).expanduser().resolve()
-    is_zip, files = listing(root)
-    key = [str(root), is_zip, limits.max_pixels, limits.max_bytes, files]
-    cached = _BUILT.get(str(root))
-    if cached is not None and cached[0] == key:     # the other split of this process
-        return cached[1]
-    cached = load_cached(cache_dir, "image_folder", str(root), key)
-    if cached is not None:
-        index = FolderIndex(root, is_zip, cached["names"], [tuple(s) for s in cached["sizes"]],
-                            cached["bad"])
-        _BUILT[str(root)] = (key, index)
-        return index
-    reader = Reader(root, is_zip, limits)
-    sizes, bad = [], {}
-    for name, num_bytes, _ in files:
-        try:
-            limits.check_bytes(num_bytes, reader.display(name))
-            sizes.append(image_size(reader.read(name, HEADER_BYTES), reader.display(name), limits))
-        except BadImageError as err:
-            sizes.append((0, 0))
-            bad[name] = str(err)
-    names = [name for name, _, _ in files]
-    store_cached(cache_dir, "image_folder", str(root), key,
-                 {"names": names, "sizes": sizes, "bad": bad})
-    _BUILT[str(root)] = (key, FolderIndex(root, is_zip, names, sizes, bad))
-    return _BUILT[str(root)][1]
+    is_zip, files, table = listing(root)
+    key = digest([str(root), is_zip, limits.max_pixels, limits.max_bytes, files])
+    built = _BUILT.get(str(root))
+    if built is None or built[0] != key:
+        names = [name for name, _, _ in files]
+        cached = load_cached(cache_dir, "image_folder", str(root), key)
+        if cached is not None:
+            sizes, bad = np.asarray(cached["sizes"], np.int64).reshape(-1, 2), cached["bad"]
+        else:
+            sizes, bad = _scan(Reader(root, is_zip, names, limits, table), files, limits)
+        built = _BUILT[str(root)] = (key, FolderIndex(root, is_zip, names, sizes, bad, table),
+                                     {cache_dir} if cached is not None else set())
+    key, index, stored = built                  # the other split reuses it in this process
+    if cache_dir is not None and cache_dir not in stored:
+        store_cached(cache_dir, "image_folder", str(root), key,
+                     {"sizes": index.sizes.tolist(), "bad": index.bad})
+        stored.add(cache_dir)
+    return index
 
 
 @dataclass
 class FolderSplit:
-    """One split of an image folder: its files (in index order), labels and class names."""
+    """One split of an image folder: its files (rows of the index, in index order), labels and
+    class names."""
     reader: Reader
-    names: List[str]
+    rows: np.ndarray
     labels: Optional[torch.Tensor]
     classes: Optional[List[str]]
+
+    @property
+    def names(self) -> List[str]:
+        return [self.reader.names[row] for row in self.rows]
 
 
 def split_index(index: FolderIndex, split: str, *, seed: int = 0, test_fraction: float = 0.1,
@@ -181,30 +203,31 @@ def split_index(index: FolderIndex, split: str, *, seed: int = 0, test_fraction:
     """The files of `split`: given by train/ and test/, else drawn with `seed`. Files whose
     header is bad are an error naming the first, or dropped (and counted) with
     `skip_bad_files`."""
-    classes, parts, split_given = _layout(index.names)
+    names = index.names
+    classes, split_given = _layout(names)
     if split_given:
-        chosen = [i for i, part in enumerate(parts) if part == split]
+        chosen = np.asarray([i for i, n in enumerate(names) if _top(n) == split], np.int64)
     else:
-        order = np.random.default_rng(seed).permutation(len(index.names))
-        num_test = max(1, int(round(test_fraction * len(index.names))))
-        chosen = sorted(order[:num_test] if split == "test" else order[num_test:])
-    bad = [i for i in chosen if index.names[i] in index.bad]
+        order = np.random.default_rng(seed).permutation(len(names))
+        num_test = max(1, int(round(test_fraction * len(names))))
+        chosen = np.sort(order[:num_test] if split == "test" else order[num_test:])
+    bad = [i for i in chosen if names[i] in index.bad] if index.bad else []
     if bad and not skip_bad_files:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise BadImageError(f"{index.bad[index.names[bad[0]]]}{more}; set "
+        raise BadImageError(f"{index.bad[names[bad[0]]]}{more}; set "
                             f"config.data.skip_bad_files=True to skip such files")
     if bad:
         logging.warning("skipped %d unreadable image files of the %s split of %s", len(bad),
                         split, index.root)
-        chosen = [i for i in chosen if index.names[i] not in index.bad]
+        chosen = np.asarray([i for i in chosen if names[i] not in index.bad], np.int64)
     labels = None
     if classes:
-        offset = 1 if split_given else 0
         position = {name: k for k, name in enumerate(classes)}
-        labels = torch.tensor([position[PurePosixPath(index.names[i]).parts[offset]]
-                               for i in chosen], dtype=torch.int64)
-    return FolderSplit(Reader(index.root, index.is_zip, limits), [index.names[i] for i in chosen],
-                       labels, classes)
+        inner = (lambda n: n.partition("/")[2]) if split_given else (lambda n: n)
+        labels = torch.tensor([position[_top(inner(names[i]))] for i in chosen],
+                              dtype=torch.int64)
+    reader = Reader(index.root, index.is_zip, names, limits, index.table)
+    return FolderSplit(reader, chosen, labels, classes)
 
 
 def load_image_folder(path, split: str, *, image_size: int, num_channels: int, seed: int = 0,
@@ -217,5 +240,5 @@ def load_image_folder(path, split: str, *, image_size: int, num_channels: int, s
         raise FolderError(f"config.data.num_channels={num_channels} is not a channel count of "
                           f"an image; expected one of {sorted(MODES)}")
     part = split_index(build_index(path), split, seed=seed, test_fraction=test_fraction)
-    images = FolderImages(part.reader, part.names, image_size, num_channels)
+    images = FolderImages(part.reader, part.rows, image_size, num_channels)
     return images[:], part.labels

@@ -8,6 +8,7 @@ decompression bomb is refused by its header before it is decoded.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Tuple
@@ -58,8 +59,18 @@ def _open(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
     return image
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def image_size(data: bytes, name: str, limits: ImageLimits) -> Tuple[int, int]:
-    """(width, height) of an image file's bytes from its header; raises `BadImageError`."""
+    """(width, height) of an image file's bytes from its header; raises `BadImageError`.
+    A PNG's come from its IHDR chunk directly (PNG spec. 11.2.2), anything else through PIL."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        if width * height > limits.max_pixels:
+            raise BadImageError(f"{name}: {width}×{height} pixels exceed the limit of "
+                                f"{limits.max_pixels} (config.data.max_image_pixels)")
+        return width, height
     return _open(data, name, limits).size
 
 

@@ -15,16 +15,17 @@ from typing import Any, Optional
 INDEX_FOLDER = "data-index"   # below the workdir
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON-serialisable value (a listing)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _file(cache_dir: Path, kind: str, ident: str) -> Path:
-    return Path(cache_dir) / f"{kind}-{_digest(ident)[:16]}.json"
+    return Path(cache_dir) / f"{kind}-{digest(ident)[:16]}.json"
 
 
-def load_cached(cache_dir: Optional[Path], kind: str, ident: str, key: Any) -> Optional[dict]:
-    """The stored payload for `ident` when it was built from `key`, else None."""
+def load_cached(cache_dir: Optional[Path], kind: str, ident: str, key: str) -> Optional[dict]:
+    """The stored payload for `ident` when it was built from the listing of digest `key`."""
     if cache_dir is None:
         return None
     path = _file(cache_dir, kind, ident)
@@ -34,14 +35,15 @@ def load_cached(cache_dir: Optional[Path], kind: str, ident: str, key: Any) -> O
             stored = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(stored, dict) or stored.get("key") != _digest(key):
+    if not isinstance(stored, dict) or stored.get("key") != key:
         return None
     return stored.get("payload")
 
 
-def store_cached(cache_dir: Optional[Path], kind: str, ident: str, key: Any,
+def store_cached(cache_dir: Optional[Path], kind: str, ident: str, key: str,
                  payload: dict) -> None:
-    """Store `payload` for `ident`, built from `key` (nothing without a cache folder)."""
+    """Store `payload` for `ident`, built from the listing of digest `key` (nothing without a
+    cache folder)."""
     if cache_dir is None:
         return
     cache_dir = Path(cache_dir)
@@ -52,5 +54,5 @@ def store_cached(cache_dir: Optional[Path], kind: str, ident: str, key: Any,
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     with os.fdopen(os.open(temporary, flags, 0o644), "w") as f:
-        json.dump({"key": _digest(key), "payload": payload}, f)
+        json.dump({"key": key, "payload": payload}, f)
     os.replace(temporary, path)

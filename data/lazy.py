@@ -7,7 +7,7 @@ in-memory set would (uint8 `[B, C, H, W]` images, float32 `[B, ...]` vectors).
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Set, Tuple
+from typing import Optional, Set, Tuple
 
 import numpy as np
 import torch
@@ -31,44 +31,46 @@ def _positions(key, length: int) -> Tuple[np.ndarray, bool]:
 
 
 class FolderImages:
-    """The images of one split of a folder or zip (`data.folder.FolderSplit`), decoded on
-    access. An unreadable file is an error naming it, or with `skip_bad_files` replaced by the
-    next readable file of the split (counted in `skipped`), so every batch keeps its size."""
+    """The images of one split of a folder or zip (`data.folder.FolderSplit`: a reader and the
+    index rows of the split), decoded on access. An unreadable file is an error naming it, or
+    with `skip_bad_files` replaced by the next readable file of the split (counted in
+    `skipped`), so every batch keeps its size."""
 
-    def __init__(self, reader, names: List[str], image_size: int, num_channels: int,
+    def __init__(self, reader, rows, image_size: int, num_channels: int,
                  skip_bad_files: bool = False):
-        self.reader, self.names = reader, names
+        self.reader, self.rows = reader, np.asarray(rows, np.int64)
         self.image_size, self.num_channels, self.skip_bad_files = image_size, num_channels, \
             skip_bad_files
         self.skipped: Set[str] = set()
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.rows)
 
     @property
     def shape(self) -> tuple:
-        return (len(self.names), self.num_channels, self.image_size, self.image_size)
+        return (len(self.rows), self.num_channels, self.image_size, self.image_size)
 
     dtype = torch.uint8
 
     def _decode(self, position: int) -> np.ndarray:
-        name = self.names[position]
-        return decode(self.reader.read(name), self.reader.display(name), self.image_size,
+        row = int(self.rows[position])
+        return decode(self.reader.read(row), self.reader.display(row), self.image_size,
                       self.num_channels, self.reader.limits)
 
     def example(self, position: int) -> np.ndarray:
         """uint8 `[C, H, W]` of one file (or of its readable stand-in, see the class)."""
-        for attempt in range(len(self.names)):
-            candidate = (position + attempt) % len(self.names)
+        for attempt in range(len(self.rows)):
+            candidate = (position + attempt) % len(self.rows)
             try:
                 return self._decode(candidate)
             except BadImageError as err:
                 if not self.skip_bad_files:
                     raise BadImageError(f"{err}; set config.data.skip_bad_files=True to skip "
                                         f"such files") from None
-                if self.names[candidate] not in self.skipped:
+                name = self.reader.names[int(self.rows[candidate])]
+                if name not in self.skipped:
                     logging.warning("skipping %s", err)
-                self.skipped.add(self.names[candidate])
+                self.skipped.add(name)
         raise BadImageError(f"no image of {self.reader.root} could be read")
 
     def __getitem__(self, key) -> torch.Tensor:

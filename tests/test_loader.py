@@ -23,7 +23,7 @@ def zipped(tmp_path_factory):
         for path in written:
             archive.write(path, path.relative_to(root / "imgs").as_posix())
     part = split_index(build_index(root / "imgs.zip"), "train", seed=2, test_fraction=0.25)
-    return FolderImages(part.reader, part.names, 8, 3), part.labels
+    return FolderImages(part.reader, part.rows, 8, 3), part.labels
 
 
 def _collect(batches, count):
