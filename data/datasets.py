@@ -1,5 +1,6 @@
 """Data sets by `config.data.dataset`: CIFAR10, DIGITS, the 2-D toy sets, and your own image
-folders / zips (`data.folder`), `.npz` arrays (`data.arrays`) and memory-mapped `.npy` (`data.npy`).
+folders / zips (`data.folder`), `.npz` arrays (`data.arrays`) and memory-mapped `.npy`
+(`data.npy`).
 
 Images are kept as uint8 `[N, C, H, W]` (what the files hold), in memory or, for your own data
 beyond `IN_MEMORY_BYTES`, as a `data.lazy` view read as indexed; `data.transforms` turns a
@@ -33,8 +34,8 @@ SPLITS = ("train", "test")
 IMAGE_SETS = ("CIFAR10", "DIGITS")
 USER_SETS = ("image_folder", "npz", "npy")   # your own data, at config.data.path
 STREAMABLE = ("image_folder", "npy")          # read as indexed unless held in memory
-# Your own data is held in memory when its decoded split takes at most this many bytes (else
-# streamed); `config.data.in_memory` forces either.
+# Your own data is held in memory when all of it (both splits, decoded) takes at most this many
+# bytes (else streamed); `config.data.in_memory` forces either.
 IN_MEMORY_BYTES = 128 << 20
 DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS) + USER_SETS)
 # Classes per data set (0: unlabeled); known without loading the data.
@@ -210,14 +211,15 @@ def limits_of(data_config) -> ImageLimits:
 
 def _image_folder(data_config, split: str, cache_dir) -> Dataset:
     limits = limits_of(data_config)
-    part = split_index(build_index(data_config.path, limits, cache_dir), split,
+    index = build_index(data_config.path, limits, cache_dir)
+    part = split_index(index, split,
                        seed=data_config.get("seed", 0),
                        test_fraction=data_config.get("test_fraction", 0.1),
                        skip_bad_files=data_config.get("skip_bad_files", False), limits=limits)
     images = FolderImages(part.reader, part.rows, data_config.image_size,
                           data_config.num_channels, data_config.get("skip_bad_files", False))
-    if _in_memory(data_config, int(np.prod(images.shape))):
-        images = images[:]
+    if _in_memory(data_config, len(index.names) * int(np.prod(images.shape[1:]))):
+        images = images[:]        # both splits held, or both streamed: by the whole set's size
     return _user_set("image_folder", images, part.labels, True)
 
 
@@ -238,7 +240,7 @@ def build_dataset(data_config, split: str, cache_dir=None) -> Dataset:
                                           test_fraction=data_config.get("test_fraction", 0.1))
         if is_image:
             data.resize = data_config.image_size
-        if _in_memory(data_config, int(np.prod(data.shape)) * (1 if is_image else 4)):
+        if _in_memory(data_config, data.array.size * (1 if is_image else 4)):
             data = data[:]
         return _user_set(name, data, labels, is_image)
     if name == "npz":

@@ -61,10 +61,15 @@ def listing(path: Path) -> Tuple[bool, List[Tuple[str, int, int]], Optional[ZipT
     zip their `ZipTable`)."""
     table = None
     if path.is_file() and zipfile.is_zipfile(path):
-        infos = sorted((i for i in zip_listing(path)[0] if _is_image(i.filename)),
-                       key=lambda i: i.filename)
-        files, table, is_zip = [(i.filename, i.file_size, i.CRC) for i in infos], \
-            ZipTable.of(infos), True
+        try:
+            names, crcs, table = zip_listing(path)
+        except (OSError, struct.error) as err:
+            raise FolderError(f"config.data.path={str(path)!r} is not a readable zip ({err})") \
+                from None
+        rows = sorted((i for i, name in enumerate(names) if _is_image(name)),
+                      key=names.__getitem__)
+        files = [(names[i], int(table.sizes[i]), crcs[i]) for i in rows]
+        table, is_zip = table.take(np.asarray(rows, np.int64)), True
     elif path.is_dir():
         files, is_zip = sorted(f for f in _walk(path) if _is_image(f[0])), False
     else:
