@@ -28,7 +28,8 @@ from data.index_cache import digest, load_cached, store_cached
 from data.zipmembers import ZipTable, read_member, zip_listing
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-HEADER_BYTES = 1 << 20   # an image's header lies in its first MiB
+HEADER_BYTES = 1 << 16   # an image's header (PNG IHDR, JPEG SOF) lies in its first 64 KiB,
+# almost always: a file whose header is not found there is read whole before it is judged
 
 
 class FolderError(DataInputError):
@@ -158,7 +159,13 @@ def _scan(reader: Reader, files, limits: ImageLimits) -> Tuple[np.ndarray, Dict[
     for row, (name, num_bytes, _) in enumerate(files):
         try:
             limits.check_bytes(num_bytes, reader.display(row))
-            sizes[row] = image_size(reader.read(row, HEADER_BYTES), reader.display(row), limits)
+            try:
+                head = reader.read(row, HEADER_BYTES)
+                sizes[row] = image_size(head, reader.display(row), limits)
+            except BadImageError:
+                if num_bytes <= HEADER_BYTES:
+                    raise
+                sizes[row] = image_size(reader.read(row), reader.display(row), limits)
         except BadImageError as err:
             bad[name] = str(err)
     return sizes, bad

@@ -151,3 +151,14 @@ def test_the_index_is_cached_by_listing_and_rebuilt_when_it_changes(tmp_path, mo
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "imgs" / "cats" / "new.png")
     changed = build_index(tmp_path / "imgs", cache_dir=cache)
     assert "cats/new.png" in changed.names and len(list(cache.iterdir())) == 1
+
+
+def test_a_header_beyond_the_first_bytes_is_still_found(tmp_path, monkeypatch):
+    import data.folder as folder
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(tmp_path / "imgs" / "a.jpg",
+                                                         exif=b"Exif\0\0" + bytes(3000))
+    monkeypatch.setattr(folder, "HEADER_BYTES", 512)    # the SOF lies past the first 512 bytes
+    index = build_index(tmp_path / "imgs")
+    assert not index.bad and index.sizes.tolist() == [[10, 6]]
