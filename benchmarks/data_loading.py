@@ -2,9 +2,11 @@
 training process's peak memory against the data set's size, and the time to the first step.
 
     python benchmarks/data_loading.py [--sizes 300 30000 300000] [--image-size 32]
-        [--workers 0 1 2] [--tmp /tmp/score-sde-data-bench] [--out benchmarks/results]
+        [--workers 0 1 2] [--no-folder] [--npy-gib 3] [--tmp /tmp/score-sde-data-bench]
+        [--out benchmarks/results]
 
-Data: zips of random RGB PNGs (`--image-size` square), written once under `--tmp`.
+Data: zips of random RGB PNGs (`--image-size` square), written once under `--tmp` (the largest
+also extracted to a folder of files, and a memory-mapped `.npy` of `--npy-gib` GiB).
 Loader: `data.loader.StepBatches` (index order, decoding, resize/crop, collation; the same path
 training takes) over the largest zip of at most 30,000 images, batches of 128, timed after the
 first batch. Consumption: images/s of one optimizer step (`training.step.TrainStep`, CPU, fp32)
@@ -51,6 +53,18 @@ def make_zip(path: Path, count: int, size: int) -> Path:
             archive.writestr(f"c{i % 10}/{i:07d}.png", buffer.getvalue())
     os.replace(partial, path)
     return path
+
+
+def make_folder(archive: Path) -> Path:
+    """The zip's images as a folder of files beside it (extracted once)."""
+    folder = archive.with_suffix("")
+    if not folder.exists():
+        partial = folder.with_name(folder.name + ".partial")
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(partial)
+        os.replace(partial, folder)
+    return folder
 
 
 def make_npy(path: Path, gib: float, size: int) -> Path:
@@ -152,6 +166,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()) /
                         "score-sde-data-bench")
+    parser.add_argument("--folder", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train on the largest set extracted to a folder of files")
     parser.add_argument("--npy-gib", type=float, default=3.0,
                         help="also train one step on a memory-mapped .npy of this size (0: no)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -174,18 +190,22 @@ def main() -> None:
     for name, (config_file, overrides) in consumers.items():
         rate = step_rate(config_file, overrides)
         lines.append(f"| {name} | {rate:,.0f} | {best / rate:,.1f}× |")
-    lines += ["", "| images in the zip | decoded size | held | peak RSS (MiB) | "
+    lines += ["", "| images | decoded size | held | peak RSS (MiB) | "
               "time to first step, no index (s) | with the cached index (s) |",
               "|---|---|---|---|---|---|"]
     from data.datasets import IN_MEMORY_BYTES
-    for n, path in zips.items():
-        workdir = args.tmp / f"work_{n}"
+    sources = [(n, "zip", path) for n, path in zips.items()]
+    if args.folder:
+        largest = max(args.sizes)
+        sources.append((largest, "folder", make_folder(zips[largest])))
+    for n, kind, path in sources:
+        workdir = args.tmp / f"work_{kind}_{n}"
         subprocess.run(["rm", "-rf", str(workdir)], check=True)
         rss, cold = first_step(path, size, workdir)
         _, warm = first_step(path, size, workdir, n_iters=2)   # resumes for one more step
         decoded = n * 3 * size * size
         held = "memory" if decoded <= IN_MEMORY_BYTES else "streamed"
-        lines.append(f"| {n:,} | {decoded / 2**20:,.0f} MiB | {held} | {rss:,.0f} | "
+        lines.append(f"| {n:,} ({kind}) | {decoded / 2**20:,.0f} MiB | {held} | {rss:,.0f} | "
                      f"{cold:.1f} | {warm:.1f} |")
     if args.npy_gib:
         path = make_npy(args.tmp / f"images_{args.npy_gib:g}gib_{size}.npy", args.npy_gib, size)
