@@ -105,7 +105,7 @@ class StepBatches:
                                  batch_sampler=StepSampler(order, start, stop),
                                  num_workers=workers, collate_fn=_as_is,
                                  pin_memory=settings.pin_memory,
-                                 prefetch_factor=4 if workers else None,
+                                 prefetch_factor=2 if workers else None,
                                  persistent_workers=False, worker_init_fn=_ignore_signals,
                                  # its own generator: the workers' seeds must not draw from the
                                  # global RNG, which dropout uses (resume restores it)
