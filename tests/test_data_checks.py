@@ -186,3 +186,9 @@ def test_memory_mapped_arrays_train_as_the_same_arrays_in_memory(capsys, tmp_pat
                "--config.data.num_workers=1", f"--config.data.path={tmp_path / 'b.npy'}",
                f"--workdir={mapped}")[0] == 0
     _assert_same_state(_checkpoint(held), _checkpoint(mapped))
+
+
+def test_a_built_in_set_with_more_classes_than_the_model_is_refused(capsys, tmp_path):
+    refused(capsys, tmp_path, "--config=configs/cond_digits.py", "--config.model.num_classes=5",
+            "--mode=train", match=r"labels of 'DIGITS' reach 9 but config\.model\.num_classes=5 "
+                                  r"allows 0 … 4 \(label 5 is the null label\)")
