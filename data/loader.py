@@ -34,10 +34,10 @@ def default_workers(local_world_size: int = 1) -> int:
 
 @dataclass(frozen=True)
 class LoaderSettings:
-    """`num_workers`: reading processes (0: in this process); `pin_memory`: page-locked
-    batches, copied to CUDA without blocking."""
+    """`num_workers`: reading processes (0: in this process). The batches stay in pageable
+    memory: augmentation makes new tensors from them in the training process, and it is those
+    that go to CUDA through pinned memory (`training.train.to_device`)."""
     num_workers: int = 0
-    pin_memory: bool = False
 
 
 class StepSampler(Sampler):
@@ -104,7 +104,6 @@ class StepBatches:
         self.loader = DataLoader(_Examples(data, labels),
                                  batch_sampler=StepSampler(order, start, stop),
                                  num_workers=workers, collate_fn=_as_is,
-                                 pin_memory=settings.pin_memory,
                                  prefetch_factor=2 if workers else None,
                                  persistent_workers=False, worker_init_fn=_ignore_signals,
                                  # its own generator: the workers' seeds must not draw from the
@@ -150,7 +149,8 @@ def in_memory_batches(data: torch.Tensor, labels: Optional[torch.Tensor], order:
         yield data[indices], None if labels is None else labels[indices]
 
 
-def build_loader_settings(data_config, local_world_size: int, cuda: bool) -> LoaderSettings:
-    """`config.data.num_workers` (−1: `default_workers`) and pinned memory toward CUDA."""
+def build_loader_settings(data_config, local_world_size: int) -> LoaderSettings:
+    """`config.data.num_workers` (−1: `default_workers` for `local_world_size` processes on
+    this machine)."""
     workers = data_config.get("num_workers", -1)
-    return LoaderSettings(default_workers(local_world_size) if workers < 0 else workers, cuda)
+    return LoaderSettings(default_workers(local_world_size) if workers < 0 else workers)

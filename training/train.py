@@ -73,8 +73,7 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
     train_set, test_set = load_datasets(config.data, paths.root / INDEX_FOLDER, info)
     if resume is not None:
         check_order(resume[1].get("data_order"), len(train_set), resume[0])
-    loader = build_loader_settings(config.data, int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-                                   info.device.type == "cuda")
+    loader = build_loader_settings(config.data, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     loop = TrainLoop(state, settings, build_transform(config.data), paths, info, on_snapshot,
                      stop or NoStop(), loader)
     loop.run(train_set, test_set, batch_size)
