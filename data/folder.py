@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data.errors import DataInputError
-from data.images import MODES, BadImageError, ImageLimits, decode, image_size
+from data.images import MODES, BadImageError, ImageLimits, image_size
 from data.index_cache import digest, load_cached, store_cached
 from data.zipmembers import ZipTable, read_member, zip_listing
 

@@ -8,7 +8,6 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import main
 from tests.test_cli import TINY_IMAGES

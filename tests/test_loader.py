@@ -2,7 +2,6 @@
 read disjoint shards that cover the epoch; a resume mid-epoch continues the same batches."""
 import zipfile
 
-import numpy as np
 import pytest
 import torch
 
