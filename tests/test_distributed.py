@@ -116,3 +116,36 @@ def test_two_nodes_with_a_c10d_rendezvous_match_one_launcher(tmp_path):
     s1 = np.load(one / "eval2" / "samples_6" / "samples.npz")["samples"]
     s2 = np.load(one / "nodes" / "samples_6" / "samples.npz")["samples"]
     np.testing.assert_allclose(s2, s1, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_streamed_images_on_two_processes_match_one(tmp_path):
+    """Each rank reads (decodes) only its rows of every batch from a zip, augmented as those rows
+    of the whole batch: the parameters match one process's."""
+    import zipfile
+
+    from tests.test_cli import TINY_IMAGES
+    from tests.test_folder import write_pngs
+
+    written = write_pngs(tmp_path / "pngs", per_class=12, size=(10, 9))
+    with zipfile.ZipFile(tmp_path / "pngs.zip", "w") as archive:
+        for path in written:
+            archive.write(path, path.relative_to(tmp_path / "pngs").as_posix())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    flags = [*TINY_IMAGES[1:], f"--config.data.path={tmp_path / 'pngs.zip'}",
+             "--config.data.in_memory=False", "--config.data.num_workers=1",
+             "--config.data.uniform_dequantization=True", "--config.model.dropout=0.0",
+             "--config.training.snapshot_sampling=False", "--config.optim.warmup=0",
+             "--config.optim.lr=1e-3", "--mode=train"]
+    for nproc, workdir in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        prefix = [sys.executable] if nproc == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        result = subprocess.run([*prefix, "main.py", TINY_IMAGES[0], *flags,
+                                 f"--workdir={workdir}"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    b = torch.load(tmp_path / "two" / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-5)
