@@ -132,6 +132,7 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     """(exit status, one-line message) for an error that ended a run."""
     from cli.validate import ConfigError
+    from data.errors import DataInputError
     from evaluation.fid import InceptionError
     from run.checkpoint import CheckpointFormatError
     from run.files import OutsideWorkdirError
@@ -144,7 +145,7 @@ def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
     if isinstance(err, Preempted):
         return EXIT_PREEMPTED, f"stopped: {_one_line(err)}"
     if isinstance(err, (ConfigError, ConfigMismatch, WorkdirLocked, OutsideWorkdirError,
-                        CheckpointFormatError, InceptionError)):
+                        CheckpointFormatError, InceptionError, DataInputError)):
         return 2, f"error: {_one_line(err)}"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 1, (f"error: no space left on the device ({_one_line(err)}); every file written "

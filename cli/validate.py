@@ -13,6 +13,7 @@ import torch
 
 import sde_lib
 from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
+from data.datasets import STREAMABLE
 from evaluation.fid import IS_SPLITS, MIN_SAMPLES_PER_SPLIT
 from evaluation.tasks import CONDITION_TASKS, MASKS, TASKS
 from run.builders import build_classifier, build_score_model, data_shape
@@ -138,6 +139,7 @@ def validate_data(config, mode: str) -> DataInfo:
         if not 0 < data.get("test_fraction", 0.1) < 1:
             raise ConfigError(f"config.data.test_fraction must lie in (0, 1), "
                               f"got {data.test_fraction!r}")
+    validate_streaming(data)
     info = _wrapped("config.data", lambda: describe(data))
     if info.is_image:
         _positive_int("config.data.image_size", data.image_size)
@@ -158,6 +160,41 @@ def validate_data(config, mode: str) -> DataInfo:
                               f"the config expects {data_shape(config)} (set config.data.dim, "
                               f"or num_channels / image_size)")
     return info
+
+
+def validate_streaming(data) -> None:
+    """How your own data is read: memory or streamed, workers, bad files, size limits."""
+    in_memory = data.get("in_memory", None)
+    if in_memory is not None and not isinstance(in_memory, bool):
+        raise ConfigError(f"config.data.in_memory must be True, False or None (by size), "
+                          f"got {in_memory!r}")
+    if in_memory is False and data.dataset not in STREAMABLE:
+        raise ConfigError(f"config.data.in_memory=False streams only {list(STREAMABLE)}; "
+                          f"config.data.dataset={data.dataset!r} is always held in memory")
+    _positive_int("config.data.num_workers", data.get("num_workers", -1), minimum=-1)
+    if not isinstance(data.get("skip_bad_files", False), bool):
+        raise ConfigError(f"config.data.skip_bad_files must be True or False, "
+                          f"got {data.skip_bad_files!r}")
+    _positive_int("config.data.max_image_pixels", data.get("max_image_pixels", 1))
+    _positive_int("config.data.max_file_bytes", data.get("max_file_bytes", 1))
+
+
+def validate_classes(config, info: DataInfo) -> None:
+    """A class-conditional model's classes against the data's: labels in 0 … num_classes − 1
+    (num_classes itself is the null label of classifier-free guidance), and as many class
+    folders as classes."""
+    num_classes, data = config.model.get("num_classes", 0), config.data
+    if not num_classes or not info.num_classes:
+        return
+    if data.dataset == "image_folder" and info.num_classes != num_classes:
+        raise ConfigError(f"config.data.path={data.path!r} holds {info.num_classes} class "
+                          f"folders but config.model.num_classes={num_classes}; set it to "
+                          f"{info.num_classes}")
+    if info.num_classes > num_classes:
+        raise ConfigError(f"config.data: labels of {data.dataset!r} reach {info.num_classes - 1} "
+                          f"but config.model.num_classes={num_classes} allows 0 … "
+                          f"{num_classes - 1} (label {num_classes} is the null label); set "
+                          f"config.model.num_classes={info.num_classes}")
 
 
 def validate_classifier(config, sde, info: DataInfo) -> None:
@@ -276,6 +313,7 @@ def validate_conditioning(config, mode: str, info: DataInfo) -> None:
         raise ConfigError(f"config.model.num_classes={num_classes} needs a data set with class "
                           f"labels, e.g. one of {LABELED_DATASETS}; {config.data.dataset!r} has "
                           f"none")
+    validate_classes(config, info)
     if not 0 <= config.training.get("label_dropout", 0.0) <= 1:
         raise ConfigError(f"config.training.label_dropout must lie in [0, 1], "
                           f"got {config.training.label_dropout!r}")

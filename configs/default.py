@@ -158,7 +158,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     classifier.seed = 42          # weights, noise, batch order
 
     config.data = data = ml_collections.ConfigDict()
-    data.dataset = "CIFAR10"  # CIFAR10|DIGITS|image_folder|npz|toy sets
+    data.dataset = "CIFAR10"  # CIFAR10|DIGITS|image_folder|npz|npy|toy sets
     data.root = "data"             # holds cifar-10-batches-py/
     data.download = False         # CIFAR10: fetch and checksum the archive
     data.image_size = 32          # images: resized / cropped to this size
@@ -170,8 +170,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.num_train = 50_000       # toy sets: training points
     data.num_test = 10_000        # toy sets: test points
     data.seed = 0  # toy sets: generation seed; image_folder / npz: the drawn test split
-    data.path = ""                   # image_folder: a folder or zip of images; npz: an .npz file
+    data.path = ""   # image_folder: a folder or zip of images; npz: an .npz; npy: .npy or .npz
     data.test_fraction = 0.1          # image_folder / npz: test share drawn with data.seed
+    data.in_memory = placeholder(bool)  # image_folder / npy: None: by size; True / False forces it
+    data.num_workers = -1             # streamed data: loader processes (-1: from the idle cores)
+    data.skip_bad_files = False       # image_folder: replace unreadable files (counted) or stop
+    data.max_image_pixels = 1 << 26   # image_folder: refuse an image of more pixels (bombs)
+    data.max_file_bytes = 1 << 28     # image_folder: refuse a file / zip member of more bytes
 
     config.model = ml_collections.ConfigDict()
     return config

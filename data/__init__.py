@@ -1,8 +1,9 @@
 """Data sets and what turns their stored examples into model inputs.
 
 `build_dataset(config.data, split)` loads CIFAR-10, DIGITS, a 2-D toy set, or your own image
-folder / `.npz` arrays (with class labels where the set has them); `describe` tells what a set
-is without loading it; `BatchOrder` fixes the order of training batches; `DataTransform`
+folder / `.npz` / `.npy` arrays (with class labels where the set has them; large sets of your own
+are streamed); `describe` tells what a set is without loading it; `BatchOrder` fixes the order
+of training batches (`data.loader` reads them, in DataLoader workers when streamed); `DataTransform`
 (from `build_transform(config.data)`) scales, flips and dequantizes, and maps model outputs back
 to uint8 images.
 """

@@ -16,11 +16,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from data.errors import DataInputError
+
 DATA_KEYS = ("x", "data", "images")
 LABEL_KEYS = ("y", "labels")
 
 
-class ArraysError(ValueError):
+class ArraysError(DataInputError):
     """An `.npz` file that does not hold usable arrays (bad input)."""
 
 
@@ -56,12 +58,49 @@ def _keys(headers) -> Tuple[str, Optional[str], bool]:
     return data, next((k for k in LABEL_KEYS if k in headers), None), False
 
 
+def drawn_rows(num_examples: int, split: str, seed: int, test_fraction: float) -> np.ndarray:
+    """The sorted rows of `split` when the test split is drawn with `seed`."""
+    order = np.random.default_rng(seed).permutation(num_examples)
+    num_test = max(1, int(round(test_fraction * num_examples)))
+    return np.sort(order[:num_test] if split == "test" else order[num_test:])
+
+
+def check_arrays(path, headers, data: str, label: Optional[str], split_given: bool) -> None:
+    """Train and test of one example shape and dtype, and labels `[N]` beside their data (from
+    the headers: nothing is loaded)."""
+    splits = ("_train", "_test") if split_given else ("",)
+    if split_given:
+        (train_shape, train_dtype), (test_shape, test_dtype) = (headers[f"{data}{s}"]
+                                                               for s in splits)
+        if train_shape[1:] != test_shape[1:] or train_dtype != test_dtype:
+            raise ArraysError(f"{path}: {data}_train holds {train_dtype} {train_shape} but "
+                              f"{data}_test {test_dtype} {test_shape}; the splits must hold "
+                              f"examples of one shape and dtype")
+    for suffix in splits if label else ():
+        (x_shape, _), (y_shape, y_dtype) = headers[f"{data}{suffix}"], headers[f"{label}{suffix}"]
+        if len(y_shape) != 1 or y_shape[0] != x_shape[0]:
+            raise ArraysError(f"{path}: {label}{suffix} holds labels of shape {y_shape} for the "
+                              f"{x_shape[0]} examples of {data}{suffix}; expected [{x_shape[0]}]")
+        if not np.issubdtype(y_dtype, np.integer):
+            raise ArraysError(f"{path}: {label}{suffix} holds {y_dtype} labels; expected "
+                              f"non-negative integers")
+
+
+def count_classes(path, labels) -> int:
+    """The number of classes of integer label arrays (max + 1); negative labels are refused."""
+    present = [y for y in labels if y.size]
+    if any(int(y.min()) < 0 for y in present):
+        raise ArraysError(f"labels in {path} must be non-negative integers (classes 0 … K−1)")
+    return max((int(y.max()) + 1 for y in present), default=0)
+
+
 def arrays_info(path) -> Tuple[tuple, bool, int]:
     """(shape of one example as stored for the model, whether 8-bit images, number of classes)
-    without loading the data arrays."""
+    without loading the data arrays; checks the arrays' shapes against each other."""
     path = Path(path).expanduser()
     headers = _headers(path)
     data, label, split_given = _keys(headers)
+    check_arrays(path, headers, data, label, split_given)
     shape, dtype = headers[f"{data}_train" if split_given else data]
     is_image = dtype == np.uint8 and len(shape) == 4
     example = (shape[3], shape[1], shape[2]) if is_image else tuple(shape[1:])
@@ -69,7 +108,7 @@ def arrays_info(path) -> Tuple[tuple, bool, int]:
     if label is not None:
         with np.load(path) as arrays:
             keys = [f"{label}_train", f"{label}_test"] if split_given else [label]
-            num_classes = int(max(int(arrays[k].max()) for k in keys if arrays[k].size)) + 1
+            num_classes = count_classes(path, [arrays[k] for k in keys])
     return example, is_image, num_classes
 
 
@@ -78,7 +117,9 @@ def load_arrays(path, split: str, *, seed: int = 0, test_fraction: float = 0.1
     """(data `[N, ...]`: uint8 `[N, C, H, W]` images or float32, int64 labels `[N]` or None,
     whether 8-bit images) of one split of an `.npz` file (see the module docstring)."""
     path = Path(path).expanduser()
-    data_key, label_key, split_given = _keys(_headers(path))
+    headers = _headers(path)
+    data_key, label_key, split_given = _keys(headers)
+    check_arrays(path, headers, data_key, label_key, split_given)
     with np.load(path) as arrays:
         if split_given:
             x = arrays[f"{data_key}_{split}"]
@@ -86,13 +127,10 @@ def load_arrays(path, split: str, *, seed: int = 0, test_fraction: float = 0.1
         else:
             x = arrays[data_key]
             y = arrays[label_key] if label_key else None
-            order = np.random.default_rng(seed).permutation(len(x))
-            num_test = max(1, int(round(test_fraction * len(x))))
-            chosen = np.sort(order[:num_test] if split == "test" else order[num_test:])
+            chosen = drawn_rows(len(x), split, seed, test_fraction)
             x, y = x[chosen], (y[chosen] if y is not None else None)
-    if y is not None and (y.ndim != 1 or len(y) != len(x)
-                          or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0)):
-        raise ArraysError(f"labels in {path} must be non-negative integers [N] beside the data")
+    if y is not None:
+        count_classes(path, [y])
     is_image = x.dtype == np.uint8 and x.ndim == 4
     data = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if is_image else x))
     labels = None if y is None else torch.from_numpy(y.astype(np.int64))

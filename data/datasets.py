@@ -1,6 +1,9 @@
-"""Data sets by `config.data.dataset`: CIFAR10, DIGITS and the 2-D toy sets.
+"""Data sets by `config.data.dataset`: CIFAR10, DIGITS, the 2-D toy sets, and your own image
+folders / zips (`data.folder`), `.npz` arrays (`data.arrays`) and memory-mapped `.npy`
+(`data.npy`).
 
-Images are kept as uint8 `[N, C, H, W]` (what the files hold); `data.transforms` turns a
+Images are kept as uint8 `[N, C, H, W]` (what the files hold), in memory or, for your own data
+beyond `IN_MEMORY_BYTES`, as a `data.lazy` view read as indexed; `data.transforms` turns a
 batch into model inputs. Toy sets are float32 `[N, 2]`. Class labels, where the set has them
 (`NUM_CLASSES`), are int64 `[N]` aligned with the examples.
 """
@@ -13,21 +16,27 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from data.arrays import arrays_info, load_arrays
-from data.folder import folder_num_classes, load_image_folder
+from data.folder import build_index, folder_num_classes, split_index
+from data.images import ImageLimits, resize_batch
+from data.lazy import FolderImages, MemmapArray
+from data.npy import load_npy, npy_info
 from data.toy import TOY_NUM_CLASSES, TOY_SETS, make_toy_labeled, toy_gaussian_mixture
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 SPLITS = ("train", "test")
 IMAGE_SETS = ("CIFAR10", "DIGITS")
-USER_SETS = ("image_folder", "npz")   # your own data, at config.data.path
+USER_SETS = ("image_folder", "npz", "npy")   # your own data, at config.data.path
+STREAMABLE = ("image_folder", "npy")          # read as indexed unless held in memory
+# Your own data is held in memory when all of it (both splits, decoded) takes at most this many
+# bytes (else streamed); `config.data.in_memory` forces either.
+IN_MEMORY_BYTES = 128 << 20
 DATASETS = sorted(IMAGE_SETS + tuple(TOY_SETS) + USER_SETS)
 # Classes per data set (0: unlabeled); known without loading the data.
 NUM_CLASSES = {"CIFAR10": 10, "DIGITS": 10, **TOY_NUM_CLASSES}
@@ -40,10 +49,11 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class Dataset:
-    """`data`: uint8 `[N, C, H, W]` images or float32 `[N, d]` vectors; `log_prob`: exact density,
-    if known; `labels`: int64 `[N]` classes in 0 … num_classes − 1, or None (num_classes = 0)."""
+    """`data`: uint8 `[N, C, H, W]` images or float32 `[N, d]` vectors (a tensor in memory, or a
+    `data.lazy` view read as indexed: `streamed`); `log_prob`: exact density, if known;
+    `labels`: int64 `[N]` classes in 0 … num_classes − 1, or None (num_classes = 0)."""
     name: str
-    data: torch.Tensor
+    data: Union[torch.Tensor, FolderImages, MemmapArray]
     is_image: bool
     log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     labels: Optional[torch.Tensor] = None
@@ -58,6 +68,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.data.shape[0]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the examples are read as indexed (not held in memory)."""
+        return not torch.is_tensor(self.data)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -159,14 +174,6 @@ def _user_set(name: str, data: torch.Tensor, labels: Optional[torch.Tensor],
                    num_classes=num_classes)
 
 
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
-                            align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)
-
-
 @dataclass(frozen=True)
 class DataInfo:
     """What is known of a data set without loading it: 8-bit images or not, its classes (0:
@@ -181,31 +188,67 @@ def describe(data_config) -> DataInfo:
     name = data_config.dataset
     if name == "image_folder":
         return DataInfo(True, folder_num_classes(data_config.path))
-    if name == "npz":
-        shape, is_image, num_classes = arrays_info(data_config.path)
+    if name in ("npz", "npy"):
+        info = arrays_info if name == "npz" else npy_info
+        shape, is_image, num_classes = info(data_config.path)
         return DataInfo(is_image, num_classes, shape)
     if name not in NUM_CLASSES:
         raise ValueError(f"Unknown config.data.dataset {name!r}; expected one of {DATASETS}")
     return DataInfo(name in IMAGE_SETS, NUM_CLASSES[name])
 
 
-def build_dataset(data_config, split: str) -> Dataset:
-    """The `split` ("train" or "test") of the data set named by `config.data.dataset`."""
+def _in_memory(data_config, num_bytes: int) -> bool:
+    forced = data_config.get("in_memory", None)
+    return bool(forced) if forced is not None else num_bytes <= IN_MEMORY_BYTES
+
+
+def limits_of(data_config) -> ImageLimits:
+    """The size limits on one image file of `config.data`."""
+    default = ImageLimits()
+    return ImageLimits(data_config.get("max_image_pixels", default.max_pixels),
+                       data_config.get("max_file_bytes", default.max_bytes))
+
+
+def _image_folder(data_config, split: str, cache_dir) -> Dataset:
+    limits = limits_of(data_config)
+    index = build_index(data_config.path, limits, cache_dir)
+    part = split_index(index, split,
+                       seed=data_config.get("seed", 0),
+                       test_fraction=data_config.get("test_fraction", 0.1),
+                       skip_bad_files=data_config.get("skip_bad_files", False), limits=limits)
+    images = FolderImages(part.reader, part.rows, data_config.image_size,
+                          data_config.num_channels, data_config.get("skip_bad_files", False))
+    if _in_memory(data_config, len(index.names) * int(np.prod(images.shape[1:]))):
+        images = images[:]        # both splits held, or both streamed: by the whole set's size
+    return _user_set("image_folder", images, part.labels, True)
+
+
+def build_dataset(data_config, split: str, cache_dir=None) -> Dataset:
+    """The `split` ("train" or "test") of the data set named by `config.data.dataset`.
+
+    Your own images and memory-mapped arrays are streamed (read as indexed) when larger than
+    `IN_MEMORY_BYTES` unless `config.data.in_memory` says otherwise; an image folder's index is
+    kept in `cache_dir` (a folder of the workdir) when given."""
     name = data_config.dataset
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
     if name == "image_folder":
-        images, labels = load_image_folder(
-            data_config.path, split, image_size=data_config.image_size,
-            num_channels=data_config.num_channels, seed=data_config.get("seed", 0),
-            test_fraction=data_config.get("test_fraction", 0.1))
-        return _user_set(name, images, labels, True)
+        return _image_folder(data_config, split, cache_dir)
+    if name == "npy":
+        data, labels, is_image = load_npy(data_config.path, split,
+                                          seed=data_config.get("seed", 0),
+                                          test_fraction=data_config.get("test_fraction", 0.1))
+        if is_image:
+            data.resize = data_config.image_size
+        if _in_memory(data_config, data.array.size * (1 if is_image else 4)):
+            data = data[:]
+        return _user_set(name, data, labels, is_image)
     if name == "npz":
         data, labels, is_image = load_arrays(data_config.path, split,
                                              seed=data_config.get("seed", 0),
                                              test_fraction=data_config.get("test_fraction", 0.1))
         if is_image:
-            data = _resize(data, data_config.image_size)
+            data = resize_batch(data, data_config.image_size)
         return _user_set(name, data, labels, is_image)
     if name in IMAGE_SETS:
         if name == "CIFAR10":
@@ -213,7 +256,7 @@ def build_dataset(data_config, split: str) -> Dataset:
                                                   data_config.get("download", False))
         else:
             images, labels = load_digits_labeled(split)
-        return Dataset(name, _resize(images, data_config.image_size), True, labels=labels,
+        return Dataset(name, resize_batch(images, data_config.image_size), True, labels=labels,
                        num_classes=NUM_CLASSES[name])
     if name in TOY_SETS:
         size = (data_config.get("num_train", 50_000) if split == "train"

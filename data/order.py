@@ -38,3 +38,10 @@ class BatchOrder:
         batch = self._permutation(epoch)[start:start + self.batch_size]
         share = self.batch_size // self.world_size
         return batch[self.rank * share:(self.rank + 1) * share]
+
+    def position(self, step: int) -> dict:
+        """Where global batch `step` lies: its epoch and batch within it, with what fixes the
+        order (stored with checkpoints; resuming at `step` continues from there)."""
+        epoch, batch = divmod(step, self.batches_per_epoch)
+        return {"step": step, "epoch": epoch, "batch": batch, "seed": self.seed,
+                "num_examples": self.num_examples, "batch_size": self.batch_size}

@@ -8,17 +8,31 @@ nothing below the builders reads the config per batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
+# `share = (start, total)`: a tensor holds rows start … start + B − 1 of a batch of `total`;
+# random draws are those of the whole batch, so a rank's share is augmented exactly as the
+# same rows of the whole batch would be.
+Share = Optional[Tuple[int, int]]
+
+
+def _rand(shape, generator, share: Share) -> torch.Tensor:
+    """U[0, 1) draws of shape `shape`, or the `share` rows of the whole batch's draws."""
+    if share is None:
+        return torch.rand(shape, generator=generator)
+    start, total = share
+    return torch.rand((total, *shape[1:]), generator=generator)[start:start + shape[0]]
+
 
 def scale_images(raw: torch.Tensor, *, centered: bool, dequantize: bool,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, share: Share = None
+                 ) -> torch.Tensor:
     """uint8 `[B, C, H, W]` → float32 in [0, 1] (or [-1, 1] when `centered`)."""
     x = raw.float()
     if dequantize:
-        x = (x + torch.rand(x.shape, generator=generator)) / 256.0
+        x = (x + _rand(x.shape, generator, share)) / 256.0
     else:
         x = x / 255.0
     return 2 * x - 1 if centered else x
@@ -30,9 +44,10 @@ def to_uint8_images(x: torch.Tensor, *, centered: bool) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None,
+                share: Share = None) -> torch.Tensor:
     """Mirror each image left-right with probability ½."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    flip = _rand((x.shape[0],), generator, share) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -48,14 +63,15 @@ class DataTransform:
     flip: bool = False
 
     def __call__(self, raw: torch.Tensor, *, train: bool,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Model inputs (CPU float32) for a batch of stored examples."""
+                 generator: Optional[torch.Generator] = None, share: Share = None
+                 ) -> torch.Tensor:
+        """Model inputs (CPU float32) for a batch of stored examples (or a `share` of one)."""
         if raw.dtype != torch.uint8:  # vectors (toy sets)
             return raw.float()
         if train and self.flip:
-            raw = random_flip(raw, generator)
+            raw = random_flip(raw, generator, share)
         return scale_images(raw, centered=self.centered, dequantize=self.dequantize,
-                            generator=generator)
+                            generator=generator, share=share)
 
     def images(self, raw: torch.Tensor, *, dequantize: bool = False,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from data.index_cache import INDEX_FOLDER
+
 PathLike = Union[str, Path]
 
 
@@ -42,7 +44,12 @@ class WorkdirPaths:
     def output_folders(self):
         """The folders runs write into (checked against symbolic links leading out)."""
         return (self.checkpoints, self.checkpoints_meta, self.tensorboard, self.samples,
-                self.eval, self.classifier)
+                self.eval, self.classifier, self.data_index)
+
+    @property
+    def data_index(self) -> Path:
+        """The index of a streamed data set (names, labels, image sizes), keyed by its listing."""
+        return self.root / INDEX_FOLDER
 
     # --- training ---------------------------------------------------------------------------
     @property

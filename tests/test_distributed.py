@@ -124,3 +124,83 @@ def test_killing_the_launcher_ends_its_workers_and_frees_the_lock(tmp_path):
         assert lock.taken_over is None or "train run" in lock.taken_over
     state = torch.load(meta, weights_only=True)
     assert 0 < state["step"] < 100000                # stopped with a preemption checkpoint
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(workdir, mode, *extra):
+    """Two launchers of one job on this host, as two machines would run it; their outputs."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                "--nproc-per-node=1", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--rdzv-id={mode}", "main.py",
+                *COMMON, f"--workdir={workdir}", f"--mode={mode}", *extra]
+    nodes = [subprocess.Popen(launcher, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    return [out for out, _ in outputs]
+
+
+@pytest.mark.slow
+def test_two_nodes_with_a_c10d_rendezvous_match_one_launcher(tmp_path):
+    """Two launchers of one job (`--nnodes=2 --nproc-per-node=1`, c10d on 127.0.0.1) train to
+    the parameters of one launcher with two processes, write one set of files, and shard the
+    evaluation as it does."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(one, "train", 2)
+    outputs = _two_nodes(two, "train")
+    a = torch.load(one / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    b = torch.load(two / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-5, atol=1e-6)
+    assert _files(two) == _files(one)
+    assert sum("trained to step 6" in out for out in outputs) == 1     # rank 0 reports
+    _run(one, "eval", 2, "--eval_folder=eval2")
+    _two_nodes(one, "eval", "--eval_folder=nodes")
+    m1 = json.loads((one / "eval2" / "metrics.json").read_text())
+    m2 = json.loads((one / "nodes" / "metrics.json").read_text())
+    assert m2["num_examples"] == m1["num_examples"] == 10
+    assert m2["bpd"] == pytest.approx(m1["bpd"], rel=1e-9)
+    s1 = np.load(one / "eval2" / "samples_6" / "samples.npz")["samples"]
+    s2 = np.load(one / "nodes" / "samples_6" / "samples.npz")["samples"]
+    np.testing.assert_allclose(s2, s1, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_streamed_images_on_two_processes_match_one(tmp_path):
+    """Each rank reads (decodes) only its rows of every batch from a zip, augmented as those rows
+    of the whole batch: the parameters match one process's."""
+    import zipfile
+
+    from tests.test_cli import TINY_IMAGES
+    from tests.test_folder import write_pngs
+
+    written = write_pngs(tmp_path / "pngs", per_class=12, size=(10, 9))
+    with zipfile.ZipFile(tmp_path / "pngs.zip", "w") as archive:
+        for path in written:
+            archive.write(path, path.relative_to(tmp_path / "pngs").as_posix())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    flags = [*TINY_IMAGES[1:], f"--config.data.path={tmp_path / 'pngs.zip'}",
+             "--config.data.in_memory=False", "--config.data.num_workers=1",
+             "--config.data.uniform_dequantization=True", "--config.model.dropout=0.0",
+             "--config.training.snapshot_sampling=False", "--config.optim.warmup=0",
+             "--config.optim.lr=1e-3", "--mode=train"]
+    for nproc, workdir in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        prefix = [sys.executable] if nproc == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        result = subprocess.run([*prefix, "main.py", TINY_IMAGES[0], *flags,
+                                 f"--workdir={workdir}"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    b = torch.load(tmp_path / "two" / "checkpoints-meta" / "checkpoint.pth", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-5)

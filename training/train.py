@@ -8,6 +8,7 @@ callback (sample grids, injected by the caller) at every numbered snapshot.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Optional, Protocol
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from data import BatchOrder, Dataset, DataTransform, build_dataset, build_transform
+from data.loader import LoaderSettings, StepBatches, build_loader_settings, in_memory_batches
 from models import ScoreModel
 from models.score_model import compiled, with_network
 from run.checkpoint import check_format, load_latest, save_checkpoint
@@ -67,12 +69,34 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
         check_matches(state.config, checkpoint.get("config"), f"checkpoint {path}")
         state.load_state_dict(checkpoint, path)
         logging.info("resumed from %s at step %d", path, state.step)
-    train_set = build_dataset(config.data, "train")
-    test_set = build_dataset(config.data, "test")
+    train_set, test_set = load_datasets(config.data, paths.data_index, info)
+    if resume is not None:
+        check_order(resume[1].get("data_order"), len(train_set), resume[0])
+    loader = build_loader_settings(config.data, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     loop = TrainLoop(state, settings, build_transform(config.data), paths, info, on_snapshot,
-                     stop or NoStop())
+                     stop or NoStop(), loader)
     loop.run(train_set, test_set, batch_size)
     return state
+
+
+def load_datasets(data_config, cache_dir, info: DistInfo):
+    """(train, test) splits of `config.data`; rank 0 builds a folder's index (kept in
+    `cache_dir`) before the other ranks read it."""
+    def build():
+        return (build_dataset(data_config, "train", cache_dir),
+                build_dataset(data_config, "test", cache_dir))
+
+    sets = build() if info.is_main else None
+    barrier(info)
+    return sets if info.is_main else build()
+
+
+def check_order(stored, num_examples: int, path) -> None:
+    """Warn when a resumed run's training set no longer has the size its batch order had."""
+    if stored and stored.get("num_examples") != num_examples:
+        logging.warning("the training set held %s examples when %s was written and holds %d "
+                        "now: the batches from here on differ from an uninterrupted run's",
+                        stored.get("num_examples"), path, num_examples)
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -99,15 +123,18 @@ class TrainLoop:
 
     def __init__(self, state: TrainState, settings: TrainSettings, transform: DataTransform,
                  paths: WorkdirPaths, info: DistInfo, on_snapshot: Optional[SnapshotFn] = None,
-                 stop=None):
+                 stop=None, loader: LoaderSettings = LoaderSettings()):
         self.state, self.settings, self.transform = state, settings, transform
         self.paths, self.info, self.on_snapshot = paths, info, on_snapshot
-        self.stop = stop or NoStop()
+        self.stop, self.loader = stop or NoStop(), loader
+        self.order: Optional[BatchOrder] = None
 
     def run(self, train_set: Dataset, test_set: Dataset, batch_size: int) -> None:
         """Train until `settings.n_iters` steps, from `state.step`."""
         state, settings, info = self.state, self.settings, self.info
-        order = BatchOrder(len(train_set), batch_size, settings.seed)
+        self.order = BatchOrder(len(train_set), batch_size, settings.seed, rank=info.rank,
+                                world_size=info.world_size)
+        batches = self._batches(train_set)
         eval_order = BatchOrder(len(test_set), min(batch_size, len(test_set)), settings.seed + 1)
         stepper = self._stepper()
         monitor = StepMonitor(info.device, settings.nan_policy, settings.nan_skip_limit)
@@ -121,7 +148,7 @@ class TrainLoop:
         try:
             self._complete_snapshot(writer)
             while state.step < settings.n_iters:
-                batch, labels = self._batch(train_set, order)
+                batch, labels = self._batch(next(batches))
                 lr = warmup_learning_rate(settings.lr, settings.warmup, state.step)
                 result = stepper.step(batch, labels, lr, state.generator)
                 monitor.observe(result, state.step)
@@ -155,6 +182,8 @@ class TrainLoop:
                         monitor.read()
                     self._preempt(already_saved=saved)
         finally:
+            if isinstance(batches, StepBatches):
+                batches.close()
             progress.close()
             writer.close()
             skipped = int(monitor.skipped)
@@ -178,6 +207,8 @@ class TrainLoop:
         state, settings, paths = self.state, self.settings, self.paths
         if self.info.is_main:
             checkpoint = state.state_dict()
+            if self.order is not None:
+                checkpoint["data_order"] = self.order.position(state.step)
             if settings.is_snapshot(state.step):
                 snapshot = paths.snapshot(state.step)
                 if snapshot.exists():
@@ -207,15 +238,35 @@ class TrainLoop:
         # Data augmentation runs on the CPU; seed it from (seed, step) so resuming reproduces it.
         return torch.Generator().manual_seed(self.settings.seed * 7919 + self.state.step)
 
-    def _batch(self, dataset: Dataset, order: BatchOrder):
-        """This rank's share of global batch `state.step`, augmented as the whole batch would be,
-        and its class labels (None unless the model is class-conditional)."""
-        indices = order.indices(self.state.step)
-        batch = self.transform(dataset.data[indices], train=True, generator=self._cpu_generator())
-        share = batch.shape[0] // self.info.world_size
-        rows = slice(self.info.rank * share, (self.info.rank + 1) * share)
-        labels = self._labels(dataset, indices)
-        return to_device(batch[rows], self.state.device), None if labels is None else labels[rows]
+    def _batches(self, dataset: Dataset):
+        """This rank's (stored examples, labels or None) of steps `state.step` … `n_iters − 1`:
+        read by DataLoader workers for a streamed set, indexed in memory otherwise."""
+        labels = self._dataset_labels(dataset)
+        start, stop = self.state.step, self.settings.n_iters
+        if dataset.streamed:
+            return StepBatches(dataset.data, labels, self.order, start, stop, self.loader)
+        return in_memory_batches(dataset.data, labels, self.order, start, stop)
+
+    def _batch(self, raw_labels):
+        """This rank's share of global batch `state.step` as model inputs, augmented as the
+        whole batch would be, and its class labels, on the model's device."""
+        raw, labels = raw_labels
+        share = None
+        if self.info.world_size > 1:
+            share = (self.info.rank * raw.shape[0], raw.shape[0] * self.info.world_size)
+        batch = self.transform(raw, train=True, generator=self._cpu_generator(), share=share)
+        device = self.state.device
+        return to_device(batch, device), None if labels is None else labels.to(device)
+
+    def _dataset_labels(self, dataset: Dataset) -> Optional[torch.Tensor]:
+        """The data set's class labels if the model is class-conditional, else None."""
+        num_classes = self.state.model.num_classes
+        if not num_classes:
+            return None
+        if dataset.labels is None:
+            raise ValueError(f"config.model.num_classes={num_classes} needs class labels; "
+                             f"data set {dataset.name!r} has none")
+        return dataset.labels
 
     def _labels(self, dataset: Dataset, indices: torch.Tensor) -> Optional[torch.Tensor]:
         """The class labels of `indices` on the model's device, for class-conditional models."""
