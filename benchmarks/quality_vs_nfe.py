@@ -110,10 +110,9 @@ def run_adaptive(sde, references, n, seed):
     for reltol in RELTOLS:
         values, nfe, calls, syncs = [], [], [], []
         for r, reference in enumerate(references):
-            stats = {}
-            result = sample(MIXTURE_16D.score_fn(sde), sde, (n, 16), "adaptive_sde", reltol=reltol,
-                            denoise=False, generator=torch.Generator().manual_seed(seed + r),
-                            stats=stats)
+            result = sample(MIXTURE_16D.score_fn(sde), sde, (n, 16), "adaptive_sde", rtol=reltol,
+                            denoise=False, generator=torch.Generator().manual_seed(seed + r))
+            stats = result.info
             values.append(quality(result.x, sde, reference))
             nfe.append(stats["nfe_per_sample"].double().mean().item())
             calls.append(result.nfe)

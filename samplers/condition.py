@@ -20,11 +20,11 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from samplers.common import (Generator, ScoreFn, check_choice, check_eps, check_num_steps,
-                             check_positive, check_int, time_grid)
+from samplers.common import Generator, ScoreFn, check_choice, check_eps, check_num_steps, time_grid
 from samplers.dps import dps
 from samplers.operators import LinearOperator
-from samplers.pc import check_pc_options
+from samplers.options import Option, check_options, choice, declare, defaults, number
+from samplers.pc import PC_OPTIONS, check_pc_options
 from samplers.predictors import PREDICTORS
 from samplers.registry import ConditionResult
 from samplers.repaint import repaint
@@ -32,54 +32,41 @@ from samplers.replacement import Replacement, replacement_pc
 from samplers.smc import smc
 from sde_lib import SDE
 
-REPLACEMENT_DEFAULTS = dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16,
-                            n_steps=1, probability_flow=False)
-METHOD_OPTIONS: Dict[str, dict] = {
-    "replacement": REPLACEMENT_DEFAULTS,
-    "smc": dict(num_particles=16, predictor="reverse_diffusion", ess_threshold=0.5,
-                lookahead="predictive", data_std=1.0),
-    "repaint": dict(predictor="ancestral", jump_length=10, jump_n_sample=10),
-    "dps": dict(predictor="ancestral", dps_scale=1.0),
-}
 NOISELESS_ONLY = ("replacement", "repaint")
 LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.smc)
+STOCHASTIC = tuple(sorted(set(PREDICTORS) - {"none"}))
 
 
 def stochastic_steps(sde: SDE, times: torch.Tensor, predictor: str):
     """The per-step floats (α, β, γ) of a stochastic predictor on `times`."""
-    check_choice("predictor", predictor, set(PREDICTORS) - {"none"})
+    check_choice("predictor", predictor, STOCHASTIC)
     return PREDICTORS[predictor](sde, times, False).as_floats()
 
 
-def _check_replacement(options: dict) -> None:
-    check_pc_options(options["predictor"], options["corrector"], options["probability_flow"])
-    check_positive("snr", options["snr"])
-    check_int("n_steps", options["n_steps"])
+def _stepper(default: str) -> Option:
+    return choice(default, STOCHASTIC, "the stochastic predictor of the reverse steps")
 
 
-def _check_smc(options: dict) -> None:
-    check_int("num_particles", options["num_particles"])
-    threshold = options["ess_threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0 <= threshold <= 1:
-        raise ValueError(f"ess_threshold must be a number in [0, 1] (a fraction of "
-                         f"num_particles), got {threshold!r}")
-    check_choice("lookahead", options["lookahead"], LOOKAHEADS)
-    check_positive("data_std", options["data_std"])
-
-
-def _check_repaint(options: dict) -> None:
-    check_int("jump_length", options["jump_length"])
-    check_int("jump_n_sample", options["jump_n_sample"])
-
-
-def _check_dps(options: dict) -> None:
-    check_positive("dps_scale", options["dps_scale"])
-
-
-OPTION_CHECKS: Dict[str, Callable[[dict], None]] = {
-    "replacement": _check_replacement, "smc": _check_smc, "repaint": _check_repaint,
-    "dps": _check_dps}
+# The options of each method, declared once (`samplers.options`) as "condition:<method>".
+declare("condition:replacement",
+        {name: PC_OPTIONS[name] for name in ("predictor", "corrector", "snr", "n_steps",
+                                             "probability_flow")},
+        lambda o: check_pc_options(o["predictor"], o["corrector"], o["probability_flow"]))
+declare("condition:smc", dict(
+    num_particles=number("int", 16, "particles per observation (K× the cost)", 1),
+    predictor=_stepper("reverse_diffusion"),
+    ess_threshold=number("float", 0.5, "resample when ESS < this·K", 0, 1),
+    lookahead=choice("predictive", LOOKAHEADS, "the resampling weights"),
+    data_std=number("float", 1.0, "the data scale of the tweedie look-ahead", 0, open_lo=True)))
+declare("condition:repaint", dict(
+    predictor=_stepper("ancestral"),
+    jump_length=number("int", 10, "RePaint's jump length j", 1),
+    jump_n_sample=number("int", 10, "RePaint's resampling count r", 1)))
+declare("condition:dps", dict(
+    predictor=_stepper("ancestral"),
+    dps_scale=number("float", 1.0, "DPS step size ζ", 0, open_lo=True)))
+METHOD_OPTIONS: Dict[str, dict] = {m: defaults(f"condition:{m}")
+                                   for m in ("replacement", "smc", "repaint", "dps")}
 RUN_OPTIONS = ("eps", "num_steps", "denoise")   # `condition`'s own options, any method
 
 
@@ -90,19 +77,12 @@ def condition_options(method: str) -> set:
     return set(METHOD_OPTIONS[method]) | set(RUN_OPTIONS)
 
 
-def check_condition_options(method: str, options: dict) -> dict:
-    """The options of `method` (names in `METHOD_OPTIONS[method]`), checked before any work and
-    completed with the defaults; one-line ValueError naming a bad or unknown one."""
+def check_condition_options(method: str, options: dict, prefix: str = "",
+                            by_field: bool = False) -> dict:
+    """The options of `method` (its declaration "condition:<method>"), checked before any work
+    and completed with the defaults; one-line ValueError naming a bad or unknown one."""
     check_choice("method", method, CONDITION_METHODS)
-    unknown = set(options) - set(METHOD_OPTIONS[method])
-    if unknown:
-        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {method!r}; "
-                         f"expected some of {sorted(METHOD_OPTIONS[method])}")
-    options = {**METHOD_OPTIONS[method], **options}
-    if method != "replacement":
-        check_choice("predictor", options["predictor"], set(PREDICTORS) - {"none"})
-    OPTION_CHECKS[method](options)
-    return options
+    return check_options(f"condition:{method}", options, prefix, by_field)
 
 
 def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):

@@ -18,8 +18,9 @@ import torch
 
 from samplers.common import CountedScore, ScoreFn, check_callback, finish_run, prior_sample
 from samplers.predictors import AffineSteps, affine_step
+from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import Times, resolve_times
+from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 50
@@ -45,7 +46,12 @@ def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
     return AffineSteps(ratio, std_t * (std_t * ratio - direction), noise)
 
 
-@register_sampler("ddim")
+OPTIONS = dict(eta=number("float", 0.0, "0: deterministic DDIM, 1: ancestral", 0, 1),
+               schedule=schedule("logsnr", TIME_SCHEDULES), rho=RHO, eps=EPS,
+               num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
+
+
+@register_sampler("ddim", OPTIONS)
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, eta: float = 0.0,

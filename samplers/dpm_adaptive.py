@@ -28,6 +28,8 @@ from samplers.common import (CountedScore, ScoreFn, check_callback, check_eps, c
                              coeff, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
 from samplers.ode import MAX_NFE
+from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
+    number, rtol, with_default
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 from sde_lib.utils import check_int
@@ -174,7 +176,7 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
     while active:
         if tries >= max_steps:
             raise RuntimeError(f"dpm_adaptive: {len(active)} samples did not reach eps in "
-                               f"max_steps={max_steps} tries; raise max_steps, abstol or reltol")
+                               f"max_steps={max_steps} tries; raise max_steps, atol or rtol")
         rows = select_rows(score_fn, active)
         for _ in range(check_every):
             if callback is not None:
@@ -191,21 +193,31 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
     return out, tries
 
 
-@register_sampler("dpm_adaptive")
+OPTIONS = dict(
+    order=with_default(ORDER, 3, choices=tuple(STAGES), doc="3: DPM-Solver-23, 2: -12"),
+    rtol=rtol(0.05), atol=atol(0.0078),
+    h_init=number("float", 0.05, "the first step (in half log-SNR)", 0, open_lo=True),
+    safety=SAFETY,
+    max_growth=number("float", 2.0, "the largest growth of a step after a try", 1, open_lo=True),
+    check_every=number("int", 4, "tries between host reads", 1),
+    max_steps=number("int", 10_000, "most tries before an error", 1),
+    max_nfe=MAX_NFE_OPTION, eps=EPS, denoise=DENOISE)
+
+
+@register_sampler("dpm_adaptive", OPTIONS)
 def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generator=None,
                          device=None, dtype: torch.dtype = torch.float32, order: int = 3,
-                         reltol: float = 0.05, abstol: float = 0.0078, h_init: float = 0.05,
+                         rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
                          safety: float = 0.9, max_growth: float = 2.0, check_every: int = 4,
                          max_steps: int = 10_000, max_nfe: int = MAX_NFE,
                          eps: float = 1e-3, denoise: bool = True,
-                         x_T: Optional[torch.Tensor] = None, callback=None,
-                         stats: Optional[dict] = None) -> SampleResult:
+                         x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Adaptive DPM-Solver-12 (`order` 2) or -23 (3) on the probability-flow ODE.
 
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`: Tweedie at eps).
 
     Args:
-        reltol, abstol: rtol and atol of δ (defaults: Lu et al.'s 0.05 and 0.0078, for data in
+        rtol, atol: the tolerances of δ (defaults: Lu et al.'s 0.05 and 0.0078, for data in
             [−1, 1]; named as `adaptive_sde`'s, apart from scipy's rtol / atol of "ode").
         h_init: first step in ℓ; safety: θ; max_growth: the largest factor by which h grows
             after a try (> 1): without it one lucky estimate on a tiny step lets the next try
@@ -218,13 +230,12 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
         x_T: a starting state `[B, ...]` instead of the prior draw.
         callback: `callback(i, t, x, None)` before every try i, on the rows still active
             (t `[b]`: each sample's time).
-        stats: if a dict, gets `tries`.
     Deterministic given x_T. NFE = order·tries + [denoise] score calls.
     """
     if isinstance(order, bool) or order not in STAGES:
         raise ValueError(f"order must be one of {sorted(STAGES)}, got {order!r}")
     eps = check_eps(sde, eps)
-    for name, value in (("reltol", reltol), ("abstol", abstol), ("h_init", h_init),
+    for name, value in (("rtol", rtol), ("atol", atol), ("h_init", h_init),
                         ("safety", safety), ("max_growth", max_growth)):
         check_positive(name, value)
     if max_growth <= 1:
@@ -236,7 +247,7 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     with torch.no_grad():
-        x, tries = solve_adaptive(counted, sde, x, eps, (order, float(abstol), float(reltol),
+        x, tries = solve_adaptive(counted, sde, x, eps, (order, float(atol), float(rtol),
                                                          float(safety), float(max_growth)),
                                   float(h_init), check_every, max_steps, callback, max_nfe)
         if denoise:
@@ -246,6 +257,4 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
             if callback is not None:
                 callback(tries, t, x, denoised)
             x = denoised
-    if stats is not None:
-        stats["tries"] = tries
-    return SampleResult(x, counted.nfe)
+    return SampleResult(x, counted.nfe, {"tries": tries})

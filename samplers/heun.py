@@ -25,8 +25,9 @@ import torch
 
 from samplers.common import (CountedScore, ScoreFn, check_callback, finish_run, prior_sample,
                              sample_noise)
+from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import Times, check_times, resolve_times
+from samplers.schedules import TIME_SCHEDULES, Times, check_times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 18   # EDM's CIFAR-10 setting: 35 NFE
@@ -71,7 +72,16 @@ def _slope(score_fn: ScoreFn, x_bar: torch.Tensor, t: torch.Tensor, mean_coeff: 
     return score_fn(x_bar * mean_coeff, t).mul(-std)
 
 
-@register_sampler("heun")
+OPTIONS = dict(
+    schedule=schedule("edm", TIME_SCHEDULES), rho=RHO,
+    s_churn=number("float", 0.0, "EDM's stochastic churn (0: deterministic)", 0),
+    s_tmin=number("float", 0.0, "churn from this σ̄", 0),
+    s_tmax=number("float", float("inf"), "churn up to this σ̄", 0, inf_ok=True),
+    s_noise=number("float", 1.0, "churn noise scale", 0),
+    eps=EPS, num_steps=steps(f"{DEFAULT_NUM_STEPS} levels"), denoise=DENOISE)
+
+
+@register_sampler("heun", OPTIONS)
 def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, schedule: Times = "edm", rho: float = 7.0,

@@ -9,6 +9,7 @@ from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, c
                              check_int, check_num_steps, check_positive, finish_run,
                              prior_sample)
 from samplers.correctors import langevin_steps
+from samplers.options import DENOISE, EPS, number, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -16,7 +17,14 @@ from sde_lib import SDE
 DEFAULT_RELATIVE_STEP = 2e-5 / 0.01 ** 2
 
 
-@register_sampler("annealed_langevin")
+OPTIONS = dict(
+    step_lr=number("float", None, "Langevin step at the smallest level (None: 0.2·σ̄_L²)", 0,
+                   open_lo=True, optional=True),
+    n_steps_each=number("int", 5, "Langevin steps per noise level", 1),
+    eps=EPS, num_steps=steps("the SDE's N − 1 (N levels)"), denoise=DENOISE)
+
+
+@register_sampler("annealed_langevin", OPTIONS)
 def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                       generator: Generator = None, device=None,
                       dtype: torch.dtype = torch.float32, step_lr: Optional[float] = None,

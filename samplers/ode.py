@@ -10,6 +10,7 @@ from scipy import integrate
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
                              check_eps, check_int, check_positive, prior_sample, tweedie_denoise)
 from samplers.flow import VPFlow, announcing_solver, guarded, reference_log_snr, reporting_solver
+from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, atol, choice, rtol
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -28,7 +29,12 @@ def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method
     return check_eps(sde, eps)
 
 
-@register_sampler("ode")
+OPTIONS = dict(rtol=rtol(1e-5), atol=atol(1e-5),
+               ode_method=choice("RK45", ODE_METHODS, "scipy.integrate.solve_ivp's method"),
+               eps=EPS, denoise=DENOISE, max_nfe=MAX_NFE_OPTION)
+
+
+@register_sampler("ode", OPTIONS)
 def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                 generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, rtol: float = 1e-5, atol: float = 1e-5,

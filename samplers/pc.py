@@ -17,6 +17,7 @@ from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn,
 from samplers.correctors import CORRECTORS
 from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
+from samplers.options import DENOISE, EPS, choice, flag, number, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -38,7 +39,24 @@ def check_pc_options(predictor: str, corrector: str, probability_flow: bool,
                              f"got predictor {predictor!r}")
 
 
-@register_sampler("pc")
+PROBABILITY_FLOW = flag(False, "run the predictor on the probability-flow ODE")
+VARIANCE = choice(None, ANCESTRAL_VARIANCES, "the ancestral predictor's reverse variance "
+                  "(None: the SDE's)", optional=True)
+PC_OPTIONS = dict(
+    predictor=choice("reverse_diffusion", PREDICTORS, "the predictor (Song et al. 2021, Alg. 1)"),
+    corrector=choice("langevin", CORRECTORS, "the corrector"),
+    snr=number("float", 0.16, "the corrector's signal-to-noise ratio", 0, 1, open_lo=True),
+    n_steps=number("int", 1, "corrector steps per time", 1, field="n_steps_each"),
+    probability_flow=PROBABILITY_FLOW, eps=EPS, num_steps=steps("the SDE's N"),
+    denoise=DENOISE, variance=VARIANCE)
+
+
+def _check_pc(options) -> None:
+    check_pc_options(options["predictor"], options["corrector"], options["probability_flow"],
+                     options["variance"])
+
+
+@register_sampler("pc", PC_OPTIONS, _check_pc)
 def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                generator: Generator = None, device=None,
                dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
@@ -112,20 +130,22 @@ def _predictor_only(name: str):
     return sampler
 
 
+PREDICTOR_OPTIONS = dict(probability_flow=PROBABILITY_FLOW, eps=EPS,
+                         num_steps=steps("the SDE's N"), denoise=DENOISE)
 for _name in ("reverse_diffusion", "euler_maruyama"):
-    register_sampler(_name)(_predictor_only(_name))
+    register_sampler(_name, PREDICTOR_OPTIONS)(_predictor_only(_name))
 
 
-@register_sampler("ancestral")
+@register_sampler("ancestral", dict(eps=EPS, num_steps=steps("the SDE's N"), denoise=DENOISE,
+                                   variance=VARIANCE))
 def ancestral(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
               generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
-              probability_flow: bool = False, eps: float = 1e-3, num_steps: Optional[int] = None,
-              denoise: bool = True, variance: Optional[str] = None,
+              eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,
+              variance: Optional[str] = None,
               x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Ancestral sampling (PC with predictor "ancestral", no corrector): `num_steps` score
     evaluations (+1 with `denoise`). `variance`: None (the SDE's `ancestral_variance`), "beta",
     "posterior" or "learned" (see `samplers.predictors.ancestral`). Options as in `pc_sampler`."""
     return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                      predictor="ancestral", corrector="none", probability_flow=probability_flow,
-                      eps=eps, num_steps=num_steps, denoise=denoise, variance=variance, x_T=x_T,
+                      predictor="ancestral", corrector="none", eps=eps, num_steps=num_steps, denoise=denoise, variance=variance, x_T=x_T,
                       callback=callback)

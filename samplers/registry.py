@@ -11,13 +11,17 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from samplers.options import Option, check_options, declare
+
 SAMPLERS: Dict[str, Callable[..., "SampleResult"]] = {}
 
 
 class SampleResult(NamedTuple):
-    """Samples `x` `[B, ...]` and the number of score evaluations `nfe` (per batch, an int)."""
+    """Samples `x` `[B, ...]`, the number of score evaluations `nfe` (per batch, an int) and the
+    method's extra results `info` (the adaptive solvers' tries, per-sample NFE, ...)."""
     x: torch.Tensor
     nfe: int
+    info: dict = {}
 
 
 class LikelihoodResult(NamedTuple):
@@ -27,26 +31,30 @@ class LikelihoodResult(NamedTuple):
     nfe: int
 
 
-def register_sampler(name: str):
-    """Decorator adding a sampling method to `SAMPLERS` under `name`."""
+def register_sampler(name: str, options: Dict[str, Option], check=None):
+    """Decorator adding a sampling method to `SAMPLERS` under `name`, with the declaration of its
+    `options` (`samplers.options`; `check`: of their combination, given them all resolved)."""
     def decorator(fn):
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} is registered twice")
+        declare(name, options, check)
         SAMPLERS[name] = fn
         return fn
     return decorator
 
 
 def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,
-           **options) -> SampleResult:
+           dtype: torch.dtype = torch.float32, x_T: Optional[torch.Tensor] = None,
+           callback=None, **options) -> SampleResult:
     """Draw samples of `shape` `[B, ...]` by the named `method`; see each method for its options.
 
     `generator`: None (the global RNG), a torch.Generator, or a list of B per-sample generators.
     """
     if method not in SAMPLERS:
         raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
+    check_options(method, options)
     return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device,
-                            **options)
+                            dtype=dtype, x_T=x_T, callback=callback, **options)
 
 
 class ConditionResult(NamedTuple):

@@ -16,6 +16,7 @@ import torchsde
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
                              check_eps, check_num_steps, check_positive, prior_sample,
                              tweedie_denoise)
+from samplers.options import DENOISE, EPS, atol, choice, flag, rtol, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -115,12 +116,18 @@ def brownian_path(generator: Generator, shape, t1: float, dtype, device, levy_ar
     return interval(tuple(shape), _entropy(generator))
 
 
-@register_sampler("sdeint")
+OPTIONS = dict(sde_method=choice("euler", SDE_METHODS, "torchsde's Itô solver"),
+               num_steps=steps("the SDE's N"),
+               adaptive=flag(False, "adaptive steps (rtol / atol)"), rtol=rtol(1e-5),
+               atol=atol(1e-5), eps=EPS, denoise=DENOISE)
+
+
+@register_sampler("sdeint", OPTIONS)
 def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                    generator: Generator = None, device=None,
                    dtype: torch.dtype = torch.float32, sde_method: str = "euler",
                    num_steps: Optional[int] = None, adaptive: bool = False, rtol: float = 1e-5,
-                   atol: float = 1e-4, eps: float = 1e-3, denoise: bool = True,
+                   atol: float = 1e-5, eps: float = 1e-3, denoise: bool = True,
                    x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Solve the reverse-time SDE from x_T ~ prior at T down to eps with `torchsde.sdeint`.
 

@@ -23,6 +23,8 @@ import torch
 from samplers.common import Generator, ScoreFn
 from samplers.dpm_solver import check_flag, check_order, run_dpm_solver
 from samplers.multistep import Callback, check_two_node
+from samplers.dpm_solver import MULTISTEP_OPTIONS
+from samplers.options import choice, flag
 from samplers.registry import SampleResult, register_sampler
 from samplers.schedules import Times
 from sde_lib import SDE
@@ -30,7 +32,9 @@ from sde_lib import SDE
 VARIANTS = ("bh1", "bh2")
 
 
-@register_sampler("unipc")
+@register_sampler("unipc", dict(
+    MULTISTEP_OPTIONS, variant=choice("bh2", VARIANTS, "B(h) of UniC's second-order terms"),
+    unic=flag(True, "apply the UniC corrector (False: UniP alone)")))
 def unipc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                   generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
                   order: int = 2, variant: str = "bh2", schedule: Times = "logsnr",

@@ -117,7 +117,7 @@ FAST_SAMPLER_FLAGS = [
     ["--config.sampling.method=ddim", "--config.sampling.eta=0.5", "--config.sampling.time_schedule=quadratic"],
     ["--config.sampling.method=heun", "--config.sampling.s_churn=1.0", "--config.sampling.rho=5.0"],
     ["--config.sampling.method=dpm_solver", "--config.sampling.order=3"],
-    ["--config.sampling.method=adaptive_sde", "--config.sampling.reltol=0.05", "--config.sampling.abstol=0.01"],
+    ["--config.sampling.method=adaptive_sde", "--config.sampling.rtol=0.05", "--config.sampling.atol=0.01"],
 ]
 
 

@@ -14,7 +14,7 @@ QUICK = {  # few steps: these tests are about the contract, not accuracy
     "ode": dict(rtol=1e-3, atol=1e-3), "sdeint": dict(num_steps=4), "ddim": dict(num_steps=4),
     "heun": dict(num_steps=3), "dpm_solver": dict(num_steps=4),
     "dpm_solver_sde": dict(num_steps=4), "unipc": dict(num_steps=4),
-    "adaptive_sde": dict(abstol=0.05, reltol=0.1), "dpm_adaptive": dict(abstol=0.05, reltol=0.2),
+    "adaptive_sde": dict(atol=0.05, rtol=0.1), "dpm_adaptive": dict(atol=0.05, rtol=0.2),
 }
 # The Langevin corrector's step size uses norms averaged over the batch (as in the reference
 # code), so "pc" with it depends on the batch; with corrector "ald" every method is
