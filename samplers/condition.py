@@ -140,6 +140,7 @@ def check_observation(y: torch.Tensor, operator: LinearOperator, noise_std: floa
     return float(noise_std)
 
 
+@torch.no_grad()   # DPS enables gradients locally, for the score's only
 def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOperator, *,
               noise_std: float = 0.0, method: str = "replacement", generator: Generator = None,
               eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,

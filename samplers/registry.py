@@ -7,6 +7,7 @@ registered with `@register_sampler("name")`, so any of them can be named from a 
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
@@ -38,9 +39,20 @@ def register_sampler(name: str, options: Dict[str, Option], check=None):
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} is registered twice")
         declare(name, options, check)
-        SAMPLERS[name] = fn
+        SAMPLERS[name] = without_graph(fn)
         return fn
     return decorator
+
+
+def without_graph(fn):
+    """`fn` run under `torch.no_grad()`: a sampler never records an autograd graph through its
+    steps (which would hold every step's activations). Methods that need gradients of the score
+    (classifier guidance, DPS) enable them locally, for that gradient only."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return run
 
 
 def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,

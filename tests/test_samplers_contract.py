@@ -1,0 +1,73 @@
+"""The contract every registered method keeps (enforced by the registry): no autograd graph,
+an NFE budget never exceeded, num_steps as intervals, the callback's arguments."""
+import pytest
+import torch
+
+import samplers
+from models import DDPM, MLP, ScoreModel
+from models.analytic import GaussianMixture
+from sde_lib import VPSDE
+
+MIXTURE = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [0.05, 0.1])
+FAST = {"pc": dict(num_steps=3), "reverse_diffusion": dict(num_steps=3),
+        "euler_maruyama": dict(num_steps=3), "ancestral": dict(num_steps=3),
+        "annealed_langevin": dict(num_steps=2, n_steps_each=1), "sdeint": dict(num_steps=3),
+        "ddim": dict(num_steps=3), "heun": dict(num_steps=2), "dpm_solver": dict(num_steps=3),
+        "dpm_solver_sde": dict(num_steps=3), "unipc": dict(num_steps=3),
+        "ode": dict(rtol=1e-2, atol=1e-2), "dpm_adaptive": dict(rtol=0.5, atol=0.5),
+        "adaptive_sde": dict(rtol=0.5, atol=0.5)}
+
+
+def test_every_method_is_covered():
+    assert set(FAST) == set(samplers.SAMPLERS)
+
+
+class SavedTensors:
+    """Counts the tensors autograd saves for a backward pass (what a kept graph holds)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        def pack(tensor):
+            self.count += 1
+            return tensor
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_an_nn_module_score_leaves_no_graph(method):
+    sde = VPSDE(N=8)
+    score = ScoreModel(MLP(dim=2, width=16, num_res_blocks=1, nf=8), sde)
+    with SavedTensors() as saved:
+        result = samplers.sample(score, sde, (3, 2), method,
+                                 generator=torch.Generator().manual_seed(0), **FAST[method])
+    assert not result.x.requires_grad and result.x.grad_fn is None
+    assert saved.count == 0
+
+
+def test_pc_memory_is_flat_in_the_number_of_steps():
+    """pc at 1000 steps on a small U-Net keeps nothing per step: autograd saves no tensor (a kept
+    graph holds every step's activations, which is what exhausts memory). The unwrapped method,
+    called with grad enabled, would save tensors at every step."""
+    sde = VPSDE(N=1000)
+    net = DDPM(image_size=8, num_channels=1, nf=32, ch_mult=(1,), num_res_blocks=1,
+               attn_resolutions=(), dropout=0.0)
+    score = ScoreModel(net, sde)
+    counts = {}
+    for steps in (10, 1000):
+        with SavedTensors() as saved:
+            result = samplers.sample(score, sde, (1, 1, 8, 8), "pc", corrector="none",
+                                     num_steps=steps, generator=torch.Generator().manual_seed(0))
+        counts[steps] = saved.count
+        assert result.nfe == steps + 1 and result.x.grad_fn is None
+    assert counts == {10: 0, 1000: 0}
+    with SavedTensors() as saved:
+        samplers.SAMPLERS["pc"].__wrapped__(score, sde, (1, 1, 8, 8), corrector="none",
+                                             num_steps=2)
+    assert saved.count > 0          # the check can fail: without the registry, a graph is kept
