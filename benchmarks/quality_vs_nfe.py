@@ -47,7 +47,7 @@ FIXED_STEP = {
     "pc (rd + langevin)": ("pc", lambda n: dict(num_steps=n // 2) if n % 2 == 0 else None),
     "ddim": ("ddim", lambda n: dict(num_steps=n)),
     "ddim eta=1": ("ddim", lambda n: dict(num_steps=n, eta=1.0)),
-    "heun": ("heun", lambda n: dict(num_steps=n // 2 + 1) if n % 2 == 0 else None),
+    "heun": ("heun", lambda n: dict(num_steps=n // 2) if n % 2 == 0 else None),
     "dpm_solver-1": ("dpm_solver", lambda n: dict(num_steps=n, order=1)),
     "dpm_solver-2": ("dpm_solver", lambda n: dict(num_steps=n, order=2)),
     "dpm_solver-3": ("dpm_solver", lambda n: dict(num_steps=n, order=3)),

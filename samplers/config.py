@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from samplers.budget import steps_for_budget
 from samplers.common import Generator, ScoreFn, check_choice
 from samplers.options import SCHEMA, check_options, field_of, inapplicable_error, takers
 from samplers.registry import SAMPLERS, SampleResult
@@ -82,10 +83,11 @@ def check_config(sampling_config, method: str, baseline: Optional[Mapping] = Non
 
 
 class ConfiguredSampler:
-    """`sampler(score_fn, sde, shape, *, generator=None, device=None)`: `method` with `options`."""
+    """`sampler(score_fn, sde, shape, *, generator=None, device=None)`: `method` with `options`
+    (and a budget of `nfe` score evaluations, which picks its steps)."""
 
-    def __init__(self, method: str, options: Dict[str, Any]):
-        self.method, self.options = method, dict(options)
+    def __init__(self, method: str, options: Dict[str, Any], nfe: Optional[int] = None):
+        self.method, self.options, self.nfe = method, dict(options), nfe
 
     def __call__(self, score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
@@ -93,12 +95,15 @@ class ConfiguredSampler:
         """Run the method; `x_T` and `callback(i, t, x, denoised)` as every sampler takes them."""
         from samplers.registry import sample
         return sample(score_fn, sde, shape, self.method, generator=generator, device=device,
-                      dtype=dtype, x_T=x_T, callback=callback, **self.options)
+                      dtype=dtype, nfe=self.nfe, x_T=x_T, callback=callback, **self.options)
 
     def resolved(self, sde_steps: Optional[int] = None) -> Dict[str, Any]:
         """Every option that decides the result, defaults filled in (for a chain method's steps,
         from the SDE's N = `sde_steps`), for the settings written beside the samples."""
-        resolved = check_options(self.method, self.options)
+        options = dict(self.options)
+        if self.nfe is not None:
+            options.update(steps_for_budget(self.method, self.nfe, options))
+        resolved = check_options(self.method, options)
         for name, option in SCHEMA[self.method].items():
             if resolved[name] is None and option.implied is not None \
                     and isinstance(resolved.get("schedule", ""), str):
@@ -106,11 +111,14 @@ class ConfiguredSampler:
         if resolved.get("num_steps", 0) is None and sde_steps is not None \
                 and self.method in CHAIN_METHODS:
             resolved["num_steps"] = sde_steps - (self.method == "annealed_langevin")
+        if self.nfe is not None:
+            resolved["nfe"] = self.nfe
         return {name: value if isinstance(value, (bool, int, float, str, type(None)))
                 else repr(value) for name, value in resolved.items()}
 
     def __repr__(self) -> str:
-        return f"ConfiguredSampler({self.method!r}, {self.options})"
+        budget = "" if self.nfe is None else f", nfe={self.nfe}"
+        return f"ConfiguredSampler({self.method!r}, {self.options}{budget})"
 
 
 def build_sampler(sampling_config, baseline: Optional[Mapping] = None) -> ConfiguredSampler:
@@ -121,11 +129,18 @@ def build_sampler(sampling_config, baseline: Optional[Mapping] = None) -> Config
     is refused unless None or at its baseline value. Steps: `num_steps`
     > 0 sets any method's; 0 keeps the method's own default, except for the chain methods
     (`CHAIN_METHODS`, default the SDE's N), which take `pc_num_steps` when it is > 0.
+    `nfe` > 0 is a budget of score evaluations instead (`samplers.budget`).
     Raises ValueError with one line naming the field and the allowed values.
     """
     method = sampling_config["method"] if "method" in sampling_config else "pc"
     check_choice("config.sampling.method", method, SAMPLERS)
-    return ConfiguredSampler(method, check_config(sampling_config, method, baseline))
+    options = check_config(sampling_config, method, baseline)
+    nfe = _value(sampling_config, "nfe")
+    if nfe is not None:
+        if _value(sampling_config, "num_steps") is None:
+            options.pop("num_steps", None)        # pc_num_steps yields to the budget
+        steps_for_budget(method, nfe, options, PREFIX)
+    return ConfiguredSampler(method, options, nfe)
 
 
 def resolved_num_steps(sampling_config, method: Optional[str] = None) -> Optional[int]:

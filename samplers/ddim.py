@@ -18,6 +18,7 @@ import torch
 
 from samplers.common import CountedScore, ScoreFn, check_callback, finish_run, prior_sample
 from samplers.predictors import AffineSteps, affine_step
+from samplers.budget import one_per_step
 from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
 from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
@@ -51,7 +52,7 @@ OPTIONS = dict(eta=number("float", 0.0, "0: deterministic DDIM, 1: ancestral", 0
                num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
 
 
-@register_sampler("ddim", OPTIONS)
+@register_sampler("ddim", OPTIONS, cost=one_per_step)
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, eta: float = 0.0,

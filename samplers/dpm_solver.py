@@ -25,6 +25,7 @@ import torch
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
                              prior_sample)
 from samplers.multistep import Callback, plan_steps, run_multistep
+from samplers.budget import one_per_step
 from samplers.options import (DENOISE, EPS, LOWER_ORDER_FINAL, ORDER, RHO, number, schedule,
                               steps)
 from samplers.registry import SampleResult, register_sampler
@@ -83,7 +84,7 @@ MULTISTEP_OPTIONS = dict(order=ORDER, schedule=schedule("logsnr", TIME_SCHEDULES
                          num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
 
 
-@register_sampler("dpm_solver", MULTISTEP_OPTIONS)
+@register_sampler("dpm_solver", MULTISTEP_OPTIONS, cost=one_per_step)
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                        generator: Generator = None, device=None,
                        dtype: torch.dtype = torch.float32, order: int = 2,
@@ -123,7 +124,7 @@ def check_eta_sde(eta: float) -> float:
 
 @register_sampler("dpm_solver_sde", dict(
     MULTISTEP_OPTIONS, eta=number("float", 1.0, "the share of the reverse SDE's noise (1: the "
-                                  "reverse SDE)", 0, 1, open_lo=True)))
+                                  "reverse SDE)", 0, 1, open_lo=True)), cost=one_per_step)
 def dpm_solver_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                            generator: Generator = None, device=None,
                            dtype: torch.dtype = torch.float32, order: int = 2, eta: float = 1.0,

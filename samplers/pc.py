@@ -17,6 +17,7 @@ from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn,
 from samplers.correctors import CORRECTORS
 from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
+from samplers.budget import one_per_step
 from samplers.options import DENOISE, EPS, choice, flag, number, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -56,7 +57,12 @@ def _check_pc(options) -> None:
                      options["variance"])
 
 
-@register_sampler("pc", PC_OPTIONS, _check_pc)
+def _pc_cost(options, num_steps: int) -> int:
+    per_step = (options["predictor"] != "none") + options["n_steps"] * (options["corrector"] != "none")
+    return num_steps * per_step + bool(options["denoise"])
+
+
+@register_sampler("pc", PC_OPTIONS, _check_pc, _pc_cost)
 def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                generator: Generator = None, device=None,
                dtype: torch.dtype = torch.float32, predictor: str = "reverse_diffusion",
@@ -133,11 +139,11 @@ def _predictor_only(name: str):
 PREDICTOR_OPTIONS = dict(probability_flow=PROBABILITY_FLOW, eps=EPS,
                          num_steps=steps("the SDE's N"), denoise=DENOISE)
 for _name in ("reverse_diffusion", "euler_maruyama"):
-    register_sampler(_name, PREDICTOR_OPTIONS)(_predictor_only(_name))
+    register_sampler(_name, PREDICTOR_OPTIONS, cost=one_per_step)(_predictor_only(_name))
 
 
 @register_sampler("ancestral", dict(eps=EPS, num_steps=steps("the SDE's N"), denoise=DENOISE,
-                                   variance=VARIANCE))
+                                   variance=VARIANCE), cost=one_per_step)
 def ancestral(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
               generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
               eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,

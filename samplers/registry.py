@@ -12,6 +12,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from samplers.budget import COSTS, Cost, steps_for_budget
 from samplers.options import Option, check_options, declare
 
 SAMPLERS: Dict[str, Callable[..., "SampleResult"]] = {}
@@ -32,13 +33,16 @@ class LikelihoodResult(NamedTuple):
     nfe: int
 
 
-def register_sampler(name: str, options: Dict[str, Option], check=None):
+def register_sampler(name: str, options: Dict[str, Option], check=None, cost: Cost = None):
     """Decorator adding a sampling method to `SAMPLERS` under `name`, with the declaration of its
-    `options` (`samplers.options`; `check`: of their combination, given them all resolved)."""
+    `options` (`samplers.options`; `check`: of their combination, given them all resolved) and,
+    for a fixed-step method, its `cost(options, num_steps)` in score evaluations (`nfe=`)."""
     def decorator(fn):
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} is registered twice")
         declare(name, options, check)
+        if cost is not None:
+            COSTS[name] = cost
         SAMPLERS[name] = without_graph(fn)
         return fn
     return decorator
@@ -56,15 +60,20 @@ def without_graph(fn):
 
 
 def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,
-           dtype: torch.dtype = torch.float32, x_T: Optional[torch.Tensor] = None,
-           callback=None, **options) -> SampleResult:
+           dtype: torch.dtype = torch.float32, nfe: Optional[int] = None,
+           x_T: Optional[torch.Tensor] = None, callback=None, **options) -> SampleResult:
     """Draw samples of `shape` `[B, ...]` by the named `method`; see each method for its options.
 
     `generator`: None (the global RNG), a torch.Generator, or a list of B per-sample generators.
+    `nfe`: a budget of score evaluations for a fixed-step method, which then takes as many steps
+    as it can within it (`samplers.budget`); `num_steps` counts time intervals for every method.
+    Options are checked against the method's declaration (`samplers.options`) before any work.
     """
     if method not in SAMPLERS:
         raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
     check_options(method, options)
+    if nfe is not None:
+        options = {**options, **steps_for_budget(method, nfe, options)}
     return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device,
                             dtype=dtype, x_T=x_T, callback=callback, **options)
 

@@ -122,7 +122,16 @@ OPTIONS = dict(sde_method=choice("euler", SDE_METHODS, "torchsde's Itô solver")
                atol=atol(1e-5), eps=EPS, denoise=DENOISE)
 
 
-@register_sampler("sdeint", OPTIONS)
+# Score evaluations per step of each torchsde solver (srk: its stages; measured, and checked by
+# the tests against the counted NFE).
+EVALS_PER_STEP = {"euler": 1, "milstein": 1, "srk": 9}
+
+
+def _cost(options, num_steps: int) -> int:
+    return num_steps * EVALS_PER_STEP[options["sde_method"]] + bool(options["denoise"])
+
+
+@register_sampler("sdeint", OPTIONS, cost=_cost)
 def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                    generator: Generator = None, device=None,
                    dtype: torch.dtype = torch.float32, sde_method: str = "euler",

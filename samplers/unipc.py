@@ -24,6 +24,7 @@ from samplers.common import Generator, ScoreFn
 from samplers.dpm_solver import check_flag, check_order, run_dpm_solver
 from samplers.multistep import Callback, check_two_node
 from samplers.dpm_solver import MULTISTEP_OPTIONS
+from samplers.budget import one_per_step
 from samplers.options import choice, flag
 from samplers.registry import SampleResult, register_sampler
 from samplers.schedules import Times
@@ -34,7 +35,7 @@ VARIANTS = ("bh1", "bh2")
 
 @register_sampler("unipc", dict(
     MULTISTEP_OPTIONS, variant=choice("bh2", VARIANTS, "B(h) of UniC's second-order terms"),
-    unic=flag(True, "apply the UniC corrector (False: UniP alone)")))
+    unic=flag(True, "apply the UniC corrector (False: UniP alone)")), cost=one_per_step)
 def unipc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                   generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
                   order: int = 2, variant: str = "bh2", schedule: Times = "logsnr",

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import samplers
+import samplers.budget
 from models import DDPM, MLP, ScoreModel
 from models.analytic import GaussianMixture
 from sde_lib import VPSDE
@@ -71,3 +72,60 @@ def test_pc_memory_is_flat_in_the_number_of_steps():
         samplers.SAMPLERS["pc"].__wrapped__(score, sde, (1, 1, 8, 8), corrector="none",
                                              num_steps=2)
     assert saved.count > 0          # the check can fail: without the registry, a graph is kept
+
+
+@pytest.mark.parametrize("method", sorted(samplers.budget.COSTS))
+def test_a_budget_of_nfe_is_never_exceeded(method):
+    """`nfe=B` picks the most steps within B score evaluations, for B = 5 … 50."""
+    sde = VPSDE(N=100)
+    for budget in (5, 6, 7, 11, 20, 33, 50):
+        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, nfe=budget,
+                                 generator=torch.Generator().manual_seed(0))
+        assert budget - 4 <= result.nfe <= budget, (budget, result.nfe)
+
+
+def test_budgets_of_every_sdeint_solver_and_pc_setting():
+    sde = VPSDE(N=100)
+    for options in (dict(sde_method="milstein"), dict(sde_method="srk"), dict(denoise=False)):
+        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), "sdeint", nfe=30, **options)
+        assert 20 <= result.nfe <= 30
+    for options in (dict(corrector="ald", n_steps=2), dict(predictor="none")):
+        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), "pc", nfe=17, **options)
+        assert 14 <= result.nfe <= 17
+
+
+@pytest.mark.parametrize("method, options, words", [
+    ("ode", {}, "does not apply to method 'ode'"),
+    ("dpm_solver", dict(num_steps=4), "give one of them"),
+    ("heun", {}, "too small"),
+    ("ddim", dict(schedule=[1.0, 0.5, 1e-3]), "schedule name"),
+])
+def test_a_budget_is_refused_up_front_where_it_cannot_apply(method, options, words):
+    nfe = 2 if method == "heun" else 10
+    with pytest.raises(ValueError, match=words):
+        samplers.sample(MIXTURE.score_fn(VPSDE()), VPSDE(), (2, 2), method, nfe=nfe, **options)
+
+
+def test_the_config_budget_reaches_the_sampler_and_its_settings():
+    from configs.default import get_default_config
+    config = get_default_config()
+    config.sampling.method, config.sampling.nfe, config.sampling.pc_num_steps = "heun", 12, 500
+    sampler = samplers.build_sampler(config.sampling)
+    resolved = sampler.resolved(1000)
+    assert resolved["nfe"] == 12 and resolved["num_steps"] == 5      # 2·5 + 1 = 11 ≤ 12
+    result = sampler(MIXTURE.score_fn(VPSDE()), VPSDE(), (2, 2))
+    assert result.nfe == 11
+    config.sampling.method = "ode"
+    with pytest.raises(ValueError, match=r"^config.sampling.nfe=12 does not apply"):
+        samplers.build_sampler(config.sampling)
+
+
+def test_num_steps_counts_intervals_for_every_fixed_step_method():
+    sde = VPSDE(N=100)
+    expected = {"heun": 2 * 4 + 1, "annealed_langevin": 5 * 3 + 1, "pc": 2 * 4 + 1}
+    for method in sorted(samplers.budget.COSTS):
+        options = dict(n_steps_each=3) if method == "annealed_langevin" else {}
+        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, num_steps=4,
+                                 **options)
+        per_step = {"sdeint": 1}.get(method, 1)
+        assert result.nfe == expected.get(method, 4 * per_step + 1), method
