@@ -35,8 +35,8 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import torch
 
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
-from samplers.common import (CountedScore, ScoreFn, check_callback, check_choice, check_eps,
-                             check_positive, coeff, prior_sample, sample_noise, select_rows,
+from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback,
+                             check_choice, check_eps, check_positive, coeff, prior_sample, sample_noise, select_rows,
                              tweedie_denoise)
 from samplers.options import DENOISE, EPS, SAFETY, atol, choice, number, rtol
 from samplers.registry import SampleResult, register_sampler
@@ -149,7 +149,8 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
             state, num_rejected = _one_try(rows, state, noise, options)
             rejected += num_rejected
             if callback is not None:
-                callback(tries + i + 1, state.t, state.x, None)
+                callback(tries + i + 1, state.t, state.x,
+                         callback_denoised(rows.score_fn, reverse.forward, state.x, state.t))
         tries, syncs = tries + check_every, syncs + 1
         nfe_per_sample[active] += 2 * check_every
         # Synchronise: write out the finished samples and drop them from the batch.
@@ -201,7 +202,7 @@ def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     `info` holds `nfe_per_sample` (int64 `[B]`: evaluations each sample
             took part in), `tries`, `syncs` and `rejected` (tries rejected, summed over samples).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, None)` at the start (i = 0) and after every try i, with the
+        callback: `callback(i, t, x, denoised)` at the start (i = 0) and after every try i, with the
             rows still active (t `[b]`: each sample's time; a finished row stays at eps until the
             next host read drops it).
     Returns nfe = score_fn calls (each on the samples still active), 2·tries + [denoise].

@@ -174,6 +174,14 @@ def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tenso
     return (x + coeff(std ** 2, x) * score) / coeff(mean_coeff, x)
 
 
+def callback_denoised(score_fn: ScoreFn, sde: SDE, x: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+    """Tweedie's E[x_0 | x_t] for a callback, from the score behind `score_fn`'s count (a
+    callback's estimate is not one of the method's evaluations)."""
+    raw = score_fn.score_fn if isinstance(score_fn, CountedScore) else score_fn
+    return tweedie_denoise(lambda y, s: raw(y, s.to(y.dtype)), sde, x, t)
+
+
 def sample_noise(x: torch.Tensor, generator: Generator) -> torch.Tensor:
     """Standard normal noise shaped and typed like `x`, from `generator` (one or one per sample)."""
     return randn(x.shape, generator, x.device, x.dtype)

@@ -71,8 +71,8 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         eps: the last time; num_steps: steps from T to eps (default 50).
         denoise: end with Tweedie's E[x_0 | x_eps] (DDIM's last x̂_0; one more evaluation).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, denoised)` at every grid time (denoised: None but at the
-            end with `denoise`).
+        callback: `callback(i, t, x, denoised)` at every grid time (denoised: E[x_0 | x_t],
+            `samplers.registry.with_denoised`).
     NFE = num_steps + [denoise].
     """
     eta = check_eta(eta)

@@ -24,8 +24,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, ScoreFn, check_callback, check_eps, check_positive,
-                             coeff, prior_sample, select_rows)
+from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
+                             check_positive, coeff, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
 from samplers.ode import MAX_NFE
 from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
@@ -180,7 +180,8 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
         rows = select_rows(score_fn, active)
         for _ in range(check_every):
             if callback is not None:
-                callback(tries, sde.t_from_log_snr(2 * state.ell), state.x, None)
+                t = sde.t_from_log_snr(2 * state.ell)
+                callback(tries, t, state.x, callback_denoised(rows, sde, state.x, t))
             state = _try(rows, sde, state, options)
             tries += 1
         done = _sync(state, ell_end, score_fn.nfe, max_nfe)
@@ -228,7 +229,7 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
             this many score evaluations (checked every `check_every` tries), or as soon as a step
             size is not finite (a diverging score).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, None)` before every try i, on the rows still active
+        callback: `callback(i, t, x, denoised)` before every try i, on the rows still active
             (t `[b]`: each sample's time).
     Deterministic given x_T. NFE = order·tries + [denoise] score calls.
     """

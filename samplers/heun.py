@@ -106,8 +106,8 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             (default 17: EDM's 18 levels).
         denoise: take the final Euler step to σ̄ = 0 (Tweedie's E[x_0 | x_eps]).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, denoised)` at every level (denoised: None but at the end
-            with `denoise`).
+        callback: `callback(i, t, x, denoised)` at every level (denoised: E[x_0 | x_t],
+            `samplers.registry.with_denoised`).
     NFE = 2·num_steps + [denoise].
     """
     check_churn(s_churn, s_tmin, s_tmax, s_noise)

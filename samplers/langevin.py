@@ -50,8 +50,8 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     mean log p_eps of the samples falls short of exact samples' by 0.8 nats with 1 step per level,
     0.27 with 3 and 0.10 with 5 (one standard error: 0.06), hence the default 5.
     `denoise` ends with Tweedie's E[x_0 | x_eps]. NFE = (num_steps + 1)·n_steps_each + [denoise].
-    `x_T` replaces the prior draw; `callback(i, t, x, None)` runs at each level before its steps
-    (and at eps after the last, with Tweedie's estimate as denoised under `denoise`).
+    `x_T` replaces the prior draw; `callback(i, t, x, denoised)` runs at each level before its
+    steps and at eps after the last (denoised: Tweedie's E[x_0 | x_t]).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
     """
     check_callback(callback)

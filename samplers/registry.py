@@ -53,10 +53,27 @@ def without_graph(fn):
     steps (which would hold every step's activations). Methods that need gradients of the score
     (classifier guidance, DPS) enable them locally, for that gradient only."""
     @functools.wraps(fn)
-    def run(*args, **kwargs):
+    def run(score_fn, sde, shape, **kwargs):
+        if kwargs.get("callback") is not None:
+            kwargs["callback"] = with_denoised(kwargs["callback"], score_fn, sde)
         with torch.no_grad():
-            return fn(*args, **kwargs)
+            return fn(score_fn, sde, shape, **kwargs)
     return run
+
+
+def with_denoised(callback, score_fn, sde):
+    """`callback(i, t, x, denoised)` always given the denoised estimate E[x_0 | x_t]: where a
+    method's step does not produce it, Tweedie's formula on one more evaluation of the score,
+    outside the method's NFE (so only runs with a callback pay for it)."""
+    if not callable(callback):
+        return callback          # the method refuses it with its own message
+    from samplers.common import callback_denoised
+
+    def report(i, t, x, denoised):
+        if denoised is None:
+            denoised = callback_denoised(score_fn, sde, x, t)
+        callback(i, t, x, denoised)
+    return report
 
 
 def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=None,

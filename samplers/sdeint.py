@@ -147,8 +147,8 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         denoise: end with Tweedie's E[x_0 | x_eps].
     The Brownian path is a `torchsde.BrownianInterval` seeded from `generator` (one per sample
     for a list of per-sample generators), so runs reproduce.
-    `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, None)` runs at every state the
-    solver evaluates the drift at (i counts them).
+    `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, denoised)` runs at every state the
+    solver evaluates the drift at (i counts them; denoised: Tweedie's E[x_0 | x_t]).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`) and the exact NFE.
     """
     check_choice("sde_method", sde_method, SDE_METHODS)

@@ -129,3 +129,31 @@ def test_num_steps_counts_intervals_for_every_fixed_step_method():
                                  **options)
         per_step = {"sdeint": 1}.get(method, 1)
         assert result.nfe == expected.get(method, 4 * per_step + 1), method
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_the_callback_always_gets_the_denoised_estimate(method):
+    """callback(i, t, x, denoised): denoised is E[x_0 | x_t] at every call, for every method,
+    without changing the samples or the NFE."""
+    sde, calls = VPSDE(N=8), []
+    score = MIXTURE.score_fn(sde)
+
+    def callback(i, t, x, denoised):
+        calls.append((i, t, x, denoised))
+
+    options = dict(dtype=torch.float64, **FAST[method])
+    result = samplers.sample(score, sde, (3, 2), method, callback=callback,
+                             generator=torch.Generator().manual_seed(0), **options)
+    plain = samplers.sample(score, sde, (3, 2), method,
+                            generator=torch.Generator().manual_seed(0), **options)
+    assert torch.equal(result.x, plain.x) and result.nfe == plain.nfe
+    assert calls
+    for i, t, x, denoised in calls:
+        assert isinstance(denoised, torch.Tensor) and denoised.shape == x.shape
+        assert t.shape == x.shape[:1]
+    # The estimate at the first call is Tweedie's formula at (x, t).
+    i, t, x, denoised = calls[0]
+    mean_coeff, std = sde.marginal_coeffs(t.double())
+    expected = (x + std[:, None] ** 2 * score(x, t.to(x.dtype))) / mean_coeff[:, None]
+    if method not in ("dpm_solver", "dpm_solver_sde", "unipc"):   # theirs: the data prediction
+        torch.testing.assert_close(denoised, expected)
