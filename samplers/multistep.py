@@ -62,14 +62,6 @@ def interpolant_weights(nodes: Sequence[float], h: float, eta: float = 0.0,
     return np.linalg.solve(V.T, np.asarray(K)).tolist()
 
 
-def quadrature_weights(nodes: Sequence[float]) -> List[float]:
-    """Weights w_j with ∫₀¹ q(v) dv = Σ_j w_j·q(r_j) for every polynomial q of degree < len(nodes)
-    (Adams–Bashforth / –Moulton weights on the nodes r_j; multiply by h for ∫ over a step h)."""
-    V = np.vander(np.asarray(nodes, dtype=np.float64), len(nodes), increasing=True)
-    moments = 1.0 / np.arange(1, len(nodes) + 1)
-    return np.linalg.solve(V.T, moments).tolist()
-
-
 class StepPlan(NamedTuple):
     """Per-step coefficients of x_{i+1} = c_i·x_i + Σ_j w_ij·m_{i−j} + std_i·z (Python floats).
 

@@ -150,3 +150,10 @@ def test_ddpm_and_hybrid_training_report_the_bound(tmp_path, config):
     run_main(*common, "--mode", "sample")
     images = np.load(next((workdir / "samples").glob("step_6_ancestral_*/samples.npz")))["samples"]
     assert images.shape == (4, 8, 8, 1)
+
+
+@pytest.mark.parametrize("mode", ["fid_stats", "sample", "train"])
+def test_out_of_memory_is_one_line_in_every_mode(mode):
+    import main
+    status, message = main._classify(MemoryError("cannot allocate 8 GiB"), mode)
+    assert status == 1 and "\n" not in message and message.startswith("error: out of memory")

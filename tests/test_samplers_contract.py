@@ -157,3 +157,4 @@ def test_the_callback_always_gets_the_denoised_estimate(method):
     expected = (x + std[:, None] ** 2 * score(x, t.to(x.dtype))) / mean_coeff[:, None]
     if method not in ("dpm_solver", "dpm_solver_sde", "unipc"):   # theirs: the data prediction
         torch.testing.assert_close(denoised, expected)
+
