@@ -1,7 +1,7 @@
 """The one declaration of every method's options: name, type, range, default and a one-line doc.
 
 `SCHEMA[method]` maps each keyword option of a sampling method (`samplers.sample`), of the
-likelihood (`"log_likelihood"`) and of each conditioning method (`"condition:<name>"`) to an
+likelihood (`"likelihood:log_likelihood"`) and of each conditioning method (`"condition:<name>"`) to an
 `Option`. Everything else derives from it: the checks of `samplers.sample` / `condition` /
 `log_likelihood`, the config's up-front validation (`check_config`, with the same messages
 prefixed `config.sampling.`), the defaults, the help text (`describe`) and the resolved settings
@@ -131,8 +131,10 @@ def field_of(name: str, option: Option) -> str:
 
 
 def _kin(method: str, other: str) -> bool:
-    """Whether `other` is of `method`'s kind (sampling methods, or "condition:..." methods)."""
-    return method.startswith("condition:") == other.startswith("condition:")
+    """Whether `other` is of `method`'s kind: sampling methods (plain names), "condition:..." or
+    "likelihood:..." declarations."""
+    return method.partition(":")[1] and method.partition(":")[0] == other.partition(":")[0] \
+        or ":" not in method and ":" not in other
 
 
 def takers(field: str, method: str = "") -> list:

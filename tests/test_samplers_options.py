@@ -3,6 +3,7 @@ import inspect
 import math
 
 import pytest
+import torch
 
 import samplers
 from configs.default import get_default_config
@@ -60,7 +61,7 @@ def test_an_option_the_method_ignores_is_refused_the_same_way(method):
     sde, baseline = VPSDE(N=4), get_default_config().sampling
     own = set(field_map(method))
     for other in SCHEMA:
-        if other.startswith("condition:"):
+        if ":" in other:
             continue
         for name, option in SCHEMA[other].items():
             field = field_of(name, option)
@@ -117,3 +118,15 @@ def test_condition_methods_are_declared_once():
         samplers.check_condition_options("smc", {"num_particles": 0})
     with pytest.raises(ValueError, match="does not apply"):
         samplers.check_condition_options("dps", {"num_particles": 4})
+
+
+def test_the_likelihood_is_declared_once_too():
+    parameters = inspect.signature(samplers.log_likelihood).parameters.values()
+    signature = {p.name: p.default for p in parameters
+                 if p.kind is p.KEYWORD_ONLY and p.name != "generator"}
+    assert signature == defaults("likelihood:log_likelihood")
+    x = torch.zeros(2, 1)
+    with pytest.raises(ValueError, match=r"^divergence='hutch' is not allowed .* one of"):
+        samplers.log_likelihood(_never_called, VPSDE(), x, divergence="hutch")
+    with pytest.raises(ValueError, match=r"^rtol=0.0 is not allowed .* > 0"):
+        samplers.log_likelihood(_never_called, VPSDE(), x, rtol=0.0)
