@@ -80,7 +80,7 @@ def capabilities(score_fn: ScoreFn) -> Capabilities:
 def select_rows(score_fn: ScoreFn, index: Sequence[int]) -> ScoreFn:
     """`score_fn` for a batch made of the rows `index` of the batch it was built for.
 
-    A score function that carries per-sample conditioning (class labels, `samplers.guidance`)
+    A score function that carries per-sample conditioning (class labels, `samplers.conditioning.guidance`)
     defines `select_rows(index) -> ScoreFn`, so that the conditioning follows the rows; for any
     other score function this is the identity. A sampler that evaluates a subset of its rows
     (`adaptive_sde` drops finished samples) calls this, as it selects the generators.

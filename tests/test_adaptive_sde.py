@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from samplers import adaptive_sde, sample
-from samplers.adaptive_sde import select_generators
+from samplers.solvers.adaptive_sde import select_generators
 from samplers.brownian import empty_stack, reveal, settle
 from samplers.common import sample_noise
 from sde_lib import VESDE, VPSDE

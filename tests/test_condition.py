@@ -17,9 +17,9 @@ import samplers
 from models.analytic import GaussianMixture
 from models.analytic_linear import linear_posterior
 from samplers.common import time_grid
-from samplers.condition import stochastic_steps
-from samplers.operators import AvgPool, ChannelMean, Dense, Mask, MatrixFree
-from samplers.repaint import repaint_schedule
+from samplers.conditioning.condition import stochastic_steps
+from samplers.conditioning.operators import AvgPool, ChannelMean, Dense, Mask, MatrixFree
+from samplers.conditioning.repaint import repaint_schedule
 from tests.conftest import SDE_FACTORIES
 from two_sample import ALPHA, EPS, MIXTURE_2D, NUM_SAMPLES, energy_test
 

@@ -7,7 +7,7 @@ import sde_lib
 from fast_sampler_cases import GAUSSIAN, exact_flow, flow_errors, prior_only_state
 from models.analytic import GaussianMixture
 from samplers import sample
-from samplers.ddim import ddim_coefficients
+from samplers.solvers.ddim import ddim_coefficients
 from samplers.schedules import TIME_SCHEDULES, get_time_steps
 from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact
 

@@ -1,4 +1,4 @@
-"""The adaptive DPM-Solver sampler (`samplers.dpm_adaptive`) against the closed-form flow of
+"""The adaptive DPM-Solver sampler (`samplers.solvers.dpm_adaptive`) against the closed-form flow of
 Gaussian data, its exact NFE, and its stops on diverging scores."""
 import pytest
 import torch

@@ -6,7 +6,7 @@ import torch
 from fast_sampler_cases import DRIFT, GAUSSIAN, exact_flow, flow_errors, prior_only_state
 from models.analytic import GaussianMixture
 from samplers import sample
-from samplers.dpm_solver import step_orders
+from samplers.solvers.dpm_solver import step_orders
 from samplers.multistep import plan_steps
 from samplers.schedules import TIME_SCHEDULES, get_time_steps
 from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact

@@ -10,7 +10,7 @@ import torch
 import samplers
 from models.analytic import ClassConditionalMixture
 from samplers.common import select_rows
-from samplers.guidance import ClassifierFreeGuidance
+from samplers.conditioning.guidance import ClassifierFreeGuidance
 from tests.conftest import SDE_FACTORIES, uniform_grid_steps
 from two_sample import EPS, MIXTURE_2D, NUM_SAMPLES, assert_matches_exact
 

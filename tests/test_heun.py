@@ -7,7 +7,7 @@ import torch
 from fast_sampler_cases import GAUSSIAN, exact_flow, flow_errors, prior_only_state
 from models.analytic import GaussianMixture
 from samplers import sample
-from samplers.heun import heun_plan
+from samplers.solvers.heun import heun_plan
 from samplers.schedules import get_time_steps
 from sde_lib import EDMSDE, VESDE, VPSDE
 from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from samplers.dpm_solver import step_orders
+from samplers.solvers.dpm_solver import step_orders
 from samplers.multistep import interpolant_weights, plan_steps, scaled_integrals
 from samplers.schedules import get_time_steps
 

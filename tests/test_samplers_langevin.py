@@ -4,7 +4,7 @@ import torch
 
 import samplers
 from gaussian_law import GAUSSIAN, marginal, prior_variance
-from samplers.langevin import DEFAULT_RELATIVE_STEP
+from samplers.solvers.langevin import DEFAULT_RELATIVE_STEP
 from tests.conftest import SDE_FACTORIES
 from two_sample import EPS, MIXTURES, assert_matches_exact, run_sampler
 

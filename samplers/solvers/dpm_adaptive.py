@@ -16,7 +16,7 @@ is applied to w = x/√(a² + σ²), the VP-equivalent state (`samplers.flow`): 
 O(σ_max) at first, δ on x itself allows a first step across the whole noise range.
 Each sample has its own ℓ and h, as tensors: a try reads nothing back to the host; finished rows
 are written out and dropped every `check_every` tries (one synchronisation), as in
-`samplers.adaptive_sde`. NFE counts every score call (on the rows still active).
+`samplers.solvers.adaptive_sde`. NFE counts every score call (on the rows still active).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
                              check_positive, coeff, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
-from samplers.ode import MAX_NFE
+from samplers.solvers.ode import MAX_NFE
 from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
     number, rtol, with_default
 from samplers.registry import SampleResult, register_sampler

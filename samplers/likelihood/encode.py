@@ -17,7 +17,7 @@ from scipy import integrate
 
 from samplers.common import CountedScore, ScoreFn, tweedie_denoise
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
-from samplers.ode import MAX_NFE, check_ode_options
+from samplers.solvers.ode import MAX_NFE, check_ode_options
 from samplers.registry import SampleResult
 from sde_lib import SDE
 

@@ -1,16 +1,16 @@
 """Conditional sampling given a linear observation y = A·x_0 + noise_std·n: one entry point.
 
 `condition(score_fn, sde, y, operator, method=...)` samples x given y with any score function
-on any SDE. `operator` is a `samplers.operators.LinearOperator` (`Mask` for inpainting,
+on any SDE. `operator` is a `samplers.conditioning.operators.LinearOperator` (`Mask` for inpainting,
 `ChannelMean` for colorization, `AvgPool` for super-resolution, `Dense` / `MatrixFree` for
 any other linear map). Methods (`CONDITION_METHODS`, options and defaults in
 `METHOD_OPTIONS`):
-    "replacement"  Song et al. 2021, App. I (`samplers.replacement`); noiseless; biased when
+    "replacement"  Song et al. 2021, App. I (`samplers.conditioning.replacement`); noiseless; biased when
                    the observed and unobserved parts are coupled. The default.
     "smc"          sequential Monte Carlo with K = `num_particles` particles per observation
-                   (`samplers.smc`); noiseless or noisy; consistent as K → ∞.
-    "repaint"      Lugmayr et al. 2022, resampling jumps (`samplers.repaint`); noiseless.
-    "dps"          Chung et al. 2023, diffusion posterior sampling (`samplers.dps`); noiseless or
+                   (`samplers.conditioning.smc`); noiseless or noisy; consistent as K → ∞.
+    "repaint"      Lugmayr et al. 2022, resampling jumps (`samplers.conditioning.repaint`); noiseless.
+    "dps"          Chung et al. 2023, diffusion posterior sampling (`samplers.conditioning.dps`); noiseless or
                    noisy; needs a differentiable score.
 """
 from __future__ import annotations
@@ -21,19 +21,19 @@ from typing import Callable, Dict, Optional
 import torch
 
 from samplers.common import Generator, ScoreFn, check_choice, check_eps, check_num_steps, time_grid
-from samplers.dps import dps
-from samplers.operators import LinearOperator
+from samplers.conditioning.dps import dps
+from samplers.conditioning.operators import LinearOperator
 from samplers.options import Option, check_options, choice, declare, defaults, number
-from samplers.pc import PC_OPTIONS, check_pc_options
-from samplers.predictors import PREDICTORS
+from samplers.solvers.pc import PC_OPTIONS, check_pc_options
+from samplers.solvers.predictors import PREDICTORS
 from samplers.registry import ConditionResult
-from samplers.repaint import repaint
-from samplers.replacement import Replacement, replacement_pc
-from samplers.smc import smc
+from samplers.conditioning.repaint import repaint
+from samplers.conditioning.replacement import Replacement, replacement_pc
+from samplers.conditioning.smc import smc
 from sde_lib import SDE
 
 NOISELESS_ONLY = ("replacement", "repaint")
-LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.smc)
+LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.conditioning.smc)
 STOCHASTIC = tuple(sorted(set(PREDICTORS) - {"none"}))
 
 
@@ -121,7 +121,7 @@ CONDITION_METHODS: Dict[str, Callable[..., ConditionResult]] = {
 def check_observation(y: torch.Tensor, operator: LinearOperator, noise_std: float) -> float:
     """`y` a floating `[B, ...]` tensor that `operator` can produce; `noise_std` >= 0."""
     if not isinstance(operator, LinearOperator):
-        raise ValueError(f"operator must be a samplers.operators.LinearOperator, got "
+        raise ValueError(f"operator must be a samplers.conditioning.operators.LinearOperator, got "
                          f"{type(operator).__name__}")
     if not isinstance(y, torch.Tensor) or y.ndim < 2 or not y.is_floating_point():
         raise ValueError(f"y must be a floating tensor [B, ...], got "
@@ -148,7 +148,7 @@ def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOper
     """Sample x `[B, ...]` given y = A·x + noise_std·n `[B, ...]`, one x per row of y.
 
     Args:
-        operator: A (`samplers.operators`); x's shape is `operator.input_shape(y.shape)`.
+        operator: A (`samplers.conditioning.operators`); x's shape is `operator.input_shape(y.shape)`.
         noise_std: σ_y of the Gaussian observation noise (0: A·x = y exactly).
         method: a name in `CONDITION_METHODS`; `options` its own (`METHOD_OPTIONS`).
         eps, num_steps: the time grid from T to eps (`num_steps` default `sde.N`).

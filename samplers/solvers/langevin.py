@@ -8,7 +8,7 @@ import torch
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
                              check_int, check_num_steps, check_positive, finish_run,
                              prior_sample)
-from samplers.correctors import langevin_steps
+from samplers.solvers.correctors import langevin_steps
 from samplers.options import DENOISE, EPS, number, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE

@@ -1,4 +1,4 @@
-"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.dpm_adaptive`).
+"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.solvers.dpm_adaptive`).
 
 In the half log-SNR ℓ = log(a/σ) the probability-flow ODE is dx/dℓ = (d log a/dℓ − 1)·x + a·D with
 D = (x + σ²·s)/a, whose divergence is d·(d log a/dℓ) + σ²·tr ∂s/∂x. The instantaneous change of
@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 
 from samplers.common import CountedScore, coeff, select_rows
-from samplers.dpm_adaptive import (STAGES, check_round, embedded_pair, geometry, propose,
+from samplers.solvers.dpm_adaptive import (STAGES, check_round, embedded_pair, geometry, propose,
                                    scaled_error)
-from samplers.ode import MAX_NFE
+from samplers.solvers.ode import MAX_NFE
 from samplers.registry import LikelihoodResult
 
 # Quadrature weights (high, low) on the stages 0, r… of each order.

@@ -9,8 +9,8 @@ is exactly a(t)·A⁺y + σ(t)·P·z.
 
 It is exact when p_0 factorizes between P·x and (I − P)·x and biased otherwise: it approximates
 ∇ log p_t(x | A·x_0 = y) by the unconditional score at a row-space component drawn afresh,
-independently of the path of the rest (see `samplers.conditional` for a measured example).
-RePaint (`samplers.repaint`) adds resampling jumps to the same replacement.
+independently of the path of the rest (see `samplers.conditioning.tasks` for a measured example).
+RePaint (`samplers.conditioning.repaint`) adds resampling jumps to the same replacement.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch
 
 from samplers.common import (CountedScore, Generator, ScoreFn, prior_sample, sample_noise,
                              tweedie_denoise)
-from samplers.correctors import CORRECTORS
-from samplers.operators import LinearOperator
-from samplers.predictors import PREDICTORS, affine_step
+from samplers.solvers.correctors import CORRECTORS
+from samplers.conditioning.operators import LinearOperator
+from samplers.solvers.predictors import PREDICTORS, affine_step
 from samplers.registry import SampleResult
 from sde_lib import SDE
 
@@ -46,7 +46,7 @@ class Replacement:
 def replacement_pc(score_fn: ScoreFn, sde: SDE, replace: Replacement, times: torch.Tensor,
                    predictor: str, corrector: str, snr: float, n_steps: int,
                    probability_flow: bool, denoise: bool) -> SampleResult:
-    """The PC loop of `samplers.pc` with the row-space component replaced before every
+    """The PC loop of `samplers.solvers.pc` with the row-space component replaced before every
     evaluation. NFE = num_steps·([predictor] + n_steps·[corrector]) + [denoise]."""
     score_fn = CountedScore(score_fn)
     steps = PREDICTORS[predictor](sde, times, probability_flow)

@@ -15,8 +15,8 @@ from scipy import integrate
 from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
                              check_int, check_positive)
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
-from samplers.likelihood_dpm import DPM_METHODS, dpm_log_likelihood
-from samplers.ode import MAX_NFE, ODE_METHODS
+from samplers.likelihood.dpm import DPM_METHODS, dpm_log_likelihood
+from samplers.solvers.ode import MAX_NFE, ODE_METHODS
 from samplers.options import (EPS, MAX_NFE as MAX_NFE_OPTION, atol as atol_option, check_options,
                               choice, declare, number, rtol as rtol_option, with_default)
 from samplers.registry import LikelihoodResult

@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import Generator, ScoreFn
-from samplers.dpm_solver import check_flag, check_order, run_dpm_solver
+from samplers.solvers.dpm_solver import check_flag, check_order, run_dpm_solver
 from samplers.multistep import Callback, check_two_node
-from samplers.dpm_solver import MULTISTEP_OPTIONS
+from samplers.solvers.dpm_solver import MULTISTEP_OPTIONS
 from samplers.budget import one_per_step
 from samplers.options import choice, flag
 from samplers.registry import SampleResult, register_sampler

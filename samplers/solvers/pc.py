@@ -14,8 +14,8 @@ import torch
 from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn,
                              check_callback, check_choice, check_eps, check_int, check_num_steps,
                              check_positive, finish_run, prior_sample, time_grid)
-from samplers.correctors import CORRECTORS
-from samplers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
+from samplers.solvers.correctors import CORRECTORS
+from samplers.solvers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
 from samplers.budget import one_per_step
 from samplers.options import DENOISE, EPS, choice, flag, number, steps
@@ -151,7 +151,7 @@ def ancestral(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
               x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Ancestral sampling (PC with predictor "ancestral", no corrector): `num_steps` score
     evaluations (+1 with `denoise`). `variance`: None (the SDE's `ancestral_variance`), "beta",
-    "posterior" or "learned" (see `samplers.predictors.ancestral`). Options as in `pc_sampler`."""
+    "posterior" or "learned" (see `samplers.solvers.predictors.ancestral`). Options as in `pc_sampler`."""
     return pc_sampler(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
                       predictor="ancestral", corrector="none", eps=eps, num_steps=num_steps, denoise=denoise, variance=variance, x_T=x_T,
                       callback=callback)

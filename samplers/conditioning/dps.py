@@ -15,7 +15,7 @@ import torch
 
 from samplers.common import CountedScore, Generator, ScoreFn, prior_sample, sample_noise, \
     tweedie_denoise
-from samplers.operators import LinearOperator
+from samplers.conditioning.operators import LinearOperator
 from samplers.registry import ConditionResult
 from sde_lib import SDE
 

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import CountedScore, ScoreFn, check_callback, finish_run, prior_sample
-from samplers.predictors import AffineSteps, affine_step
+from samplers.solvers.predictors import AffineSteps, affine_step
 from samplers.budget import one_per_step
 from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
