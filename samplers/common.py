@@ -164,14 +164,18 @@ def coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return append_dims(c.to(x.dtype), x.ndim)
 
 
-def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """E[x_0 | x_t] = (x_t + σ_t²·∇log p_t(x_t)) / a_t (Tweedie's formula; Efron 2011, eq. 2.8).
+def data_prediction(x: torch.Tensor, score: torch.Tensor, mean_coeff, variance) -> torch.Tensor:
+    """E[x_0 | x_t] = (x_t + σ_t²·∇log p_t(x_t)) / a_t (Tweedie's formula; Efron 2011, eq. 2.8),
+    the one data prediction of every sampler. `mean_coeff` a_t and `variance` σ_t²: floats, or
+    tensors broadcast against `x` `[B, ...]`."""
+    return (x + variance * score) / mean_coeff
 
-    `x` `[B, ...]` at time `t` `[B]` (float64); one score evaluation.
-    """
+
+def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`data_prediction` at `x` `[B, ...]` and time `t` `[B]` (float64): one score evaluation."""
     mean_coeff, std = sde.marginal_coeffs(t)
     score = score_fn(x, t)
-    return (x + coeff(std ** 2, x) * score) / coeff(mean_coeff, x)
+    return data_prediction(x, score, coeff(mean_coeff, x), coeff(std ** 2, x))
 
 
 def callback_denoised(score_fn: ScoreFn, sde: SDE, x: torch.Tensor,

@@ -103,9 +103,10 @@ def plan_steps(sde: SDE, times: torch.Tensor, orders: Sequence[int], *, eta: flo
     return plan
 
 
-def data_prediction(score_fn: CountedScore, x: torch.Tensor, t: torch.Tensor, mean_coeff: float,
-                    variance: float) -> torch.Tensor:
-    """D = (x + σ²·s(x, t))/a at `t` `[B]` (one evaluation)."""
+def predict_data(score_fn: CountedScore, x: torch.Tensor, t: torch.Tensor, mean_coeff: float,
+                 variance: float) -> torch.Tensor:
+    """`common.data_prediction` D = (x + σ²·s(x, t))/a at `t` `[B]` (one evaluation), fused in
+    place for the float coefficients of a plan (the same value up to rounding)."""
     return x.add(score_fn(x, t), alpha=variance).div_(mean_coeff)
 
 
@@ -135,7 +136,7 @@ def run_multistep(score_fn: CountedScore, sde: SDE, x: torch.Tensor, times: torc
         if i == num_steps and not denoise:
             m = None
         else:
-            m = data_prediction(score_fn, x, t, mean_coeff[i], std[i] ** 2)
+            m = predict_data(score_fn, x, t, mean_coeff[i], std[i] ** 2)
             history = [m] + history[:3]
         if i > 0 and plan.corrector[i - 1] is not None:
             # UniC: the new data prediction corrects x_i (Zhao et al. 2023, eq. 8).

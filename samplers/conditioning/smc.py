@@ -82,7 +82,8 @@ from __future__ import annotations
 
 import torch
 
-from samplers.common import CountedScore, Generator, ScoreFn, prior_sample, tweedie_denoise
+from samplers.common import (CountedScore, Generator, ScoreFn, data_prediction, prior_sample,
+                             tweedie_denoise)
 from samplers.conditioning.operators import LinearOperator, inner
 from samplers.conditioning.particles import draw_one, effective_sample_size, systematic_resample
 from samplers.registry import ConditionResult
@@ -145,7 +146,7 @@ class TweedieLookahead:
 
     def __call__(self, x: torch.Tensor, score: torch.Tensor, i: int) -> torch.Tensor:
         a, std, c = self.mean_coeffs[i], self.stds[i], self.data_std
-        residual = self.y - self.operator((x + std ** 2 * score) / a)
+        residual = self.y - self.operator(data_prediction(x, score, a, std ** 2))
         spread = c ** 2 * std ** 2 / (a ** 2 * c ** 2 + std ** 2)
         return -0.5 * inner(residual, self.operator.gram_solve(residual, spread,
                                                                self.noise_std ** 2))

@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
-                             check_positive, coeff, prior_sample, select_rows)
+                             check_positive, coeff, data_prediction, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
 from samplers.solvers.ode import MAX_NFE
 from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
@@ -254,7 +254,7 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
         if denoise:
             t = torch.full((x.shape[0],), eps, dtype=torch.float64, device=x.device)
             mean_coeff, std = sde.marginal_coeffs(t)
-            denoised = (x + counted(x, t) * coeff(std ** 2, x)) / coeff(mean_coeff, x)
+            denoised = data_prediction(x, counted(x, t), coeff(mean_coeff, x), coeff(std ** 2, x))
             if callback is not None:
                 callback(tries, t, x, denoised)
             x = denoised
