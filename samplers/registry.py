@@ -43,17 +43,23 @@ def register_sampler(name: str, options: Dict[str, Option], check=None, cost: Co
         declare(name, options, check)
         if cost is not None:
             COSTS[name] = cost
-        SAMPLERS[name] = without_graph(fn)
-        return fn
+        SAMPLERS[name] = enforced(name, fn)
+        return SAMPLERS[name]
     return decorator
 
 
-def without_graph(fn):
-    """`fn` run under `torch.no_grad()`: a sampler never records an autograd graph through its
-    steps (which would hold every step's activations). Methods that need gradients of the score
-    (classifier guidance, DPS) enable them locally, for that gradient only."""
+COMMON = ("generator", "device", "dtype", "x_T", "callback")   # every method's, not declared
+
+
+def enforced(name: str, fn):
+    """`fn` under the contract: its options checked against the declaration first, run under
+    `torch.no_grad()` (a sampler never records an autograd graph through its steps, which would
+    hold every step's activations; methods that need gradients of the score, classifier guidance
+    and DPS, enable them locally for that gradient only), the callback given the denoised
+    estimate (`with_denoised`)."""
     @functools.wraps(fn)
     def run(score_fn, sde, shape, **kwargs):
+        check_options(name, {k: v for k, v in kwargs.items() if k not in COMMON})
         if kwargs.get("callback") is not None:
             kwargs["callback"] = with_denoised(kwargs["callback"], score_fn, sde)
         with torch.no_grad():
@@ -88,7 +94,7 @@ def sample(score_fn, sde, shape, method: str = "pc", *, generator=None, device=N
     """
     if method not in SAMPLERS:
         raise ValueError(f"Unknown sampling method {method!r}; expected one of {sorted(SAMPLERS)}")
-    check_options(method, options)
+    check_options(method, options)     # (again in the method's wrapper: cheap)
     if nfe is not None:
         options = {**options, **steps_for_budget(method, nfe, options)}
     return SAMPLERS[method](score_fn, sde, tuple(shape), generator=generator, device=device,

@@ -20,7 +20,8 @@ from samplers.common import (CountedScore, Generator, ScoreFn, prior_sample, sam
                              tweedie_denoise)
 from samplers.solvers.correctors import CORRECTORS
 from samplers.conditioning.operators import LinearOperator
-from samplers.solvers.predictors import PREDICTORS, affine_step
+from samplers.solvers.pc import pc_loop
+from samplers.solvers.predictors import PREDICTORS
 from samplers.registry import SampleResult
 from sde_lib import SDE
 
@@ -56,16 +57,9 @@ def replacement_pc(score_fn: ScoreFn, sde: SDE, replace: Replacement, times: tor
     mean_coeffs, stds = (c.tolist() for c in sde.marginal_coeffs(times))
     y = replace.y
     x = prior_sample(sde, replace.shape, replace.generator, y.device, y.dtype)
-    t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])  # [K + 1, B]
-    for i in range(len(times) - 1):
-        if corrector is not None:
-            # Corrector: Langevin steps towards p_t, known component at time t.
-            x = replace(x, mean_coeffs[i], stds[i])
-            x = corrector.step(score_fn, x, t_x[i], scales[i], n_steps, replace.generator)
-        if steps is not None:
-            # Predictor: t_i -> t_{i+1}, known component at time t_i.
-            x = replace(x, mean_coeffs[i], stds[i])
-            x = affine_step(score_fn, x, t_x[i], steps[i], replace.generator)
+    # The PC loop, the known component re-noised to time t_i before every evaluation.
+    x = pc_loop(score_fn, x, times, steps, corrector, scales, n_steps, replace.generator,
+                before=lambda state, i: replace(state, mean_coeffs[i], stds[i]))
     if denoise:
         x = replace(x, mean_coeffs[-1], stds[-1])
         x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))

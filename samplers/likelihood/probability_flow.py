@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_int, check_positive)
+from samplers.common import CountedScore, Generator, ScoreFn, check_eps
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
 from samplers.likelihood.dpm import DPM_METHODS, dpm_log_likelihood
 from samplers.solvers.ode import MAX_NFE, ODE_METHODS

@@ -36,12 +36,11 @@ import torch
 
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback,
-                             check_choice, check_eps, check_positive, coeff, prior_sample, sample_noise, select_rows,
+                             check_eps, coeff, prior_sample, sample_noise, select_rows,
                              tweedie_denoise)
 from samplers.options import DENOISE, EPS, SAFETY, atol, choice, number, rtol
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_int
 
 Generators = Union[None, torch.Generator, List[torch.Generator]]
 NORMS = ("l2", "linf")

@@ -7,7 +7,7 @@ Tweedie's formula at eps ends the run. NFE = num_steps·([predictor] + n_steps·
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -102,21 +102,36 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     corrector = CORRECTORS[corrector]
     scales = corrector.scale(sde, times[:-1], snr).tolist() if corrector is not None else None
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
+    x = pc_loop(score_fn, x, times, steps, corrector, scales, n_steps, generator,
+                log_variances=log_variances, callback=callback)
+    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps)
+
+
+def pc_loop(score_fn: CountedScore, x: torch.Tensor, times: torch.Tensor, steps, corrector,
+            scales, n_steps: int, generator: Generator, *, log_variances=None, callback=None,
+            before: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None) -> torch.Tensor:
+    """The PC iteration over `times` `[K + 1]` (Song et al. 2021, Alg. 1), written once: at each
+    time but the last, `n_steps` corrector steps, then the predictor's step to the next time.
+    `steps`: the predictor's per-step floats (None: no predictor); `corrector`: a `CORRECTORS`
+    entry (None: none) with its `scales`; `before(x, i)` runs before every evaluation at time i
+    (conditioning by replacement re-noises the observed component there)."""
     t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])  # [K + 1, B]
-    for i in range(num_steps):
+    for i in range(times.shape[0] - 1):
         t = t_x[i]
         if callback is not None:
             callback(i, times[i].to(x.device).expand(x.shape[0]), x, None)
         if corrector is not None:
             # Corrector: Langevin steps towards p_t.
+            x = x if before is None else before(x, i)
             x = corrector.step(score_fn, x, t, scales[i], n_steps, generator)
         if log_variances is not None:
             # Predictor: ancestral step with the model's variance.
             x = learned_variance_step(score_fn, x, t, steps[i], log_variances[i], generator)
         elif steps is not None:
             # Predictor: reverse-time step t_i -> t_{i+1}.
+            x = x if before is None else before(x, i)
             x = affine_step(score_fn, x, t, steps[i], generator)
-    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps)
+    return x
 
 
 def _predictor_only(name: str):
