@@ -27,14 +27,6 @@ from sde_lib import SDE
 DEFAULT_NUM_STEPS = 50
 
 
-def check_eta(eta: float) -> float:
-    """η must be a number in [0, 1] (0: deterministic DDIM, 1: ancestral)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: ancestral), "
-                         f"got {eta!r}")
-    return float(eta)
-
-
 def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
     """Per-step (A, B, C) of x ← A·x + B·s(x, t_i) + C·z on `times` `[K + 1]` (float64 `[K]`)."""
     t, s = times[:-1], times[1:]
@@ -75,7 +67,7 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             `samplers.registry.with_denoised`).
     NFE = num_steps + [denoise].
     """
-    eta = check_eta(eta)
+    eta = float(eta)
     check_callback(callback)
     times = resolve_times(sde, schedule, num_steps, eps, DEFAULT_NUM_STEPS, rho)
     steps = ddim_coefficients(sde, times, eta).as_floats()

@@ -25,14 +25,14 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
-                             check_positive, coeff, data_prediction, prior_sample, select_rows)
+                             coeff, data_prediction, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
 from samplers.solvers.ode import MAX_NFE
 from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
     number, rtol, with_default
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_int
+
 
 STAGES = {2: (0.5,), 3: (1 / 3, 2 / 3)}
 
@@ -233,17 +233,7 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
             (t `[b]`: each sample's time).
     Deterministic given x_T. NFE = order·tries + [denoise] score calls.
     """
-    if isinstance(order, bool) or order not in STAGES:
-        raise ValueError(f"order must be one of {sorted(STAGES)}, got {order!r}")
     eps = check_eps(sde, eps)
-    for name, value in (("rtol", rtol), ("atol", atol), ("h_init", h_init),
-                        ("safety", safety), ("max_growth", max_growth)):
-        check_positive(name, value)
-    if max_growth <= 1:
-        raise ValueError(f"max_growth must be > 1, got {max_growth!r}")
-    check_int("check_every", check_every)
-    check_int("max_steps", max_steps)
-    check_int("max_nfe", max_nfe)
     check_callback(callback)
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)

@@ -33,21 +33,6 @@ from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 20
-ORDERS = (1, 2, 3)
-
-
-def check_order(order: int, orders: Sequence[int] = ORDERS) -> int:
-    """The solver order must be one of `orders`."""
-    if isinstance(order, bool) or order not in orders:
-        raise ValueError(f"order must be one of {list(orders)}, got {order!r}")
-    return int(order)
-
-
-def check_flag(name: str, value) -> bool:
-    """A bool option (or None where the method picks)."""
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def step_orders(num_steps: int, order: int, lower_order_final: bool) -> list:
@@ -65,8 +50,6 @@ def run_dpm_solver(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generat
                    x_T: Optional[torch.Tensor], callback: Callback) -> SampleResult:
     """The multistep loop shared by "dpm_solver", "dpm_solver_sde" and "unipc" (validated here)."""
     check_callback(callback)
-    check_flag("denoise", denoise)
-    lower_order_final = check_flag("lower_order_final", lower_order_final)
     if lower_order_final is None:
         lower_order_final = not denoise
     times = resolve_times(sde, schedule, num_steps, check_eps(sde, eps), DEFAULT_NUM_STEPS, rho)
@@ -109,17 +92,10 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     UniC corrector after every step (Zhao et al. 2023), it is "unipc".
     """
     return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                          order=check_order(order), schedule=schedule, rho=rho,
+                          order=order, schedule=schedule, rho=rho,
                           lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
                           denoise=denoise, eta=0.0, two_node="bh2", unic=False,
                           x_T=x_T, callback=callback)
-
-
-def check_eta_sde(eta: float) -> float:
-    """The SDE solver's η must be a number in (0, 1] (1: the reverse SDE)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta <= 1:
-        raise ValueError(f"eta must be a number in (0, 1] (1: the reverse SDE), got {eta!r}")
-    return float(eta)
 
 
 @register_sampler("dpm_solver_sde", dict(
@@ -142,7 +118,7 @@ def dpm_solver_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         Other options as in "dpm_solver". NFE = num_steps + [denoise].
     """
     return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                          order=check_order(order), schedule=schedule, rho=rho,
+                          order=order, schedule=schedule, rho=rho,
                           lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
-                          denoise=denoise, eta=check_eta_sde(eta), two_node="bh2", unic=False,
+                          denoise=denoise, eta=float(eta), two_node="bh2", unic=False,
                           x_T=x_T, callback=callback)

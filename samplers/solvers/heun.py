@@ -42,12 +42,9 @@ class HeunPlan(NamedTuple):
     churn_std: torch.Tensor   # √(σ̂_i² − σ̄_i²)·S_noise
 
 
-def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
-    """S_churn ≥ 0, 0 ≤ S_tmin ≤ S_tmax, S_noise ≥ 0 (Karras et al. 2022, Alg. 2)."""
-    for name, value in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_tmax", s_tmax),
-                        ("s_noise", s_noise)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+def check_churn(options) -> None:
+    """0 ≤ S_tmin ≤ S_tmax (Karras et al. 2022, Alg. 2); each is checked by the declaration."""
+    s_tmin, s_tmax = options["s_tmin"], options["s_tmax"]
     if s_tmax < s_tmin:
         raise ValueError(f"s_tmax must be >= s_tmin, got s_tmin={s_tmin!r}, s_tmax={s_tmax!r}")
 
@@ -86,7 +83,7 @@ def _cost(options, num_steps: int) -> int:
     return 2 * num_steps + bool(options["denoise"])
 
 
-@register_sampler("heun", OPTIONS, cost=_cost)
+@register_sampler("heun", OPTIONS, check_churn, _cost)
 def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, schedule: Times = "edm", rho: float = 7.0,
@@ -110,7 +107,6 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             `samplers.registry.with_denoised`).
     NFE = 2·num_steps + [denoise].
     """
-    check_churn(s_churn, s_tmin, s_tmax, s_noise)
     check_callback(callback)
     times = resolve_times(sde, schedule, num_steps, eps, DEFAULT_NUM_STEPS, rho)
     num_steps = times.numel() - 1        # intervals: num_steps + 1 noise levels

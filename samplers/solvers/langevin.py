@@ -6,8 +6,7 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
-                             check_int, check_num_steps, check_positive, finish_run,
-                             prior_sample)
+                             check_num_steps, finish_run, prior_sample)
 from samplers.solvers.correctors import langevin_steps
 from samplers.options import DENOISE, EPS, number, steps
 from samplers.registry import SampleResult, register_sampler
@@ -57,7 +56,6 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     check_callback(callback)
     eps = check_eps(sde, eps)
     num_levels = sde.N if num_steps is None else check_num_steps(sde, num_steps) + 1
-    n_steps_each = check_int("n_steps_each", n_steps_each)
     # Levels geometric in σ̄ as in Song & Ermon, i.e. uniform in λ (uniform in t for VE).
     end_points = sde.log_snr(torch.tensor([sde.T, eps], dtype=torch.float64))
     times = sde.t_from_log_snr(torch.linspace(*end_points.tolist(), num_levels,
@@ -66,7 +64,7 @@ def annealed_langevin(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     noise_to_signal = stds / mean_coeffs                                         # σ̄ᵢ
     if step_lr is None:
         step_lr = DEFAULT_RELATIVE_STEP * noise_to_signal[-1].item() ** 2
-    step_lr = check_positive("step_lr", step_lr)
+    step_lr = float(step_lr)
     # Corrector form x + ε·s + √(2ε)·z of the update in x = a·x̄: ε = ½αᵢ·aᵢ².
     step_sizes = (0.5 * step_lr * stds ** 2 / noise_to_signal[-1] ** 2).tolist()
     rescale = (mean_coeffs[1:] / mean_coeffs[:-1]).tolist() + [1.0]

@@ -11,9 +11,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn,
-                             check_callback, check_choice, check_eps, check_int, check_num_steps,
-                             check_positive, finish_run, prior_sample, time_grid)
+from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn, check_callback,
+                             check_eps, check_num_steps, finish_run, prior_sample, time_grid)
 from samplers.solvers.correctors import CORRECTORS
 from samplers.solvers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
@@ -25,16 +24,13 @@ from sde_lib import SDE
 
 def check_pc_options(predictor: str, corrector: str, probability_flow: bool,
                      variance: Optional[str] = None) -> None:
-    """Validate predictor / corrector / variance names and their combination, before any work."""
-    check_choice("predictor", predictor, PREDICTORS)
-    check_choice("corrector", corrector, CORRECTORS)
+    """The combinations the declaration cannot say (each name is checked by it), before any work."""
     if predictor == "none" and corrector == "none":
         raise ValueError("predictor and corrector cannot both be 'none': nothing would be sampled")
     if probability_flow and predictor in STOCHASTIC_ONLY:
         raise ValueError(f"probability_flow is not defined for predictor {predictor!r}; "
                          f"expected one of {sorted(set(PREDICTORS) - STOCHASTIC_ONLY - {'none'})}")
     if variance is not None:
-        check_choice("variance", variance, ANCESTRAL_VARIANCES)
         if predictor != "ancestral":
             raise ValueError(f"variance applies to predictor 'ancestral' only, "
                              f"got predictor {predictor!r}")
@@ -88,9 +84,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     score_fn = CountedScore(score_fn)
     if variance == "learned" and not score_fn.has_variance:
         raise ValueError(VARIANCE_NEEDED)
-    snr = check_positive("snr", snr)
     check_callback(callback)
-    n_steps = check_int("n_steps", n_steps)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
     times = time_grid(sde, num_steps, eps)
     variance_option = {} if variance is None else {"variance": variance}

@@ -13,9 +13,8 @@ from typing import Optional, Sequence
 import torch
 import torchsde
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
-                             check_eps, check_num_steps, check_positive, prior_sample,
-                             tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
+                             check_num_steps, prior_sample, tweedie_denoise)
 from samplers.options import DENOISE, EPS, atol, choice, flag, rtol, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
@@ -151,11 +150,8 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     solver evaluates the drift at (i counts them; denoised: Tweedie's E[x_0 | x_t]).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`) and the exact NFE.
     """
-    check_choice("sde_method", sde_method, SDE_METHODS)
     check_callback(callback)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     y0 = x.flatten(1)
