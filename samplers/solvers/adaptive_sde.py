@@ -34,6 +34,7 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from samplers.adaptive import drive_rows
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback,
                              check_eps, coeff, prior_sample, sample_noise, select_rows,
@@ -131,14 +132,12 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
     """Run tries in rounds of `check_every` until every sample is at eps: (x `[B, ...]`, info)."""
     eps = options[3]
     batch = state.x.shape[0]
-    out, active = torch.empty_like(state.x), list(range(batch))
+    out = torch.empty_like(state.x)
     nfe_per_sample = torch.zeros(batch, dtype=torch.int64)
     rejected = torch.zeros((), dtype=torch.int64, device=state.x.device)
-    tries = syncs = 0
-    while active:
-        if tries >= max_steps:
-            raise RuntimeError(f"adaptive_sde: {len(active)} samples did not reach eps in "
-                               f"max_steps={max_steps} tries; raise max_steps or atol/rtol")
+
+    def run_round(state: State, active, tries: int):
+        nonlocal rejected
         generators = select_generators(generator, active)
         # Per-sample conditioning of the score follows the active rows (`common.select_rows`).
         rows = reverse.forward.reverse(select_rows(reverse.score_fn, active),
@@ -150,17 +149,19 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
             if callback is not None:
                 callback(tries + i + 1, state.t, state.x,
                          callback_denoised(rows.score_fn, reverse.forward, state.x, state.t))
-        tries, syncs = tries + check_every, syncs + 1
         nfe_per_sample[active] += 2 * check_every
-        # Synchronise: write out the finished samples and drop them from the batch.
-        done = _sync(state, eps)
-        if bool(done.any()):
-            index = torch.tensor(active, device=out.device)
-            out[index[done.to(out.device)]] = state.x[done.to(out.device)]
-            keep = (~done).nonzero().flatten()
-            active = [active[i] for i in keep.tolist()]
-            state = _compact(state, keep.to(out.device))
-    return out, dict(nfe_per_sample=nfe_per_sample, tries=tries, syncs=syncs,
+        return state, tries + check_every
+
+    def write(rows, state: State, done) -> None:
+        out[rows] = state.x[done]
+
+    tries = drive_rows(state, batch, out.device, run_round=run_round,
+                       sync=lambda state: _sync(state, eps), write=write, compact=_compact,
+                       max_steps=max_steps,
+                       unfinished=lambda left: f"adaptive_sde: {left} samples did not reach eps "
+                                               f"in max_steps={max_steps} tries; raise max_steps "
+                                               f"or atol/rtol")
+    return out, dict(nfe_per_sample=nfe_per_sample, tries=tries, syncs=tries // check_every,
                      rejected=int(rejected))
 
 

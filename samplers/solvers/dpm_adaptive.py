@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
+from samplers.adaptive import drive_rows
 from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
                              coeff, data_prediction, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
@@ -172,11 +173,9 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
     mean_T, std_T = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))
     w_T = x / torch.sqrt(mean_T ** 2 + std_T ** 2).item()
     state = State(x, w_T, ell, torch.full_like(ell, min(h_init, ell_end - ell_T)))
-    out, active, tries = torch.empty_like(x), list(range(x.shape[0])), 0
-    while active:
-        if tries >= max_steps:
-            raise RuntimeError(f"dpm_adaptive: {len(active)} samples did not reach eps in "
-                               f"max_steps={max_steps} tries; raise max_steps, atol or rtol")
+    out = torch.empty_like(x)
+
+    def run_round(state: State, active, tries: int):
         rows = select_rows(score_fn, active)
         for _ in range(check_every):
             if callback is not None:
@@ -184,13 +183,18 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
                 callback(tries, t, state.x, callback_denoised(rows, sde, state.x, t))
             state = _try(rows, sde, state, options)
             tries += 1
-        done = _sync(state, ell_end, score_fn.nfe, max_nfe)
-        if bool(done.any()):
-            index = torch.tensor(active, device=out.device)
-            out[index[done.to(out.device)]] = state.x[done.to(out.device)]
-            keep = (~done).nonzero().flatten().to(out.device)
-            active = [active[i] for i in keep.tolist()]
-            state = State(*(s[keep] for s in state))
+        return state, tries
+
+    def write(rows, state: State, done) -> None:
+        out[rows] = state.x[done]
+
+    tries = drive_rows(state, x.shape[0], out.device, run_round=run_round,
+                       sync=lambda state: _sync(state, ell_end, score_fn.nfe, max_nfe),
+                       write=write, compact=lambda state, keep: State(*(s[keep] for s in state)),
+                       max_steps=max_steps,
+                       unfinished=lambda left: f"dpm_adaptive: {left} samples did not reach eps "
+                                               f"in max_steps={max_steps} tries; raise max_steps, "
+                                               f"atol or rtol")
     return out, tries
 
 
