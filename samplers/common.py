@@ -44,11 +44,6 @@ def check_positive(field: str, value) -> float:
     return float(value)
 
 
-def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor:
-    """`num_steps + 1` decreasing times from T to eps, uniform in t, float64 `[num_steps + 1]`."""
-    return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
-
-
 class Capabilities(NamedTuple):
     """The optional capabilities of a score function (`sde_lib.score_fn`); None where absent."""
     forward_with_variance: Optional[Callable]

@@ -20,13 +20,14 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from samplers.common import Generator, ScoreFn, check_choice, check_eps, check_num_steps, time_grid
+from samplers.common import Generator, ScoreFn, check_choice, check_eps, check_num_steps
 from samplers.conditioning.dps import dps
 from samplers.conditioning.operators import LinearOperator
 from samplers.options import Option, check_options, choice, declare, defaults, number
 from samplers.solvers.pc import PC_OPTIONS, check_pc_options
 from samplers.solvers.predictors import PREDICTORS
 from samplers.registry import ConditionResult
+from samplers.schedules import get_time_steps
 from samplers.conditioning.repaint import repaint
 from samplers.conditioning.replacement import Replacement, replacement_pc
 from samplers.conditioning.smc import smc
@@ -166,6 +167,6 @@ def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOper
         raise ValueError(f"method {method!r} assumes a noiseless observation (noise_std = 0); "
                          f"use 'smc' or 'dps' for noise_std = {noise_std}")
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    times = time_grid(sde, num_steps, eps)
+    times = get_time_steps(sde, "uniform", num_steps, eps)   # uniform in t
     return CONDITION_METHODS[method](score_fn, sde, y, operator, noise_std, times, generator,
                                      bool(denoise), options)

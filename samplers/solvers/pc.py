@@ -12,7 +12,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from samplers.common import (VARIANCE_NEEDED, CountedScore, Generator, ScoreFn, check_callback,
-                             check_eps, check_num_steps, finish_run, prior_sample, time_grid)
+                             check_eps, check_num_steps, finish_run, prior_sample)
+from samplers.schedules import get_time_steps
 from samplers.solvers.correctors import CORRECTORS
 from samplers.solvers.predictors import (ANCESTRAL_VARIANCES, PREDICTORS, STOCHASTIC_ONLY,
                                  affine_step, ancestral_log_variances, learned_variance_step)
@@ -86,7 +87,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         raise ValueError(VARIANCE_NEEDED)
     check_callback(callback)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    times = time_grid(sde, num_steps, eps)
+    times = get_time_steps(sde, "uniform", num_steps, eps)   # uniform in t
     variance_option = {} if variance is None else {"variance": variance}
     steps = PREDICTORS[predictor](sde, times, probability_flow, **variance_option)
     steps = steps.as_floats() if steps is not None else None
