@@ -22,7 +22,7 @@ def test_denoise_is_tweedie_for_gaussian_data():
         torch.testing.assert_close(tweedie_denoise(gaussian.score_fn(sde), sde, x, t), expected)
 
 
-def test_time_grid_runs_from_T_to_eps():
+def test_the_uniform_grid_runs_from_T_to_eps():
     sde = SDE_FACTORIES["ve"]()
     times = get_time_steps(sde, "uniform", 4, 1e-3)
     expected = torch.tensor([1.0, 0.75025, 0.5005, 0.25075, 1e-3], dtype=f64)
