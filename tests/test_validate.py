@@ -24,7 +24,7 @@ CASES = [
     (TOY, ["--config.sde.name=foo"], 2, ["config.sde", "vesde"]),
     (TOY, ["--config.sde.name=vesde", "--config.sde.sigma_min=60.0"], 2, ["sigma_min", "sigma_max"]),
     (TOY, ["--config.sde.beta_min=30.0"], 2, ["beta_min", "beta_max"]),
-    (TOY, ["--config.sde.num_scales=0"], 2, ["N", ">= 1"]),
+    (TOY, ["--config.sde.num_scales=0"], 2, ["config.sde.num_scales", ">= 1"]),
     (TOY, ["--config.sde.schedule=quadratic"], 2, ["schedule", "cosine"]),
     (TOY, ["--config.model.name=unet"], 2, ["model", "ncsnpp"]),
     (TOY, ["--config.model.width=0"], 2, ["config.model", "width"]),
