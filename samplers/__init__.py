@@ -1,8 +1,13 @@
 """Samplers, likelihoods and conditioning for any score function on any SDE.
 
-Imports only `sde_lib`. Every sampling method registers itself in `SAMPLERS` when its module is
-imported (the imports below), so `sample(score_fn, sde, shape, method)` and
-`build_sampler(config.sampling)` can run any of them by name.
+Imports only `sde_lib`. Every sampling method registers itself in `SAMPLERS`, with the one
+declaration of its options (`options.py`), when its module is imported (the imports below), so
+`sample(score_fn, sde, shape, method)` and `build_sampler(config.sampling)` can run any of them by
+name. Layout: `solvers/` (generation), `likelihood/`, `conditioning/`, and beside `registry.py`,
+`options.py`, `budget.py` and `config.py` the shared numerics (`schedules.py` time grids,
+`fitted_schedule.py`, `multistep.py`, `adaptive.py` the adaptive row driver, `brownian.py`,
+`flow.py`, `common.py` with the data prediction). The public names below stay where users call
+them.
 """
 from samplers.registry import SAMPLERS, LikelihoodResult, SampleResult, register_sampler, sample
 
