@@ -75,8 +75,11 @@ def check_config(sampling_config, method: str, baseline: Optional[Mapping] = Non
     own = field_map(method)
     for field in sorted(sampler_fields() - set(own)) if baseline is not None else ():
         value = _value(sampling_config, field)
-        if value is not None and _value(baseline, field) != value:
-            raise ValueError(PREFIX + inapplicable_error(field, value, method, takers(field, method)))
+        default = _value(baseline, field)
+        if value is not None and default != value:
+            hint = "" if default is None else f"; for {method!r} set it to {default!r} (the default)"
+            raise ValueError(PREFIX + inapplicable_error(field, value, method,
+                                                         takers(field, method)) + hint)
     options = config_options(sampling_config, set(own.values()), method)
     check_options(method, options, PREFIX, by_field=True)
     return options
