@@ -77,7 +77,8 @@ def check_config(sampling_config, method: str, baseline: Optional[Mapping] = Non
         value = _value(sampling_config, field)
         default = _value(baseline, field)
         if value is not None and default != value:
-            hint = "" if default is None else f"; for {method!r} set it to {default!r} (the default)"
+            hint = ("" if default is None else
+                    f"; for {method!r} set it to {default!r} (the default)")
             raise ValueError(PREFIX + inapplicable_error(field, value, method,
                                                          takers(field, method)) + hint)
     options = config_options(sampling_config, set(own.values()), method)
