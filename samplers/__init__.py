@@ -38,13 +38,15 @@ from samplers.likelihood.vlb import VARIANCES, VLBResult, vlb_bits_per_dim  # no
 
 # Controllable generation: guidance, conditioning on observations, latent codes.
 from samplers.conditioning.condition import (CONDITION_METHODS, METHOD_OPTIONS,  # noqa: E402
-                                check_condition_options, condition, condition_options)
+                                             check_condition_options, condition,
+                                             condition_options)
 from samplers.conditioning.tasks import colorize, inpaint  # noqa: E402
-from samplers.conditioning.operators import (AvgPool, ChannelMean, Dense, LinearOperator, Mask,  # noqa: E402
-                                MatrixFree)
+from samplers.conditioning.operators import (AvgPool, ChannelMean, Dense,  # noqa: E402
+                                             LinearOperator, Mask, MatrixFree)
 from samplers.registry import ConditionResult  # noqa: E402
 from samplers.likelihood.encode import EncodeResult, decode, encode, slerp  # noqa: E402
-from samplers.conditioning.guidance import classifier_free_guidance, classifier_guidance  # noqa: E402
+from samplers.conditioning.guidance import (classifier_free_guidance,  # noqa: E402
+                                            classifier_guidance)
 
 __all__ = [
     # sampling
