@@ -72,7 +72,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.eps = 1e-3           # the last time of sampling (t runs T -> eps)
     sampling.num_steps = 0        # > 0: the time intervals of any method; 0: the method's own default
     sampling.nfe = placeholder(int)  # a fixed-step method's budget of score evaluations (picks its steps)
-    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.CHAIN_METHODS); 0: num_scales
+    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.is_chain); 0: num_scales
     # Options of particular methods; None keeps the method's own default.
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint

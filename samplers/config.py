@@ -18,11 +18,13 @@ from samplers.registry import SAMPLERS, SampleResult
 from sde_lib import SDE
 
 PREFIX = "config.sampling."
-# Methods whose default step count is the SDE's N (a chain): they take `pc_num_steps`. Every
-# other fixed-step method has a default of its own (dpm_solver 20, ddim 50, heun 17, ...),
-# which only `num_steps` > 0 overrides, so that a config's PC steps never leak into them.
-CHAIN_METHODS = ("pc", "ancestral", "reverse_diffusion", "euler_maruyama", "annealed_langevin",
-                 "sdeint")
+def is_chain(method: str) -> bool:
+    """Whether `method`'s default step count is the SDE's N (pc & co.: a chain): those take
+    `pc_num_steps`. Every other fixed-step method has a default of its own (dpm_solver 20, ddim
+    50, heun 17, ...: its declared `num_steps` implies a number), which only `num_steps` > 0
+    overrides, so that a config's PC steps never leak into them."""
+    option = SCHEMA.get(method, {}).get("num_steps")
+    return option is not None and option.implied is None
 
 
 def keyword_options(fn: Callable) -> set:
@@ -113,7 +115,7 @@ class ConfiguredSampler:
                     and isinstance(resolved.get("schedule", ""), str):
                 resolved[name] = option.implied
         if resolved.get("num_steps", 0) is None and sde_steps is not None \
-                and self.method in CHAIN_METHODS:
+                and is_chain(self.method):
             resolved["num_steps"] = sde_steps - (self.method == "annealed_langevin")
         if self.nfe is not None:
             resolved["nfe"] = self.nfe
@@ -132,7 +134,7 @@ def build_sampler(sampling_config, baseline: Optional[Mapping] = None) -> Config
     a `baseline` (the default config's section: `main.py` passes it), a field of another method
     is refused unless None or at its baseline value. Steps: `num_steps`
     > 0 sets any method's; 0 keeps the method's own default, except for the chain methods
-    (`CHAIN_METHODS`, default the SDE's N), which take `pc_num_steps` when it is > 0.
+    (`is_chain`, default the SDE's N), which take `pc_num_steps` when it is > 0.
     `nfe` > 0 is a budget of score evaluations instead (`samplers.budget`).
     Raises ValueError with one line naming the field and the allowed values.
     """
@@ -149,13 +151,13 @@ def build_sampler(sampling_config, baseline: Optional[Mapping] = None) -> Config
 
 def resolved_num_steps(sampling_config, method: Optional[str] = None) -> Optional[int]:
     """The step count a `config.sampling` section gives `method` (default: its own `method`):
-    `num_steps` if > 0; else, for a chain method (`CHAIN_METHODS`), `pc_num_steps` if > 0;
+    `num_steps` if > 0; else, for a chain method (`is_chain`), `pc_num_steps` if > 0;
     else None, the method's own default. (`num_steps` is checked by the method's declaration.)"""
     def field(name):
         return sampling_config[name] if name in sampling_config else None
 
     method = field("method") or "pc" if method is None else method
-    for name, applies in (("num_steps", True), ("pc_num_steps", method in CHAIN_METHODS)):
+    for name, applies in (("num_steps", True), ("pc_num_steps", is_chain(method))):
         value = field(name)
         if applies and value is not None and value != 0:
             if name == "pc_num_steps" and (isinstance(value, bool) or not isinstance(value, int)
