@@ -43,6 +43,27 @@ def sampler_fields() -> set:
     return {field for method in SAMPLERS for field in field_map(method)}
 
 
+# Configs stored before one tolerance naming carry `abstol` / `reltol` (the adaptive solvers') and
+# rtol = atol = 1e-5 (read by ode and sdeint only): they keep meaning what they meant.
+LEGACY_TOLERANCES = {"abstol": "atol", "reltol": "rtol"}
+LEGACY_READERS = ("adaptive_sde", "dpm_adaptive")
+
+
+def _legacy(sampling_config) -> bool:
+    return any(name in sampling_config for name in LEGACY_TOLERANCES)
+
+
+def _legacy_tolerances(sampling_config, method: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """`options` with an old config's tolerances as they applied then."""
+    if not _legacy(sampling_config) or method not in LEGACY_READERS:
+        return options
+    options = {k: v for k, v in options.items() if k not in ("rtol", "atol")}
+    for old, new in LEGACY_TOLERANCES.items():
+        if _value(sampling_config, old) is not None:
+            options[new] = _value(sampling_config, old)
+    return options
+
+
 def _value(sampling_config, field: str):
     value = sampling_config[field] if field in sampling_config else None
     return None if field == "num_steps" and value == 0 else value   # 0: the method's default
@@ -75,7 +96,8 @@ def check_config(sampling_config, method: str, baseline: Optional[Mapping] = Non
     ignores set to other than None or `baseline`'s value (the default config's section; None:
     fields of other methods are not looked at)."""
     own = field_map(method)
-    for field in sorted(sampler_fields() - set(own)) if baseline is not None else ():
+    legacy = {"rtol", "atol"} if _legacy(sampling_config) else set()
+    for field in sorted(sampler_fields() - set(own) - legacy) if baseline is not None else ():
         value = _value(sampling_config, field)
         default = _value(baseline, field)
         if value is not None and default != value:
@@ -84,6 +106,7 @@ def check_config(sampling_config, method: str, baseline: Optional[Mapping] = Non
             raise ValueError(PREFIX + inapplicable_error(field, value, method,
                                                          takers(field, method)) + hint)
     options = config_options(sampling_config, set(own.values()), method)
+    options = _legacy_tolerances(sampling_config, method, options)
     check_options(method, options, PREFIX, by_field=True)
     return options
 

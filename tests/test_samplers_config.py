@@ -104,3 +104,16 @@ def test_options_a_method_ignores_are_refused():
     with pytest.raises(ValueError, match="config.sampling.snr=0.2 does not apply to method "
                                          "'dpm_solver'"):
         samplers.build_sampler(dict(baseline, method="dpm_solver", snr=0.2), baseline)
+
+
+def test_a_config_stored_before_one_tolerance_naming_keeps_its_meaning():
+    """Old stored configs: rtol = atol = 1e-5 were ode's and sdeint's; abstol / reltol the
+    adaptive solvers'. They sample as before, and do not stop another method."""
+    from configs.default import get_default_config
+    baseline = get_default_config().sampling
+    old = dict(baseline, rtol=1e-5, atol=1e-5, abstol=None, reltol=0.05)
+    assert samplers.build_sampler(dict(old, method="dpm_solver"), baseline).options.get(
+        "rtol") is None
+    adaptive = samplers.build_sampler(dict(old, method="adaptive_sde"), baseline).options
+    assert adaptive["rtol"] == 0.05 and "atol" not in adaptive
+    assert samplers.build_sampler(dict(old, method="ode"), baseline).options["rtol"] == 1e-5

@@ -158,3 +158,12 @@ def test_the_callback_always_gets_the_denoised_estimate(method):
     if method not in ("dpm_solver", "dpm_solver_sde", "unipc"):   # theirs: the data prediction
         torch.testing.assert_close(denoised, expected)
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(samplers.budget.COSTS))
+def test_every_budget_from_5_to_50_is_kept(method):
+    sde = VPSDE(N=100)
+    for budget in range(5, 51):
+        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, nfe=budget)
+        assert result.nfe <= budget, (budget, result.nfe)
