@@ -76,9 +76,9 @@ def test_pc_memory_is_flat_in_the_number_of_steps():
 
 @pytest.mark.parametrize("method", sorted(samplers.budget.COSTS))
 def test_a_budget_of_nfe_is_never_exceeded(method):
-    """`nfe=B` picks the most steps within B score evaluations, for B = 5 … 50."""
+    """`nfe=B` picks the most steps within B score evaluations, for every B = 5 … 50."""
     sde = VPSDE(N=100)
-    for budget in (5, 6, 7, 11, 20, 33, 50):
+    for budget in range(5, 51):
         result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, nfe=budget,
                                  generator=torch.Generator().manual_seed(0))
         assert budget - 4 <= result.nfe <= budget, (budget, result.nfe)
@@ -159,11 +159,3 @@ def test_the_callback_always_gets_the_denoised_estimate(method):
         torch.testing.assert_close(denoised, expected)
 
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(samplers.budget.COSTS))
-def test_every_budget_from_5_to_50_is_kept(method):
-    sde = VPSDE(N=100)
-    for budget in range(5, 51):
-        result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, nfe=budget)
-        assert result.nfe <= budget, (budget, result.nfe)
