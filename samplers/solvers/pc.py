@@ -79,7 +79,7 @@ def pc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             SDE's `ancestral_variance`); "learned" needs `score_fn.forward_with_variance`.
         x_T: a starting state `[B, ...]` instead of the prior draw.
         callback: `callback(i, t, x, denoised)` at every grid time t_i (t `[B]` float64), before
-            its corrector; denoised is None but at the last time with `denoise`.
+            its corrector; denoised: Tweedie's E[x_0 | x_t] (`samplers.registry.with_denoised`).
     """
     check_pc_options(predictor, corrector, probability_flow, variance)
     score_fn = CountedScore(score_fn)
