@@ -151,8 +151,10 @@ def _classify(err: BaseException, mode: str) -> Tuple[int, str]:
         return 1, (f"error: no space left on the device ({_one_line(err)}); every file written "
                    f"before is intact; free space and rerun to continue")
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
-        return 1, (f"error: out of memory ({_one_line(err)}); lower {BATCH_FIELD[mode]} or use a "
-                   f"smaller model")
+        field = BATCH_FIELD.get(mode)   # fid_stats: the Inception network's fixed batches
+        advice = (f"lower {field} or use a smaller model" if field else
+                  "free memory (other processes, a smaller data set) and rerun")
+        return 1, f"error: out of memory ({_one_line(err)}); {advice}"
     return 1, f"error: {_one_line(err)}"
 
 

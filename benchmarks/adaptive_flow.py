@@ -7,7 +7,7 @@ On the exact score of the sharp 16-D mixture (`frontier_problems`), every solver
 probability-flow ODE from the same x_T to eps = 1e-3 and ends with the Tweedie step; its error is
 the RMS distance per coordinate of its samples to those of a converged solve from the same x_T
 (DOP853, rtol = atol = 1e-10), so it measures the solver alone (no sampling noise). Rows: scipy's
-RK45 ("ode"), the adaptive DPM-Solver-12 / -23 ("dpm_adaptive"; reltol and abstol as Lu et al.'s
+RK45 ("ode"), the adaptive DPM-Solver-12 / -23 ("dpm_adaptive"; rtol and atol as Lu et al.'s
 δ = max(atol, rtol·|x|)) and k-diffusion's `sample_dpm_adaptive` (skipped when absent) over a
 range of tolerances.
 
@@ -47,7 +47,7 @@ def solve(name: str, score, sde, x_T, rtol: float, atol: float, k_sampling):
                                  rtol=rtol, atol=atol)
     elif name.startswith("dpm_adaptive"):
         result = samplers.sample(score, sde, shape, "dpm_adaptive", x_T=x_T, dtype=f64, eps=EPS,
-                                 order=3 if name.endswith("23") else 2, reltol=rtol, abstol=atol)
+                                 order=3 if name.endswith("23") else 2, rtol=rtol, atol=atol)
     else:
         return run_k_diffusion(k_sampling, "dpm_adaptive", score, sde, x_T, EPS, None,
                                rtol=rtol, atol=atol)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import samplers  # noqa: E402
 import sde_lib  # noqa: E402
 from models.analytic import GaussianMixture  # noqa: E402
-from samplers.operators import AvgPool, ChannelMean, Mask  # noqa: E402
+from samplers.conditioning.operators import AvgPool, ChannelMean, Mask  # noqa: E402
 from two_sample import MIXTURE_2D, energy_test  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -80,7 +80,7 @@ def fd_to(reference, feats: np.ndarray) -> float:
 
 def rows(edm_config, vp_config, vp_sde, with_vp_sampler: bool):
     """(label, config, sampler options that override its config) per row."""
-    heun = dict(method="heun", num_steps=18, time_schedule="edm", rho=7.0, s_churn=0.0,
+    heun = dict(method="heun", num_steps=17, time_schedule="edm", rho=7.0, s_churn=0.0,
                 noise_removal=True)
     table = [
         ("edm_digits: heun 18 (σ 80 → 0.002)", "edm", dict(edm_config.sampling)),

@@ -133,7 +133,6 @@ def project_methods() -> Dict[str, Runner]:
         "ddim (logsnr)": project("ddim"),
         "dpm_solver 2M": project("dpm_solver", order=2),
         "dpm_solver 3M": project("dpm_solver", order=3),
-        "dpm_solver 2M +UniC": project("dpm_solver", order=2, unic=True),
         "unipc bh1 p2": project("unipc", order=2, variant="bh1"),
         "unipc bh2 p2": project("unipc", order=2, variant="bh2"),
         "unipc bh1 p3": project("unipc", order=3, variant="bh1"),

@@ -47,7 +47,7 @@ FIXED_STEP = {
     "pc (rd + langevin)": ("pc", lambda n: dict(num_steps=n // 2) if n % 2 == 0 else None),
     "ddim": ("ddim", lambda n: dict(num_steps=n)),
     "ddim eta=1": ("ddim", lambda n: dict(num_steps=n, eta=1.0)),
-    "heun": ("heun", lambda n: dict(num_steps=n // 2 + 1) if n % 2 == 0 else None),
+    "heun": ("heun", lambda n: dict(num_steps=n // 2) if n % 2 == 0 else None),
     "dpm_solver-1": ("dpm_solver", lambda n: dict(num_steps=n, order=1)),
     "dpm_solver-2": ("dpm_solver", lambda n: dict(num_steps=n, order=2)),
     "dpm_solver-3": ("dpm_solver", lambda n: dict(num_steps=n, order=3)),
@@ -110,10 +110,9 @@ def run_adaptive(sde, references, n, seed):
     for reltol in RELTOLS:
         values, nfe, calls, syncs = [], [], [], []
         for r, reference in enumerate(references):
-            stats = {}
-            result = sample(MIXTURE_16D.score_fn(sde), sde, (n, 16), "adaptive_sde", reltol=reltol,
-                            denoise=False, generator=torch.Generator().manual_seed(seed + r),
-                            stats=stats)
+            result = sample(MIXTURE_16D.score_fn(sde), sde, (n, 16), "adaptive_sde", rtol=reltol,
+                            denoise=False, generator=torch.Generator().manual_seed(seed + r))
+            stats = result.info
             values.append(quality(result.x, sde, reference))
             nfe.append(stats["nfe_per_sample"].double().mean().item())
             calls.append(result.nfe)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import samplers  # noqa: E402
 import sde_lib  # noqa: E402
-from samplers.operators import Mask  # noqa: E402
+from samplers.conditioning.operators import Mask  # noqa: E402
 from two_sample import MIXTURE_2D  # noqa: E402
 
 EPS, f64, MASK = 1e-3, torch.float64, Mask(torch.tensor([1.0, 0.0]))

@@ -63,7 +63,10 @@ def field_descriptions(source: Path = DEFAULT_CONFIG) -> Dict[str, str]:
 
 def show_config(config) -> str:
     """Every field of `config`, one per line: `section.field = value  # description`."""
+    from samplers.options import field_summaries
+
     descriptions = field_descriptions()
+    declared = field_summaries()   # the samplers' option declarations
     lines = []
     for section, values in sorted(config.items()):
         if not hasattr(values, "items"):
@@ -73,5 +76,7 @@ def show_config(config) -> str:
             key = f"{section}.{name}"
             text = f"{key} = {value!r}"
             note = descriptions.get(key)
+            if section == "sampling" and name in declared:
+                note = f"{note} [{declared[name]}]" if note else f"[{declared[name]}]"
             lines.append(f"{text:<48}  # {note}" if note else text)
     return "\n".join(lines)

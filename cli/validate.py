@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import sde_lib
+from configs.default import get_default_config
 from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
 from data.datasets import STREAMABLE
 from evaluation.fid import IS_SPLITS, MIN_SAMPLES_PER_SPLIT
@@ -22,7 +23,6 @@ from training.objective import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
-DIVERGENCES = ("exact", "rademacher", "gaussian")
 
 
 class ConfigError(ValueError):
@@ -110,13 +110,15 @@ def validate_training(config) -> None:
 
 
 def validate_eval(config, sde) -> None:
+    import samplers
+
     ev = config.eval
     _positive_int("config.eval.batch_size", ev.batch_size)
     _positive_int("config.eval.bpd_num_examples", ev.bpd_num_examples, minimum=0)
     _positive_int("config.eval.bpd_repeats", ev.bpd_repeats)
     _positive_int("config.eval.num_samples", ev.num_samples)
     _choice("config.eval.bpd_dataset", ev.bpd_dataset, SPLITS)
-    _choice("config.eval.divergence", ev.divergence, DIVERGENCES)
+    _choice("config.eval.divergence", ev.divergence, samplers.DIVERGENCES)
     if not 0 < ev.likelihood_eps < sde.T:
         raise ConfigError(f"config.eval.likelihood_eps must lie in (0, T={sde.T}), "
                           f"got {ev.likelihood_eps!r}")
@@ -365,6 +367,7 @@ def validate_condition_method(sampling, task: str) -> None:
     refused where they would be ignored (another task, or an option of another method)."""
     import samplers
     from samplers.config import config_options
+    from samplers.options import SCHEMA, field_of, takers
 
     method = sampling.get("condition_method", "replacement")
     if task not in CONDITION_TASKS:
@@ -374,29 +377,27 @@ def validate_condition_method(sampling, task: str) -> None:
         method = None
     else:
         _choice("config.sampling.condition_method", method, samplers.CONDITION_METHODS)
-    own = set(samplers.METHOD_OPTIONS[method]) if method else set()
-    for name in CONDITION_FIELDS:
-        value = sampling.get(name)
-        if value is not None and name not in own:
-            takers = sorted(m for m, options in samplers.METHOD_OPTIONS.items() if name in options)
+    declared = {m: SCHEMA[f"condition:{m}"] for m in samplers.CONDITION_METHODS}
+    own = {field_of(n, o): n for n, o in declared[method].items()} if method else {}
+    # Fields that only condition methods take (None: the method's default).
+    exclusive = {field_of(n, o) for opts in declared.values() for n, o in opts.items()} \
+        - samplers.config.sampler_fields()
+    for field in sorted(exclusive - set(own)):
+        value = sampling.get(field)
+        if value is not None:
             where = (f"condition_method={method!r}" if method else
                      f"task={task!r}, which does not condition")
-            raise ConfigError(f"config.sampling.{name}={value!r} does not apply ({where}); it is "
-                              f"an option of condition_method {takers} in the tasks "
+            users = [t.split(":")[1] for t in takers(field)]
+            raise ConfigError(f"config.sampling.{field}={value!r} does not apply ({where}); it is "
+                              f"an option of condition_method {users} in the tasks "
                               f"{list(CONDITION_TASKS)}")
     if method is None:
         return
-    options = config_options(sampling, samplers.condition_options(method))
+    options = config_options(sampling, set(own.values()))
     try:
-        samplers.check_condition_options(
-            method, {k: v for k, v in options.items() if k in own})
+        samplers.check_condition_options(method, options, "config.sampling.", by_field=True)
     except ValueError as err:
-        raise ConfigError(f"config.sampling (condition_method={method!r}): {err}") from None
-
-
-# config.sampling fields that only some condition methods take (None: the method's default).
-CONDITION_FIELDS = ("num_particles", "ess_threshold", "lookahead", "data_std", "jump_length",
-                    "jump_n_sample", "dps_scale")
+        raise ConfigError(str(err)) from None
 
 
 def validate_snapshot_sampler(config) -> None:
@@ -449,7 +450,8 @@ def validate(config, mode: str, workdir) -> None:
     validate_ddpm(config, sde, info)
     validate_conditioning(config, mode, info)
     _wrapped("config.training", lambda: build_training_loss(config, sde))
-    _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling))
+    baseline = get_default_config().sampling   # fields of other methods may keep these values
+    _wrapped("config.sampling", lambda: samplers.build_sampler(config.sampling, baseline))
     validate_snapshot_sampler(config)
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")

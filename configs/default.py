@@ -72,13 +72,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.n_steps_each = 1     # corrector steps per time (annealed_langevin: per level)
     sampling.noise_removal = True  # end with Tweedie's E[x0 | x_eps]
     sampling.probability_flow = False  # pc: predictor on the probability-flow ODE
-    sampling.rtol = 1e-5          # ode / sdeint: relative tolerance
-    sampling.atol = 1e-5          # ode / sdeint: absolute tolerance
     sampling.ode_method = "RK45"     # scipy solve_ivp method (method="ode")
     sampling.sde_method = "euler"    # torchsde Ito solver (method="sdeint"): euler | milstein | srk
     sampling.eps = 1e-3           # the last time of sampling (t runs T -> eps)
-    sampling.num_steps = 0        # > 0: the steps of any method; 0: the method's own default
-    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.CHAIN_METHODS); 0: num_scales
+    sampling.num_steps = 0        # > 0: the time intervals of any method; 0: the method's own default
+    sampling.nfe = placeholder(int)  # a fixed-step method's budget of score evaluations (picks its steps)
+    sampling.pc_num_steps = 0     # steps of pc & co. (samplers.config.is_chain); 0: num_scales
     # Options of particular methods; None keeps the method's own default.
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
@@ -93,8 +92,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.variant = placeholder(str)           # unipc: bh1 | bh2
     sampling.unic = placeholder(bool)             # dpm_solver: UniC corrector after each step
     sampling.lower_order_final = placeholder(bool)  # dpm_solver(_sde), unipc
-    sampling.abstol = placeholder(float)          # adaptive_sde, dpm_adaptive
-    sampling.reltol = placeholder(float)  # adaptive_sde, dpm_adaptive: relative tolerance
+    sampling.rtol = placeholder(float)  # ode, sdeint, adaptive_sde, dpm_adaptive: relative tolerance
+    sampling.atol = placeholder(float)  # ode, sdeint, adaptive_sde, dpm_adaptive: absolute tolerance
     sampling.safety = placeholder(float)  # adaptive_sde, dpm_adaptive: step-size safety factor
     sampling.variance = placeholder(str)          # ancestral: beta | posterior | learned
     # Class-conditional and guided sampling (--mode sample).

@@ -24,7 +24,7 @@ def get_config():
 
     sampling = config.sampling
     sampling.method = "heun"
-    sampling.num_steps = 18          # noise levels: 2·18 − 1 = 35 evaluations
+    sampling.num_steps = 17          # intervals between 18 noise levels: 2·17 + 1 = 35 evaluations
     sampling.eps = 0.002             # σ_min (time is σ on this SDE)
     sampling.time_schedule = "edm"
     sampling.rho = 7.0

@@ -65,11 +65,6 @@ TOY_SETS = {"swiss_roll": _swiss_roll, "checkerboard": _checkerboard, "moons": _
             "gaussian_mixture": _gaussian_mixture}
 
 
-def make_toy(name: str, n: int, seed: int) -> torch.Tensor:
-    """`[n, 2]` float32 points of the named set."""
-    return make_toy_labeled(name, n, seed)[0]
-
-
 def make_toy_labeled(name: str, n: int, seed: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`[n, 2]` float32 points of the named set and their int64 `[n]` classes (or None)."""
     points, labels = TOY_SETS[name](n, np.random.default_rng(seed))

@@ -340,7 +340,7 @@ def sample_settings(config, sampler, num_samples: int) -> dict:
     """Everything that decides a sample run's output: the method and its options, the number,
     batch size and seed, the class labels and guidance, and the task."""
     sampling = config.sampling
-    settings = {"method": sampler.method, "options": dict(sampler.options),
+    settings = {"method": sampler.method, "options": sampler.resolved(config.sde.num_scales),
                 "num_samples": num_samples, "batch_size": config.eval.batch_size,
                 "seed": config.eval.get("seed", 0), "task": sampling.get("task", "generate"),
                 **network_options(config),
@@ -353,7 +353,7 @@ def sample_settings(config, sampler, num_samples: int) -> dict:
         settings["superres_factor"] = sampling.get("superres_factor", 2)
     if settings["task"] in CONDITION_TASKS:
         method = sampling.get("condition_method", "replacement")
-        settings["condition"] = {"method": method, "options": condition_settings(sampling)}
+        settings["condition"] = {"method": method, "options": resolved_condition_settings(sampling)}
     return settings
 
 
@@ -361,6 +361,14 @@ def condition_settings(sampling) -> dict:
     """The options of `sampling.condition_method` that the config sets (`samplers.condition`)."""
     method = sampling.get("condition_method", "replacement")
     return config_options(sampling, samplers.condition_options(method))
+
+
+def resolved_condition_settings(sampling) -> dict:
+    """Every option of `sampling.condition_method`, the config's over the defaults."""
+    method = sampling.get("condition_method", "replacement")
+    options = condition_settings(sampling)
+    return {**options, **samplers.check_condition_options(
+        method, {k: v for k, v in options.items() if k in samplers.METHOD_OPTIONS[method]})}
 
 
 def task_settings(config) -> TaskSettings:

@@ -6,7 +6,7 @@ global average pooling and a linear head. `MLPClassifier` is its vector-data var
 `(x, labels [B]) -> logits [B, K]`, the labels being `ScoreModel`'s continuous noise labels.
 
 `NoisyClassifier(net, sde)` turns times into those labels; its `log_prob(x, t)` `[B, K]` is
-the `log_prob_fn` that `samplers.guidance.classifier_guidance` differentiates.
+the `log_prob_fn` that `samplers.conditioning.guidance.classifier_guidance` differentiates.
 """
 from __future__ import annotations
 

@@ -44,11 +44,6 @@ def check_positive(field: str, value) -> float:
     return float(value)
 
 
-def time_grid(sde: SDE, num_steps: int, eps: float, device=None) -> torch.Tensor:
-    """`num_steps + 1` decreasing times from T to eps, uniform in t, float64 `[num_steps + 1]`."""
-    return torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64, device=device)
-
-
 class Capabilities(NamedTuple):
     """The optional capabilities of a score function (`sde_lib.score_fn`); None where absent."""
     forward_with_variance: Optional[Callable]
@@ -80,7 +75,7 @@ def capabilities(score_fn: ScoreFn) -> Capabilities:
 def select_rows(score_fn: ScoreFn, index: Sequence[int]) -> ScoreFn:
     """`score_fn` for a batch made of the rows `index` of the batch it was built for.
 
-    A score function that carries per-sample conditioning (class labels, `samplers.guidance`)
+    A score function that carries per-sample conditioning (class labels, `samplers.conditioning.guidance`)
     defines `select_rows(index) -> ScoreFn`, so that the conditioning follows the rows; for any
     other score function this is the identity. A sampler that evaluates a subset of its rows
     (`adaptive_sde` drops finished samples) calls this, as it selects the generators.
@@ -164,14 +159,26 @@ def coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return append_dims(c.to(x.dtype), x.ndim)
 
 
-def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """E[x_0 | x_t] = (x_t + σ_t²·∇log p_t(x_t)) / a_t (Tweedie's formula; Efron 2011, eq. 2.8).
+def data_prediction(x: torch.Tensor, score: torch.Tensor, mean_coeff, variance) -> torch.Tensor:
+    """E[x_0 | x_t] = (x_t + σ_t²·∇log p_t(x_t)) / a_t (Tweedie's formula; Efron 2011, eq. 2.8),
+    the one data prediction of every sampler. `mean_coeff` a_t and `variance` σ_t²: floats, or
+    tensors broadcast against `x` `[B, ...]`."""
+    return (x + variance * score) / mean_coeff
 
-    `x` `[B, ...]` at time `t` `[B]` (float64); one score evaluation.
-    """
+
+def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`data_prediction` at `x` `[B, ...]` and time `t` `[B]` (float64): one score evaluation."""
     mean_coeff, std = sde.marginal_coeffs(t)
     score = score_fn(x, t)
-    return (x + coeff(std ** 2, x) * score) / coeff(mean_coeff, x)
+    return data_prediction(x, score, coeff(mean_coeff, x), coeff(std ** 2, x))
+
+
+def callback_denoised(score_fn: ScoreFn, sde: SDE, x: torch.Tensor,
+                      t: torch.Tensor) -> torch.Tensor:
+    """Tweedie's E[x_0 | x_t] for a callback, from the score behind `score_fn`'s count (a
+    callback's estimate is not one of the method's evaluations)."""
+    raw = score_fn.score_fn if isinstance(score_fn, CountedScore) else score_fn
+    return tweedie_denoise(lambda y, s: raw(y, s.to(y.dtype)), sde, x, t)
 
 
 def sample_noise(x: torch.Tensor, generator: Generator) -> torch.Tensor:

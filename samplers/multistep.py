@@ -62,14 +62,6 @@ def interpolant_weights(nodes: Sequence[float], h: float, eta: float = 0.0,
     return np.linalg.solve(V.T, np.asarray(K)).tolist()
 
 
-def quadrature_weights(nodes: Sequence[float]) -> List[float]:
-    """Weights w_j with ∫₀¹ q(v) dv = Σ_j w_j·q(r_j) for every polynomial q of degree < len(nodes)
-    (Adams–Bashforth / –Moulton weights on the nodes r_j; multiply by h for ∫ over a step h)."""
-    V = np.vander(np.asarray(nodes, dtype=np.float64), len(nodes), increasing=True)
-    moments = 1.0 / np.arange(1, len(nodes) + 1)
-    return np.linalg.solve(V.T, moments).tolist()
-
-
 class StepPlan(NamedTuple):
     """Per-step coefficients of x_{i+1} = c_i·x_i + Σ_j w_ij·m_{i−j} + std_i·z (Python floats).
 
@@ -111,9 +103,10 @@ def plan_steps(sde: SDE, times: torch.Tensor, orders: Sequence[int], *, eta: flo
     return plan
 
 
-def data_prediction(score_fn: CountedScore, x: torch.Tensor, t: torch.Tensor, mean_coeff: float,
-                    variance: float) -> torch.Tensor:
-    """D = (x + σ²·s(x, t))/a at `t` `[B]` (one evaluation)."""
+def predict_data(score_fn: CountedScore, x: torch.Tensor, t: torch.Tensor, mean_coeff: float,
+                 variance: float) -> torch.Tensor:
+    """`common.data_prediction` D = (x + σ²·s(x, t))/a at `t` `[B]` (one evaluation), fused in
+    place for the float coefficients of a plan (the same value up to rounding)."""
     return x.add(score_fn(x, t), alpha=variance).div_(mean_coeff)
 
 
@@ -143,7 +136,7 @@ def run_multistep(score_fn: CountedScore, sde: SDE, x: torch.Tensor, times: torc
         if i == num_steps and not denoise:
             m = None
         else:
-            m = data_prediction(score_fn, x, t, mean_coeff[i], std[i] ** 2)
+            m = predict_data(score_fn, x, t, mean_coeff[i], std[i] ** 2)
             history = [m] + history[:3]
         if i > 0 and plan.corrector[i - 1] is not None:
             # UniC: the new data prediction corrects x_i (Zhao et al. 2023, eq. 8).

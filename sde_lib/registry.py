@@ -36,7 +36,14 @@ def build_sde(sde_config) -> SDE:
         raise ValueError(f"Unknown config.sde.name {name!r}; expected one of {sorted(SDES)}")
     kwargs = {arg: sde_config[field] for field, arg in _CONFIG_FIELDS[name].items()
               if field in sde_config}
-    return get_sde(name, **kwargs)
+    try:
+        return get_sde(name, **kwargs)
+    except ValueError as err:   # name the config field, not the constructor's argument
+        message = str(err)
+        for field, arg in _CONFIG_FIELDS[name].items():
+            if field != arg and message.startswith(f"{arg} "):
+                raise ValueError(f"config.sde.{field}{message[len(arg):]}") from None
+        raise
 
 
 def sde_fields(sde_config) -> dict:

@@ -48,9 +48,3 @@ def randn(shape, generator=None, device=None, dtype: torch.dtype = torch.float32
         noise = torch.randn(shape, generator=generator, device=source, dtype=dtype)
     return noise.to(device) if device is not None else noise
 
-
-def select_generators(generator, mask: torch.Tensor):
-    """The generators of the samples where `mask` `[B]` is True (None / one generator pass through)."""
-    if isinstance(generator, (list, tuple)):
-        return [g for g, keep in zip(generator, mask.tolist()) if keep]
-    return generator

@@ -223,7 +223,7 @@ def _check_guidance(model, sde, mixture):
     exact conditional score ∇log p_t(x | y) (component y alone). The learned gradient is cruder
     than the learned posterior: its error relative to the exact guidance term measured
     0.2-0.5 at these t over 3 seeds; no guidance scores exactly 1, so < 0.7 shows it guides."""
-    from samplers.guidance import classifier_guidance
+    from samplers.conditioning.guidance import classifier_guidance
 
     gen = torch.Generator().manual_seed(5)
     for t_value in (0.25, 0.5):

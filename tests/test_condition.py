@@ -16,10 +16,10 @@ import torch
 import samplers
 from models.analytic import GaussianMixture
 from models.analytic_linear import linear_posterior
-from samplers.common import time_grid
-from samplers.condition import stochastic_steps
-from samplers.operators import AvgPool, ChannelMean, Dense, Mask, MatrixFree
-from samplers.repaint import repaint_schedule
+from samplers.schedules import get_time_steps
+from samplers.conditioning.condition import stochastic_steps
+from samplers.conditioning.operators import AvgPool, ChannelMean, Dense, Mask, MatrixFree
+from samplers.conditioning.repaint import repaint_schedule
 from tests.conftest import SDE_FACTORIES
 from two_sample import ALPHA, EPS, MIXTURE_2D, NUM_SAMPLES, energy_test
 
@@ -130,7 +130,7 @@ def test_smc_weights_estimate_the_chain_posterior(sde_name, noise_std, lookahead
     the survivors' weights fails the noisy cases."""
     sde, operator = SDE_FACTORIES[sde_name](), Dense(torch.tensor([[1.0, 2.0]], dtype=f64))
     data = GaussianMixture([1.0], GAUSS_MEAN[None], GAUSS_VAR[None])
-    times = time_grid(sde, 12, EPS)
+    times = get_time_steps(sde, "uniform", 12, EPS)
     mean, var = chain_law(sde, times, stochastic_steps(sde, times, "reverse_diffusion"))
     y = torch.tensor([0.4], dtype=f64)
     exact = linear_posterior(torch.ones(1, dtype=f64), mean[None], var[None], operator.matrix,

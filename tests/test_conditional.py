@@ -12,7 +12,7 @@ import torch
 
 import samplers
 from models.analytic import GaussianMixture
-from samplers.conditional import COLOR_DECOUPLE, decouple, recouple
+from samplers.conditioning.tasks import COLOR_DECOUPLE, decouple, recouple
 from tests.conftest import SDE_FACTORIES
 from two_sample import EPS, MIXTURE_2D, NUM_SAMPLES, assert_matches_exact, energy_test
 

@@ -59,7 +59,7 @@ def test_edm_configs_follow_the_paper():
     digits, vp = load("edm_digits"), load("vp_digits")
     for config in (cifar, digits):
         sampling = config.sampling
-        assert (sampling.method, sampling.num_steps, sampling.eps) == ("heun", 18, 0.002)
+        assert (sampling.method, sampling.num_steps, sampling.eps) == ("heun", 17, 0.002)
         assert (sampling.time_schedule, sampling.rho, sampling.s_churn) == ("edm", 7.0, 0.0)
     # edm_digits is vp_digits but for EDM's choices: the same network and training budget.
     assert digits.model == vp.model and digits.optim == vp.optim and digits.data == vp.data

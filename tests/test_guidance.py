@@ -10,7 +10,7 @@ import torch
 import samplers
 from models.analytic import ClassConditionalMixture
 from samplers.common import select_rows
-from samplers.guidance import ClassifierFreeGuidance
+from samplers.conditioning.guidance import ClassifierFreeGuidance
 from tests.conftest import SDE_FACTORIES, uniform_grid_steps
 from two_sample import EPS, MIXTURE_2D, NUM_SAMPLES, assert_matches_exact
 
@@ -122,7 +122,7 @@ def test_classifier_free_guidance_rejects_bad_arguments(args, match):
 
 @pytest.mark.parametrize("method,options", [("pc", dict(num_steps=20)),
                                             ("ode", dict(rtol=1e-4, atol=1e-4)),
-                                            ("adaptive_sde", dict(reltol=0.05))])
+                                            ("adaptive_sde", dict(rtol=0.05))])
 def test_scale_zero_is_unconditional_sampling_bit_for_bit(method, options):
     sde = SDE_FACTORIES["vp"]()
     y = torch.arange(16) % 2
@@ -161,7 +161,7 @@ SMALL = {"pc": dict(num_steps=5), "ancestral": dict(num_steps=5),
          "reverse_diffusion": dict(num_steps=5), "euler_maruyama": dict(num_steps=5),
          "annealed_langevin": dict(num_steps=5, n_steps_each=1), "ode": dict(rtol=1e-3, atol=1e-3),
          "sdeint": dict(num_steps=5), "ddim": dict(num_steps=5), "heun": dict(num_steps=5),
-         "dpm_solver": dict(num_steps=5), "adaptive_sde": dict(reltol=0.05)}
+         "dpm_solver": dict(num_steps=5), "adaptive_sde": dict(rtol=0.05)}
 
 
 @pytest.mark.parametrize("method", sorted(samplers.SAMPLERS))
@@ -187,10 +187,9 @@ def test_adaptive_sde_rows_keep_their_labels_as_the_batch_shrinks():
     def run(rows, labels):
         score_fn = samplers.classifier_free_guidance(CLASSES.cond_score_fn(sde), labels, 2.5, NULL)
         generators = [torch.Generator().manual_seed(50 + i) for i in rows]
-        stats = {}
-        x = samplers.sample(score_fn, sde, (len(rows), 2), "adaptive_sde", dtype=f64,
-                            generator=generators, stats=stats, reltol=0.05).x
-        return x, stats
+        result = samplers.sample(score_fn, sde, (len(rows), 2), "adaptive_sde", dtype=f64,
+                                 generator=generators, rtol=0.05)
+        return result.x, result.info
 
     batch, stats = run(range(6), y)
     assert len(set(stats["nfe_per_sample"].tolist())) > 1       # rows did finish apart

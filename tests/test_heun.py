@@ -1,4 +1,4 @@
-"""EDM Heun sampler: NFE 2N − 1, exact on a point mass, churn plan, determinism, options."""
+"""EDM Heun sampler: NFE 2·num_steps + 1, exact on a point mass, churn plan, determinism, options."""
 import math
 
 import pytest
@@ -7,20 +7,22 @@ import torch
 from fast_sampler_cases import GAUSSIAN, exact_flow, flow_errors, prior_only_state
 from models.analytic import GaussianMixture
 from samplers import sample
-from samplers.heun import heun_plan
+from samplers.solvers.heun import heun_plan
 from samplers.schedules import get_time_steps
-from sde_lib import VESDE, VPSDE
+from sde_lib import EDMSDE, VESDE, VPSDE
 from two_sample import MIXTURE_16D, NUM_SAMPLES, assert_matches_exact
 
 POINT_MASS = GaussianMixture([1.0], [[0.7]], [1e-300])
 
 
-@pytest.mark.parametrize("num_steps", [2, 3, 18])
+@pytest.mark.parametrize("num_steps", [1, 2, 17])
 @pytest.mark.parametrize("denoise", [True, False])
-def test_nfe_is_2n_minus_1(any_sde, num_steps, denoise):
-    result = sample(GAUSSIAN.score_fn(any_sde), any_sde, (4, 1), "heun", num_steps=num_steps,
+def test_nfe_is_2n_plus_the_final_step(num_steps, denoise):
+    # num_steps intervals between num_steps + 1 levels: EDM's 18 levels are 35 evaluations.
+    sde = VPSDE()
+    result = sample(GAUSSIAN.score_fn(sde), sde, (4, 1), "heun", num_steps=num_steps,
                     denoise=denoise)
-    assert result.nfe == 2 * num_steps - 1 - (not denoise)
+    assert result.nfe == 2 * num_steps + denoise
     assert bool(torch.isfinite(result.x).all())
 
 
@@ -103,14 +105,16 @@ def _never_called(x, t):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(num_steps=1), "num_steps"), (dict(rho=0.0), "rho"), (dict(rho=-7.0), "rho"),
+    (dict(num_steps=0), "num_steps"), (dict(rho=0.0), "rho"), (dict(rho=-7.0), "rho"),
     (dict(schedule="sigmoid"), "schedule"), (dict(s_churn=-1.0), "s_churn"),
     (dict(s_noise=-1.0), "s_noise"), (dict(s_tmin=2.0, s_tmax=1.0), "s_tmax"),
     (dict(eps=100.0), "eps"),   # beyond every T, EDM's σ_max = 80 included
 ])
-def test_bad_options(any_sde, options, match):
+def test_bad_options(options, match):
+    # Checked before any work; only eps depends on the SDE (EDM's T = 80 is the largest).
+    sde = EDMSDE() if "eps" in options else VPSDE()
     with pytest.raises(ValueError, match=match):
-        sample(_never_called, any_sde, (2, 1), "heun", **options)
+        sample(_never_called, sde, (2, 1), "heun", **options)
 
 
 @pytest.mark.slow

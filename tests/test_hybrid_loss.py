@@ -7,7 +7,7 @@ import torch.nn as nn
 
 import sde_lib
 from models import ScoreModel
-from samplers.vlb import vlb_term
+from samplers.likelihood.vlb import vlb_term
 from training.hybrid_loss import LossSecondMomentSampler, VLBLoss
 
 f64 = torch.float64

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samplers
-from samplers.likelihood import trace_estimate
+from samplers.likelihood.probability_flow import trace_estimate
 from tests.conftest import SDE_FACTORIES
 from two_sample import MIXTURE_2D, MIXTURE_16D, MIXTURES
 

@@ -1,4 +1,4 @@
-"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.likelihood_dpm`),
+"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.likelihood.dpm`),
 through `samplers.log_likelihood(..., ode_method="dpm_solver_23" / "dpm_solver_12")`."""
 import pytest
 import torch

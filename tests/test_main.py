@@ -117,7 +117,7 @@ FAST_SAMPLER_FLAGS = [
     ["--config.sampling.method=ddim", "--config.sampling.eta=0.5", "--config.sampling.time_schedule=quadratic"],
     ["--config.sampling.method=heun", "--config.sampling.s_churn=1.0", "--config.sampling.rho=5.0"],
     ["--config.sampling.method=dpm_solver", "--config.sampling.order=3"],
-    ["--config.sampling.method=adaptive_sde", "--config.sampling.reltol=0.05", "--config.sampling.abstol=0.01"],
+    ["--config.sampling.method=adaptive_sde", "--config.sampling.rtol=0.05", "--config.sampling.atol=0.01"],
 ]
 
 
@@ -150,3 +150,10 @@ def test_ddpm_and_hybrid_training_report_the_bound(tmp_path, config):
     run_main(*common, "--mode", "sample")
     images = np.load(next((workdir / "samples").glob("step_6_ancestral_*/samples.npz")))["samples"]
     assert images.shape == (4, 8, 8, 1)
+
+
+@pytest.mark.parametrize("mode", ["fid_stats", "sample", "train"])
+def test_out_of_memory_is_one_line_in_every_mode(mode):
+    import main
+    status, message = main._classify(MemoryError("cannot allocate 8 GiB"), mode)
+    assert status == 1 and "\n" not in message and message.startswith("error: out of memory")

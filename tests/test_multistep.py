@@ -6,9 +6,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from samplers.dpm_solver import step_orders
-from samplers.multistep import (interpolant_weights, plan_steps, quadrature_weights,
-                                scaled_integrals)
+from samplers.solvers.dpm_solver import step_orders
+from samplers.multistep import interpolant_weights, plan_steps, scaled_integrals
 from samplers.schedules import get_time_steps
 
 
@@ -54,15 +53,6 @@ def test_two_node_variants():
         assert w0 + w1 == pytest.approx(k0, rel=1e-12)
     with pytest.raises(np.linalg.LinAlgError):
         interpolant_weights([0.0, 0.0], h)
-
-
-@pytest.mark.parametrize("nodes", [[0.0], [0.0, -1.0], [1.0, 0.0, -0.5], [1.0, 0.0, -1.0, -2.5]])
-def test_quadrature_weights_are_adams(nodes):
-    for degree in range(len(nodes)):
-        assert sum(w * r ** degree for w, r in zip(quadrature_weights(nodes), nodes)) \
-            == pytest.approx(1 / (degree + 1), rel=1e-12)
-    assert quadrature_weights([0.0, -1.0]) == pytest.approx([1.5, -0.5])   # AB2
-    assert quadrature_weights([1.0, 0.0]) == pytest.approx([0.5, 0.5])     # trapezoid (AM2)
 
 
 def test_plan_corrector_and_noise(any_sde):

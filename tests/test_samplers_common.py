@@ -3,7 +3,8 @@ score function's optional capabilities."""
 import torch
 
 from models.analytic import GaussianMixture
-from samplers.common import CountedScore, capabilities, select_rows, time_grid, tweedie_denoise
+from samplers.common import CountedScore, capabilities, select_rows, tweedie_denoise
+from samplers.schedules import get_time_steps
 from tests.conftest import SDE_FACTORIES
 
 f64 = torch.float64
@@ -21,9 +22,9 @@ def test_denoise_is_tweedie_for_gaussian_data():
         torch.testing.assert_close(tweedie_denoise(gaussian.score_fn(sde), sde, x, t), expected)
 
 
-def test_time_grid_runs_from_T_to_eps():
+def test_the_uniform_grid_runs_from_T_to_eps():
     sde = SDE_FACTORIES["ve"]()
-    times = time_grid(sde, 4, 1e-3)
+    times = get_time_steps(sde, "uniform", 4, 1e-3)
     expected = torch.tensor([1.0, 0.75025, 0.5005, 0.25075, 1e-3], dtype=f64)
     torch.testing.assert_close(times, expected)
 

@@ -67,8 +67,9 @@ def test_the_sampler_runs_with_the_shared_signature():
 ])
 def test_unknown_names_fail_at_build_time_listing_the_valid_ones(fields, message):
     with pytest.raises(ValueError, match=message) as info:
-        samplers.build_sampler(_config(**fields))
-    assert "expected" in str(info.value) or "none" in str(info.value)
+        samplers.build_sampler(_config(**fields), baseline=_config())
+    assert "expected" in str(info.value) or "none" in str(info.value) \
+        or "does not apply" in str(info.value)
 
 
 # Experiment configs: the modules with a get_config() (default / cifar / toy are shared bases).
@@ -83,16 +84,36 @@ def test_every_config_file_names_a_valid_sampler(name):
 
 
 def test_options_a_method_ignores_are_refused():
-    import pytest
+    from configs.default import get_default_config
+    baseline = get_default_config().sampling
     with pytest.raises(ValueError, match=r"config.sampling.order=3 does not apply to method "
-                                         r"'heun'; it is an option of \['dpm_adaptive', 'dpm_solver', "
-                                         r"'dpm_solver_sde', 'unipc'\]"):
-        samplers.build_sampler({"method": "heun", "order": 3})
+                                         r"'heun' \(it would be ignored\); it is an option of "
+                                         r"\['dpm_adaptive', 'dpm_solver', 'dpm_solver_sde', "
+                                         r"'unipc'\]"):
+        samplers.build_sampler({"method": "heun", "order": 3}, baseline)
     with pytest.raises(ValueError, match=r"config.sampling.variant='bh2' does not apply to "
-                                         r"method 'dpm_solver'; it is an option of \['unipc'\]"):
-        samplers.build_sampler({"method": "dpm_solver", "variant": "bh2"})
+                                         r"method 'dpm_solver' \(it would be ignored\); it is "
+                                         r"an option of \['unipc'\]"):
+        samplers.build_sampler({"method": "dpm_solver", "variant": "bh2"}, baseline)
     with pytest.raises(ValueError, match="config.sampling.eta=0.5 does not apply to method 'ode'"):
-        samplers.build_sampler({"method": "ode", "eta": 0.5})
-    assert samplers.build_sampler({"method": "ddim", "eta": 0.5}).options["eta"] == 0.5
-    # Fields every config carries (PC's predictor, say) are not method-specific: ignored.
-    assert samplers.build_sampler({"method": "ode", "predictor": "ancestral"}).method == "ode"
+        samplers.build_sampler({"method": "ode", "eta": 0.5}, baseline)
+    assert samplers.build_sampler({"method": "ddim", "eta": 0.5}, baseline).options["eta"] == 0.5
+    # Fields every config carries (PC's predictor, say) may keep their default values ...
+    assert samplers.build_sampler(dict(baseline, method="ode"), baseline).method == "ode"
+    # ... but set to another value for a method that ignores them, they are refused.
+    with pytest.raises(ValueError, match="config.sampling.snr=0.2 does not apply to method "
+                                         "'dpm_solver'"):
+        samplers.build_sampler(dict(baseline, method="dpm_solver", snr=0.2), baseline)
+
+
+def test_a_config_stored_before_one_tolerance_naming_keeps_its_meaning():
+    """Old stored configs: rtol = atol = 1e-5 were ode's and sdeint's; abstol / reltol the
+    adaptive solvers'. They sample as before, and do not stop another method."""
+    from configs.default import get_default_config
+    baseline = get_default_config().sampling
+    old = dict(baseline, rtol=1e-5, atol=1e-5, abstol=None, reltol=0.05)
+    assert samplers.build_sampler(dict(old, method="dpm_solver"), baseline).options.get(
+        "rtol") is None
+    adaptive = samplers.build_sampler(dict(old, method="adaptive_sde"), baseline).options
+    assert adaptive["rtol"] == 0.05 and "atol" not in adaptive
+    assert samplers.build_sampler(dict(old, method="ode"), baseline).options["rtol"] == 1e-5

@@ -4,7 +4,7 @@ import torch
 
 from gaussian_law import GAUSSIAN, marginal
 from samplers.common import CountedScore
-from samplers.correctors import CORRECTORS, langevin_alpha
+from samplers.solvers.correctors import CORRECTORS, langevin_alpha
 from tests.conftest import SDE_FACTORIES
 from two_sample import MIXTURE_2D, NUM_SAMPLES, assert_matches_exact, exact_samples
 

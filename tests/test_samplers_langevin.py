@@ -4,7 +4,7 @@ import torch
 
 import samplers
 from gaussian_law import GAUSSIAN, marginal, prior_variance
-from samplers.langevin import DEFAULT_RELATIVE_STEP
+from samplers.solvers.langevin import DEFAULT_RELATIVE_STEP
 from tests.conftest import SDE_FACTORIES
 from two_sample import EPS, MIXTURES, assert_matches_exact, run_sampler
 
@@ -28,7 +28,8 @@ def test_steps_follow_song_and_ermon():
 
     num_steps, step_lr = 5, 1e-4
     generator = torch.Generator().manual_seed(0)
-    result = samplers.sample(score_fn, sde, (3, 2), "annealed_langevin", num_steps=num_steps,
+    # num_steps levels: num_steps - 1 intervals between them.
+    result = samplers.sample(score_fn, sde, (3, 2), "annealed_langevin", num_steps=num_steps - 1,
                              n_steps_each=2, step_lr=step_lr, denoise=False, dtype=f64,
                              generator=generator)
     assert result.nfe == len(calls) == num_steps * 2
@@ -95,7 +96,7 @@ def _gaussian_law(sde, num_steps, n_steps_each, mean, var):
 def test_sampler_output_has_the_predicted_gaussian_law(any_sde):
     n, num_steps, n_steps_each = 20_000, 30, 2
     result = samplers.sample(GAUSSIAN.score_fn(any_sde), any_sde, (n, 1), "annealed_langevin",
-                             num_steps=num_steps, n_steps_each=n_steps_each, denoise=False,
+                             num_steps=num_steps - 1, n_steps_each=n_steps_each, denoise=False,
                              dtype=f64, generator=torch.Generator().manual_seed(0))
     mean, var = _gaussian_law(any_sde, num_steps, n_steps_each, 0.0, prior_variance(any_sde))
     assert abs(result.x.mean().item() - mean) <= 4 * (var / n) ** 0.5

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import samplers
-from samplers.correctors import CORRECTORS
-from samplers.predictors import PREDICTORS
+from samplers.solvers.correctors import CORRECTORS
+from samplers.solvers.predictors import PREDICTORS
 from tests.conftest import SDE_FACTORIES, UNIFORM_GRID_STEPS_ON_EDM, uniform_grid_steps
 from two_sample import (EPS, MIXTURE_2D, MIXTURES, NUM_SAMPLES, assert_matches_exact, exact_samples,
                         run_sampler)

@@ -5,7 +5,7 @@ import torch
 import samplers
 import sde_lib
 from gaussian_law import GAUSSIAN, marginal, prior_variance, propagate
-from samplers.predictors import PREDICTORS
+from samplers.solvers.predictors import PREDICTORS
 from tests.conftest import SDE_FACTORIES
 from two_sample import EPS, MIXTURE_2D, assert_matches_exact, run_sampler
 

@@ -4,7 +4,7 @@ import torch
 
 import samplers
 from gaussian_law import GAUSSIAN, prior_variance, propagate
-from samplers.predictors import PREDICTORS
+from samplers.solvers.predictors import PREDICTORS
 from tests.conftest import SDE_FACTORIES
 from two_sample import EPS, MIXTURE_2D, MIXTURES, assert_matches_exact, run_sampler
 

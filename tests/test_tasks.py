@@ -96,7 +96,9 @@ def test_task_settings_take_the_condition_methods_options():
                                     lookahead="tweedie", eps=config.sampling.eps, num_steps=7,
                                     denoise=config.sampling.noise_removal)
     record = sample_settings(config, samplers.build_sampler(config.sampling), 4)
-    assert record["condition"] == {"method": "smc", "options": settings.options}
+    # The record resolves every option of the method (the config's over the defaults).
+    assert record["condition"] == {"method": "smc", "options": {
+        **samplers.METHOD_OPTIONS["smc"], **settings.options}}
 
 
 @pytest.mark.parametrize("task,method", [("inpaint", "smc"), ("inpaint", "repaint"),

@@ -1,4 +1,4 @@
-"""DDPM's variational bound (samplers.vlb) against closed forms on Gaussian and point-mass data.
+"""DDPM's variational bound (samplers.likelihood.vlb) against closed forms on Gaussian and point-mass data.
 
 Data: 1-D Gaussian N(MU, VAR) per dimension, discretized to 256 levels on [−1, 1] (edge bins
 open), whose exact bin probabilities P(k) come from the normal CDF; its model is the exact
@@ -14,7 +14,7 @@ import torch
 import samplers
 import sde_lib
 from models.analytic import GaussianMixture
-from samplers.vlb import (VARIANCES, chain_score, discretized_gaussian_log_likelihood, normal_kl,
+from samplers.likelihood.vlb import (VARIANCES, chain_score, discretized_gaussian_log_likelihood, normal_kl,
                           posterior_mean_variance, prior_kl, reverse_mean_log_variance, vlb_term)
 
 f64 = torch.float64

@@ -5,7 +5,7 @@ the network predicts ε and the variance interpolation v (`ScoreModel.forward_wi
 
     L_simple = ‖ε̂ − z‖²                         (Ho et al. 2020, eq. 14)
     L_t      = the bound's term at i, in bits: KL(q(x_{i−1} | x_i, x0) ‖ p_θ(x_{i−1} | x_i)), or
-               the decoder's −log p_θ(x0 | x_0) at i = 0 (`samplers.vlb.vlb_term`)
+               the decoder's −log p_θ(x0 | x_0) at i = 0 (`samplers.likelihood.vlb.vlb_term`)
     "hybrid":  L_simple + λ·N·L_t, the mean of L_t detached (stop-gradient: only Σ_θ learns
                from the bound; Nichol & Dhariwal 2021, sec. 3.1, λ = 0.001)
     "vlb":     N·L_t, through mean and variance
@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from samplers.vlb import check_chain, vlb_term
+from samplers.likelihood.vlb import check_chain, vlb_term
 from sde_lib import SDE
 from training.losses import (Gather, Loss, Shard, chain_perturb, draw_global, randn_global,
                              uniform_chain_index)

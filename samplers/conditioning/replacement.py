@@ -9,8 +9,8 @@ is exactly a(t)·A⁺y + σ(t)·P·z.
 
 It is exact when p_0 factorizes between P·x and (I − P)·x and biased otherwise: it approximates
 ∇ log p_t(x | A·x_0 = y) by the unconditional score at a row-space component drawn afresh,
-independently of the path of the rest (see `samplers.conditional` for a measured example).
-RePaint (`samplers.repaint`) adds resampling jumps to the same replacement.
+independently of the path of the rest (see `samplers.conditioning.tasks` for a measured example).
+RePaint (`samplers.conditioning.repaint`) adds resampling jumps to the same replacement.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import torch
 
 from samplers.common import (CountedScore, Generator, ScoreFn, prior_sample, sample_noise,
                              tweedie_denoise)
-from samplers.correctors import CORRECTORS
-from samplers.operators import LinearOperator
-from samplers.predictors import PREDICTORS, affine_step
+from samplers.solvers.correctors import CORRECTORS
+from samplers.conditioning.operators import LinearOperator
+from samplers.solvers.pc import pc_loop
+from samplers.solvers.predictors import PREDICTORS
 from samplers.registry import SampleResult
 from sde_lib import SDE
 
@@ -46,7 +47,7 @@ class Replacement:
 def replacement_pc(score_fn: ScoreFn, sde: SDE, replace: Replacement, times: torch.Tensor,
                    predictor: str, corrector: str, snr: float, n_steps: int,
                    probability_flow: bool, denoise: bool) -> SampleResult:
-    """The PC loop of `samplers.pc` with the row-space component replaced before every
+    """The PC loop of `samplers.solvers.pc` with the row-space component replaced before every
     evaluation. NFE = num_steps·([predictor] + n_steps·[corrector]) + [denoise]."""
     score_fn = CountedScore(score_fn)
     steps = PREDICTORS[predictor](sde, times, probability_flow)
@@ -56,16 +57,9 @@ def replacement_pc(score_fn: ScoreFn, sde: SDE, replace: Replacement, times: tor
     mean_coeffs, stds = (c.tolist() for c in sde.marginal_coeffs(times))
     y = replace.y
     x = prior_sample(sde, replace.shape, replace.generator, y.device, y.dtype)
-    t_x = times.to(device=x.device, dtype=x.dtype)[:, None].expand(-1, x.shape[0])  # [K + 1, B]
-    for i in range(len(times) - 1):
-        if corrector is not None:
-            # Corrector: Langevin steps towards p_t, known component at time t.
-            x = replace(x, mean_coeffs[i], stds[i])
-            x = corrector.step(score_fn, x, t_x[i], scales[i], n_steps, replace.generator)
-        if steps is not None:
-            # Predictor: t_i -> t_{i+1}, known component at time t_i.
-            x = replace(x, mean_coeffs[i], stds[i])
-            x = affine_step(score_fn, x, t_x[i], steps[i], replace.generator)
+    # The PC loop, the known component re-noised to time t_i before every evaluation.
+    x = pc_loop(score_fn, x, times, steps, corrector, scales, n_steps, replace.generator,
+                before=lambda state, i: replace(state, mean_coeffs[i], stds[i]))
     if denoise:
         x = replace(x, mean_coeffs[-1], stds[-1])
         x = tweedie_denoise(score_fn, sde, x, times[-1:].to(x.device).expand(x.shape[0]))

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
-                             check_eps, check_int, check_positive, prior_sample, tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
+                             prior_sample, tweedie_denoise)
 from samplers.flow import VPFlow, announcing_solver, guarded, reference_log_snr, reporting_solver
+from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, atol, choice, rtol
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -20,15 +21,12 @@ ODE_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 MAX_NFE = 20_000
 
 
-def check_ode_options(sde: SDE, eps: float, rtol: float, atol: float, ode_method: str) -> float:
-    """Validate the options shared by the ODE sampler and the likelihood; returns eps."""
-    check_choice("ode_method", ode_method, ODE_METHODS)
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
-    return check_eps(sde, eps)
+OPTIONS = dict(rtol=rtol(1e-5), atol=atol(1e-5),
+               ode_method=choice("RK45", ODE_METHODS, "scipy.integrate.solve_ivp's method"),
+               eps=EPS, denoise=DENOISE, max_nfe=MAX_NFE_OPTION)
 
 
-@register_sampler("ode")
+@register_sampler("ode", OPTIONS)
 def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                 generator: Generator = None, device=None,
                 dtype: torch.dtype = torch.float32, rtol: float = 1e-5, atol: float = 1e-5,
@@ -46,7 +44,7 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     after `max_nfe` evaluations. Returns `shape` `[B, ...]` samples of p_eps (of p_0 with
     `denoise`).
     """
-    eps = check_ode_options(sde, eps, rtol, atol, ode_method)
+    eps = check_eps(sde, eps)
     check_callback(callback)
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
@@ -60,7 +58,7 @@ def ode_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         callback(0, torch.full(x.shape[:1], float(sde.T), dtype=torch.float64, device=x.device),
                  x, None)
     with torch.no_grad():
-        drift = guarded(flow.drift, flow, check_int("max_nfe", max_nfe), "probability-flow ODE")
+        drift = guarded(flow.drift, flow, max_nfe, "probability-flow ODE")
         solution = integrate.solve_ivp(drift, (tau_T, tau_eps), w_T, rtol=rtol, atol=atol,
                                        method=method)
     if not solution.success:

@@ -16,7 +16,7 @@ is applied to w = x/√(a² + σ²), the VP-equivalent state (`samplers.flow`): 
 O(σ_max) at first, δ on x itself allows a first step across the whole noise range.
 Each sample has its own ℓ and h, as tensors: a try reads nothing back to the host; finished rows
 are written out and dropped every `check_every` tries (one synchronisation), as in
-`samplers.adaptive_sde`. NFE counts every score call (on the rows still active).
+`samplers.solvers.adaptive_sde`. NFE counts every score call (on the rows still active).
 """
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from samplers.common import (CountedScore, ScoreFn, check_callback, check_eps, check_positive,
-                             coeff, prior_sample, select_rows)
+from samplers.adaptive import drive_rows
+from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback, check_eps,
+                             coeff, data_prediction, prior_sample, select_rows)
 from samplers.flow import FlowDiverged
-from samplers.ode import MAX_NFE
+from samplers.solvers.ode import MAX_NFE
+from samplers.options import DENOISE, EPS, MAX_NFE as MAX_NFE_OPTION, ORDER, SAFETY, atol, \
+    number, rtol, with_default
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_int
+
 
 STAGES = {2: (0.5,), 3: (1 / 3, 2 / 3)}
 
@@ -170,42 +173,56 @@ def solve_adaptive(score_fn: CountedScore, sde: SDE, x: torch.Tensor, eps: float
     mean_T, std_T = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))
     w_T = x / torch.sqrt(mean_T ** 2 + std_T ** 2).item()
     state = State(x, w_T, ell, torch.full_like(ell, min(h_init, ell_end - ell_T)))
-    out, active, tries = torch.empty_like(x), list(range(x.shape[0])), 0
-    while active:
-        if tries >= max_steps:
-            raise RuntimeError(f"dpm_adaptive: {len(active)} samples did not reach eps in "
-                               f"max_steps={max_steps} tries; raise max_steps, abstol or reltol")
+    out = torch.empty_like(x)
+
+    def run_round(state: State, active, tries: int):
         rows = select_rows(score_fn, active)
         for _ in range(check_every):
             if callback is not None:
-                callback(tries, sde.t_from_log_snr(2 * state.ell), state.x, None)
+                t = sde.t_from_log_snr(2 * state.ell)
+                callback(tries, t, state.x, callback_denoised(rows, sde, state.x, t))
             state = _try(rows, sde, state, options)
             tries += 1
-        done = _sync(state, ell_end, score_fn.nfe, max_nfe)
-        if bool(done.any()):
-            index = torch.tensor(active, device=out.device)
-            out[index[done.to(out.device)]] = state.x[done.to(out.device)]
-            keep = (~done).nonzero().flatten().to(out.device)
-            active = [active[i] for i in keep.tolist()]
-            state = State(*(s[keep] for s in state))
+        return state, tries
+
+    def write(rows, state: State, done) -> None:
+        out[rows] = state.x[done]
+
+    tries = drive_rows(state, x.shape[0], out.device, run_round=run_round,
+                       sync=lambda state: _sync(state, ell_end, score_fn.nfe, max_nfe),
+                       write=write, compact=lambda state, keep: State(*(s[keep] for s in state)),
+                       max_steps=max_steps,
+                       unfinished=lambda left: f"dpm_adaptive: {left} samples did not reach eps "
+                                               f"in max_steps={max_steps} tries; raise max_steps, "
+                                               f"atol or rtol")
     return out, tries
 
 
-@register_sampler("dpm_adaptive")
+OPTIONS = dict(
+    order=with_default(ORDER, 3, choices=tuple(STAGES), doc="3: DPM-Solver-23, 2: -12"),
+    rtol=rtol(0.05), atol=atol(0.0078),
+    h_init=number("float", 0.05, "the first step (in half log-SNR)", 0, open_lo=True),
+    safety=SAFETY,
+    max_growth=number("float", 2.0, "the largest growth of a step after a try", 1, open_lo=True),
+    check_every=number("int", 4, "tries between host reads", 1),
+    max_steps=number("int", 10_000, "most tries before an error", 1),
+    max_nfe=MAX_NFE_OPTION, eps=EPS, denoise=DENOISE)
+
+
+@register_sampler("dpm_adaptive", OPTIONS)
 def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generator=None,
                          device=None, dtype: torch.dtype = torch.float32, order: int = 3,
-                         reltol: float = 0.05, abstol: float = 0.0078, h_init: float = 0.05,
+                         rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
                          safety: float = 0.9, max_growth: float = 2.0, check_every: int = 4,
                          max_steps: int = 10_000, max_nfe: int = MAX_NFE,
                          eps: float = 1e-3, denoise: bool = True,
-                         x_T: Optional[torch.Tensor] = None, callback=None,
-                         stats: Optional[dict] = None) -> SampleResult:
+                         x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Adaptive DPM-Solver-12 (`order` 2) or -23 (3) on the probability-flow ODE.
 
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`: Tweedie at eps).
 
     Args:
-        reltol, abstol: rtol and atol of δ (defaults: Lu et al.'s 0.05 and 0.0078, for data in
+        rtol, atol: the tolerances of δ (defaults: Lu et al.'s 0.05 and 0.0078, for data in
             [−1, 1]; named as `adaptive_sde`'s, apart from scipy's rtol / atol of "ode").
         h_init: first step in ℓ; safety: θ; max_growth: the largest factor by which h grows
             after a try (> 1): without it one lucky estimate on a tiny step lets the next try
@@ -216,36 +233,23 @@ def dpm_adaptive_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, g
             this many score evaluations (checked every `check_every` tries), or as soon as a step
             size is not finite (a diverging score).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, None)` before every try i, on the rows still active
+        callback: `callback(i, t, x, denoised)` before every try i, on the rows still active
             (t `[b]`: each sample's time).
-        stats: if a dict, gets `tries`.
     Deterministic given x_T. NFE = order·tries + [denoise] score calls.
     """
-    if isinstance(order, bool) or order not in STAGES:
-        raise ValueError(f"order must be one of {sorted(STAGES)}, got {order!r}")
     eps = check_eps(sde, eps)
-    for name, value in (("reltol", reltol), ("abstol", abstol), ("h_init", h_init),
-                        ("safety", safety), ("max_growth", max_growth)):
-        check_positive(name, value)
-    if max_growth <= 1:
-        raise ValueError(f"max_growth must be > 1, got {max_growth!r}")
-    check_int("check_every", check_every)
-    check_int("max_steps", max_steps)
-    check_int("max_nfe", max_nfe)
     check_callback(callback)
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     with torch.no_grad():
-        x, tries = solve_adaptive(counted, sde, x, eps, (order, float(abstol), float(reltol),
+        x, tries = solve_adaptive(counted, sde, x, eps, (order, float(atol), float(rtol),
                                                          float(safety), float(max_growth)),
                                   float(h_init), check_every, max_steps, callback, max_nfe)
         if denoise:
             t = torch.full((x.shape[0],), eps, dtype=torch.float64, device=x.device)
             mean_coeff, std = sde.marginal_coeffs(t)
-            denoised = (x + counted(x, t) * coeff(std ** 2, x)) / coeff(mean_coeff, x)
+            denoised = data_prediction(x, counted(x, t), coeff(mean_coeff, x), coeff(std ** 2, x))
             if callback is not None:
                 callback(tries, t, x, denoised)
             x = denoised
-    if stats is not None:
-        stats["tries"] = tries
-    return SampleResult(x, counted.nfe)
+    return SampleResult(x, counted.nfe, {"tries": tries})

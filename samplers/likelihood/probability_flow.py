@@ -12,17 +12,26 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_choice, check_eps,
-                             check_int, check_positive)
+from samplers.common import CountedScore, Generator, ScoreFn, check_eps
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
-from samplers.likelihood_dpm import DPM_METHODS, dpm_log_likelihood
-from samplers.ode import MAX_NFE, ODE_METHODS
+from samplers.likelihood.dpm import DPM_METHODS, dpm_log_likelihood
+from samplers.solvers.ode import MAX_NFE, ODE_METHODS
+from samplers.options import (EPS, MAX_NFE as MAX_NFE_OPTION, atol as atol_option, check_options,
+                              choice, declare, number, rtol as rtol_option, with_default)
 from samplers.registry import LikelihoodResult
 from sde_lib import SDE, randn
 
 DIVERGENCES = ("rademacher", "gaussian", "exact")
 # The likelihood's solvers: scipy's (in the reference VP's time) and the adaptive DPM-Solver pairs.
 LIKELIHOOD_METHODS = tuple(ODE_METHODS) + tuple(DPM_METHODS)
+# The options of the likelihood, declared once (`samplers.options`).
+declare("likelihood:log_likelihood", dict(
+    eps=with_default(EPS, 1e-5, doc="the data end of the flow (log p_eps is computed)"),
+    rtol=rtol_option(1e-5), atol=atol_option(1e-5),
+    ode_method=choice("RK45", LIKELIHOOD_METHODS, "scipy's solver or the adaptive DPM-Solver"),
+    divergence=choice("rademacher", DIVERGENCES, "the divergence: Hutchinson–Skilling or exact"),
+    num_probes=number("int", 1, "probe vectors per evaluation (not for 'exact')", 1),
+    max_nfe=MAX_NFE_OPTION))
 EXACT_CHUNK = 2 ** 22  # elements of basis probes per backward pass in "exact" mode
 
 
@@ -99,19 +108,17 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     Returns LikelihoodResult(logp, z, nfe): z `[B, ...]` the end of the flow at T, typed like x,
     and nfe the score evaluations (one per solver call; the probes share its forward pass).
     """
-    check_choice("ode_method", ode_method, LIKELIHOOD_METHODS)
+    check_options("likelihood:log_likelihood", dict(eps=eps, rtol=rtol, atol=atol, ode_method=ode_method,
+                                         divergence=divergence, num_probes=num_probes,
+                                         max_nfe=max_nfe))
     eps = check_eps(sde, eps)
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
-    check_choice("divergence", divergence, DIVERGENCES)
-    num_probes = check_int("num_probes", num_probes)
     if ode_method in DPM_METHODS:
         probes = draw_probes(x, divergence, num_probes, generator)
         exact = divergence == "exact"
         return dpm_log_likelihood(score_fn, sde, x, eps=eps, rtol=rtol, atol=atol,
                                   order=DPM_METHODS[ode_method], probes=probes,
                                   trace_fn=lambda out, inp, v: trace_estimate(out, inp, v, exact),
-                                  max_nfe=check_int("max_nfe", max_nfe))
+                                  max_nfe=max_nfe)
     score_fn = CountedScore(score_fn)
     flow = VPFlow(score_fn, sde, x.shape, x.dtype, x.device)
     probes = draw_probes(x, divergence, num_probes, generator)
@@ -119,7 +126,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float =
     k_eps, k_T = flow.scale(eps), flow.scale(sde.T)
     y0 = np.concatenate([to_numpy(x) / k_eps, np.zeros(x.shape[0])])
     fun = guarded(_ode_function(flow, probes, divergence == "exact"), flow,
-                  check_int("max_nfe", max_nfe), "likelihood ODE")
+                  max_nfe, "likelihood ODE")
     solution = integrate.solve_ivp(fun,
                                    (flow.tau(eps), flow.tau(sde.T)), y0, rtol=rtol, atol=atol,
                                    method=announcing_solver(ode_method, flow))

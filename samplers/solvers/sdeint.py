@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 import torch
 import torchsde
 
-from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_choice,
-                             check_eps, check_num_steps, check_positive, prior_sample,
-                             tweedie_denoise)
+from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
+                             check_num_steps, prior_sample, tweedie_denoise)
+from samplers.options import DENOISE, EPS, atol, choice, flag, rtol, steps
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
 
@@ -115,12 +115,27 @@ def brownian_path(generator: Generator, shape, t1: float, dtype, device, levy_ar
     return interval(tuple(shape), _entropy(generator))
 
 
-@register_sampler("sdeint")
+OPTIONS = dict(sde_method=choice("euler", SDE_METHODS, "torchsde's Itô solver"),
+               num_steps=steps("the SDE's N"),
+               adaptive=flag(False, "adaptive steps (rtol / atol)"), rtol=rtol(1e-5),
+               atol=atol(1e-5), eps=EPS, denoise=DENOISE)
+
+
+# Score evaluations per step of each torchsde solver (srk: its stages; measured, and checked by
+# the tests against the counted NFE).
+EVALS_PER_STEP = {"euler": 1, "milstein": 1, "srk": 9}
+
+
+def _cost(options, num_steps: int) -> int:
+    return num_steps * EVALS_PER_STEP[options["sde_method"]] + bool(options["denoise"])
+
+
+@register_sampler("sdeint", OPTIONS, cost=_cost)
 def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                    generator: Generator = None, device=None,
                    dtype: torch.dtype = torch.float32, sde_method: str = "euler",
                    num_steps: Optional[int] = None, adaptive: bool = False, rtol: float = 1e-5,
-                   atol: float = 1e-4, eps: float = 1e-3, denoise: bool = True,
+                   atol: float = 1e-5, eps: float = 1e-3, denoise: bool = True,
                    x_T: Optional[torch.Tensor] = None, callback=None) -> SampleResult:
     """Solve the reverse-time SDE from x_T ~ prior at T down to eps with `torchsde.sdeint`.
 
@@ -131,15 +146,12 @@ def sdeint_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         denoise: end with Tweedie's E[x_0 | x_eps].
     The Brownian path is a `torchsde.BrownianInterval` seeded from `generator` (one per sample
     for a list of per-sample generators), so runs reproduce.
-    `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, None)` runs at every state the
-    solver evaluates the drift at (i counts them).
+    `x_T` `[B, ...]` replaces the prior draw; `callback(i, t, x, denoised)` runs at every state the
+    solver evaluates the drift at (i counts them; denoised: Tweedie's E[x_0 | x_t]).
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`) and the exact NFE.
     """
-    check_choice("sde_method", sde_method, SDE_METHODS)
     check_callback(callback)
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
     score_fn = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     y0 = x.flatten(1)

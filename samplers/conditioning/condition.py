@@ -1,16 +1,16 @@
 """Conditional sampling given a linear observation y = A·x_0 + noise_std·n: one entry point.
 
 `condition(score_fn, sde, y, operator, method=...)` samples x given y with any score function
-on any SDE. `operator` is a `samplers.operators.LinearOperator` (`Mask` for inpainting,
+on any SDE. `operator` is a `samplers.conditioning.operators.LinearOperator` (`Mask` for inpainting,
 `ChannelMean` for colorization, `AvgPool` for super-resolution, `Dense` / `MatrixFree` for
 any other linear map). Methods (`CONDITION_METHODS`, options and defaults in
 `METHOD_OPTIONS`):
-    "replacement"  Song et al. 2021, App. I (`samplers.replacement`); noiseless; biased when
+    "replacement"  Song et al. 2021, App. I (`samplers.conditioning.replacement`); noiseless; biased when
                    the observed and unobserved parts are coupled. The default.
     "smc"          sequential Monte Carlo with K = `num_particles` particles per observation
-                   (`samplers.smc`); noiseless or noisy; consistent as K → ∞.
-    "repaint"      Lugmayr et al. 2022, resampling jumps (`samplers.repaint`); noiseless.
-    "dps"          Chung et al. 2023, diffusion posterior sampling (`samplers.dps`); noiseless or
+                   (`samplers.conditioning.smc`); noiseless or noisy; consistent as K → ∞.
+    "repaint"      Lugmayr et al. 2022, resampling jumps (`samplers.conditioning.repaint`); noiseless.
+    "dps"          Chung et al. 2023, diffusion posterior sampling (`samplers.conditioning.dps`); noiseless or
                    noisy; needs a differentiable score.
 """
 from __future__ import annotations
@@ -20,66 +20,54 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from samplers.common import (Generator, ScoreFn, check_choice, check_eps, check_num_steps,
-                             check_positive, check_int, time_grid)
-from samplers.dps import dps
-from samplers.operators import LinearOperator
-from samplers.pc import check_pc_options
-from samplers.predictors import PREDICTORS
+from samplers.common import Generator, ScoreFn, check_choice, check_eps, check_num_steps
+from samplers.conditioning.dps import dps
+from samplers.conditioning.operators import LinearOperator
+from samplers.options import Option, check_options, choice, declare, defaults, number
+from samplers.solvers.pc import PC_OPTIONS, check_pc_options
+from samplers.solvers.predictors import PREDICTORS
 from samplers.registry import ConditionResult
-from samplers.repaint import repaint
-from samplers.replacement import Replacement, replacement_pc
-from samplers.smc import smc
+from samplers.schedules import get_time_steps
+from samplers.conditioning.repaint import repaint
+from samplers.conditioning.replacement import Replacement, replacement_pc
+from samplers.conditioning.smc import smc
 from sde_lib import SDE
 
-REPLACEMENT_DEFAULTS = dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16,
-                            n_steps=1, probability_flow=False)
-METHOD_OPTIONS: Dict[str, dict] = {
-    "replacement": REPLACEMENT_DEFAULTS,
-    "smc": dict(num_particles=16, predictor="reverse_diffusion", ess_threshold=0.5,
-                lookahead="predictive", data_std=1.0),
-    "repaint": dict(predictor="ancestral", jump_length=10, jump_n_sample=10),
-    "dps": dict(predictor="ancestral", dps_scale=1.0),
-}
 NOISELESS_ONLY = ("replacement", "repaint")
-LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.smc)
+LOOKAHEADS = ("predictive", "tweedie")   # the resampling weights of "smc" (samplers.conditioning.smc)
+STOCHASTIC = tuple(sorted(set(PREDICTORS) - {"none"}))
 
 
 def stochastic_steps(sde: SDE, times: torch.Tensor, predictor: str):
     """The per-step floats (α, β, γ) of a stochastic predictor on `times`."""
-    check_choice("predictor", predictor, set(PREDICTORS) - {"none"})
+    check_choice("predictor", predictor, STOCHASTIC)
     return PREDICTORS[predictor](sde, times, False).as_floats()
 
 
-def _check_replacement(options: dict) -> None:
-    check_pc_options(options["predictor"], options["corrector"], options["probability_flow"])
-    check_positive("snr", options["snr"])
-    check_int("n_steps", options["n_steps"])
+def _stepper(default: str) -> Option:
+    return choice(default, STOCHASTIC, "the stochastic predictor of the reverse steps")
 
 
-def _check_smc(options: dict) -> None:
-    check_int("num_particles", options["num_particles"])
-    threshold = options["ess_threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0 <= threshold <= 1:
-        raise ValueError(f"ess_threshold must be a number in [0, 1] (a fraction of "
-                         f"num_particles), got {threshold!r}")
-    check_choice("lookahead", options["lookahead"], LOOKAHEADS)
-    check_positive("data_std", options["data_std"])
-
-
-def _check_repaint(options: dict) -> None:
-    check_int("jump_length", options["jump_length"])
-    check_int("jump_n_sample", options["jump_n_sample"])
-
-
-def _check_dps(options: dict) -> None:
-    check_positive("dps_scale", options["dps_scale"])
-
-
-OPTION_CHECKS: Dict[str, Callable[[dict], None]] = {
-    "replacement": _check_replacement, "smc": _check_smc, "repaint": _check_repaint,
-    "dps": _check_dps}
+# The options of each method, declared once (`samplers.options`) as "condition:<method>".
+declare("condition:replacement",
+        {name: PC_OPTIONS[name] for name in ("predictor", "corrector", "snr", "n_steps",
+                                             "probability_flow")},
+        lambda o: check_pc_options(o["predictor"], o["corrector"], o["probability_flow"]))
+declare("condition:smc", dict(
+    num_particles=number("int", 16, "particles per observation (K× the cost)", 1),
+    predictor=_stepper("reverse_diffusion"),
+    ess_threshold=number("float", 0.5, "resample when ESS < this·K", 0, 1),
+    lookahead=choice("predictive", LOOKAHEADS, "the resampling weights"),
+    data_std=number("float", 1.0, "the data scale of the tweedie look-ahead", 0, open_lo=True)))
+declare("condition:repaint", dict(
+    predictor=_stepper("ancestral"),
+    jump_length=number("int", 10, "RePaint's jump length j", 1),
+    jump_n_sample=number("int", 10, "RePaint's resampling count r", 1)))
+declare("condition:dps", dict(
+    predictor=_stepper("ancestral"),
+    dps_scale=number("float", 1.0, "DPS step size ζ", 0, open_lo=True)))
+METHOD_OPTIONS: Dict[str, dict] = {m: defaults(f"condition:{m}")
+                                   for m in ("replacement", "smc", "repaint", "dps")}
 RUN_OPTIONS = ("eps", "num_steps", "denoise")   # `condition`'s own options, any method
 
 
@@ -90,19 +78,12 @@ def condition_options(method: str) -> set:
     return set(METHOD_OPTIONS[method]) | set(RUN_OPTIONS)
 
 
-def check_condition_options(method: str, options: dict) -> dict:
-    """The options of `method` (names in `METHOD_OPTIONS[method]`), checked before any work and
-    completed with the defaults; one-line ValueError naming a bad or unknown one."""
+def check_condition_options(method: str, options: dict, prefix: str = "",
+                            by_field: bool = False) -> dict:
+    """The options of `method` (its declaration "condition:<method>"), checked before any work
+    and completed with the defaults; one-line ValueError naming a bad or unknown one."""
     check_choice("method", method, CONDITION_METHODS)
-    unknown = set(options) - set(METHOD_OPTIONS[method])
-    if unknown:
-        raise ValueError(f"Unknown option(s) {sorted(unknown)} for method {method!r}; "
-                         f"expected some of {sorted(METHOD_OPTIONS[method])}")
-    options = {**METHOD_OPTIONS[method], **options}
-    if method != "replacement":
-        check_choice("predictor", options["predictor"], set(PREDICTORS) - {"none"})
-    OPTION_CHECKS[method](options)
-    return options
+    return check_options(f"condition:{method}", options, prefix, by_field)
 
 
 def _replacement(score_fn, sde, y, operator, noise_std, times, generator, denoise, options):
@@ -141,7 +122,7 @@ CONDITION_METHODS: Dict[str, Callable[..., ConditionResult]] = {
 def check_observation(y: torch.Tensor, operator: LinearOperator, noise_std: float) -> float:
     """`y` a floating `[B, ...]` tensor that `operator` can produce; `noise_std` >= 0."""
     if not isinstance(operator, LinearOperator):
-        raise ValueError(f"operator must be a samplers.operators.LinearOperator, got "
+        raise ValueError(f"operator must be a samplers.conditioning.operators.LinearOperator, got "
                          f"{type(operator).__name__}")
     if not isinstance(y, torch.Tensor) or y.ndim < 2 or not y.is_floating_point():
         raise ValueError(f"y must be a floating tensor [B, ...], got "
@@ -160,6 +141,7 @@ def check_observation(y: torch.Tensor, operator: LinearOperator, noise_std: floa
     return float(noise_std)
 
 
+@torch.no_grad()   # DPS enables gradients locally, for the score's only
 def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOperator, *,
               noise_std: float = 0.0, method: str = "replacement", generator: Generator = None,
               eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,
@@ -167,7 +149,7 @@ def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOper
     """Sample x `[B, ...]` given y = A·x + noise_std·n `[B, ...]`, one x per row of y.
 
     Args:
-        operator: A (`samplers.operators`); x's shape is `operator.input_shape(y.shape)`.
+        operator: A (`samplers.conditioning.operators`); x's shape is `operator.input_shape(y.shape)`.
         noise_std: σ_y of the Gaussian observation noise (0: A·x = y exactly).
         method: a name in `CONDITION_METHODS`; `options` its own (`METHOD_OPTIONS`).
         eps, num_steps: the time grid from T to eps (`num_steps` default `sde.N`).
@@ -185,6 +167,6 @@ def condition(score_fn: ScoreFn, sde: SDE, y: torch.Tensor, operator: LinearOper
         raise ValueError(f"method {method!r} assumes a noiseless observation (noise_std = 0); "
                          f"use 'smc' or 'dps' for noise_std = {noise_std}")
     eps, num_steps = check_eps(sde, eps), check_num_steps(sde, num_steps)
-    times = time_grid(sde, num_steps, eps)
+    times = get_time_steps(sde, "uniform", num_steps, eps)   # uniform in t
     return CONDITION_METHODS[method](score_fn, sde, y, operator, noise_std, times, generator,
                                      bool(denoise), options)

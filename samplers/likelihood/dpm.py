@@ -1,4 +1,4 @@
-"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.dpm_adaptive`).
+"""The probability-flow likelihood by the adaptive DPM-Solver (`samplers.solvers.dpm_adaptive`).
 
 In the half log-SNR ℓ = log(a/σ) the probability-flow ODE is dx/dℓ = (d log a/dℓ − 1)·x + a·D with
 D = (x + σ²·s)/a, whose divergence is d·(d log a/dℓ) + σ²·tr ∂s/∂x. The instantaneous change of
@@ -19,10 +19,11 @@ from typing import NamedTuple
 
 import torch
 
+from samplers.adaptive import drive_rows
 from samplers.common import CountedScore, coeff, select_rows
-from samplers.dpm_adaptive import (STAGES, check_round, embedded_pair, geometry, propose,
+from samplers.solvers.dpm_adaptive import (STAGES, check_round, embedded_pair, geometry, propose,
                                    scaled_error)
-from samplers.ode import MAX_NFE
+from samplers.solvers.ode import MAX_NFE
 from samplers.registry import LikelihoodResult
 
 # Quadrature weights (high, low) on the stages 0, r… of each order.
@@ -97,23 +98,25 @@ def dpm_log_likelihood(score_fn, sde, x: torch.Tensor, *, eps: float, rtol: floa
                       torch.zeros_like(ell), ell, torch.full_like(ell, -min(h_init, ell_eps - ell_T)),
                       probes)
     z, integral = torch.empty_like(x), torch.zeros_like(ell)
-    active, tries = list(range(x.shape[0])), 0
-    while active:
-        if tries >= max_steps:
-            raise RuntimeError(f"log_likelihood: {len(active)} samples did not reach T in "
-                               f"max_steps={max_steps} tries; raise max_steps, atol or rtol")
+
+    def run_round(state: FlowState, active, tries: int):
         rows = select_rows(counted, active)
         for _ in range(check_every):
             state = _try(rows, sde, state, options, trace_fn)
-        tries += check_every
+        return state, tries + check_every
+
+    def sync(state: FlowState) -> torch.Tensor:
         flags = torch.stack([state.ell <= ell_T, ~torch.isfinite(state.h)]).cpu()
-        done = check_round(flags, counted.nfe, max_nfe, "likelihood ODE")
-        if bool(done.any()):
-            index = torch.tensor(active, device=x.device)[done.to(x.device)]
-            z[index], integral[index] = state.x[done.to(x.device)], state.integral[done.to(x.device)]
-            keep = (~done).nonzero().flatten().to(x.device)
-            active = [active[i] for i in keep.tolist()]
-            state = _compact(state, keep)
+        return check_round(flags, counted.nfe, max_nfe, "likelihood ODE")
+
+    def write(rows, state: FlowState, done) -> None:
+        z[rows], integral[rows] = state.x[done], state.integral[done]
+
+    drive_rows(state, x.shape[0], x.device, run_round=run_round, sync=sync, write=write,
+               compact=_compact, max_steps=max_steps,
+               unfinished=lambda left: f"log_likelihood: {left} samples did not reach T in "
+                                       f"max_steps={max_steps} tries; raise max_steps, atol or "
+                                       f"rtol")
     mean_T = sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64))[0].item()
     logp = (sde.prior_logp(z).double() + num_dims * torch.log(torch.tensor(mean_T) / mean_eps)
             .item() + integral)

@@ -6,11 +6,11 @@ the denoiser D = E[x_0 | x_t] = (x + σ²·s(x, t))/a (Karras et al. 2022, eq. 3
     dx̄/dσ̄ = −σ(t)·s(a(t)·x̄, t),   t = t(σ̄) = `sde.t_from_log_snr(−2 log σ̄)`.
 For VE (a = 1) this is EDM's own sampler; VP and sub-VP reach it through σ̄ = std/mean.
 
-Steps: `num_steps` = N noise levels σ̄_0 = σ̄(T) > … > σ̄_{N−1} = σ̄(eps) from `schedule`
-(default EDM's ρ-schedule, eq. 5), then σ̄_N = 0. Each of the N − 1 steps between levels is
-Euler + 2nd-order (trapezoidal) correction; the last step to σ̄ = 0 is a plain Euler step,
-which lands exactly on D(x̄; σ̄_{N−1}), i.e. Tweedie denoising (`denoise`). NFE = 2N − 1
-(2N − 2 without `denoise`), as in EDM.
+Steps: `num_steps` intervals between N = `num_steps` + 1 noise levels σ̄_0 = σ̄(T) > … >
+σ̄_{N−1} = σ̄(eps) from `schedule` (default EDM's ρ-schedule, eq. 5), then σ̄_N = 0. Each of the
+N − 1 steps between levels is Euler + 2nd-order (trapezoidal) correction; the last step to σ̄ = 0
+is a plain Euler step, which lands exactly on D(x̄; σ̄_{N−1}), i.e. Tweedie denoising (`denoise`).
+NFE = 2N − 1 (2N − 2 without `denoise`), as in EDM.
 
 Stochastic churn (Alg. 2, lines 4–6): where S_tmin ≤ σ̄_i ≤ S_tmax, γ_i = min(S_churn/N, √2 − 1),
 σ̂_i = (1 + γ_i)·σ̄_i and x̄ ← x̄ + √(σ̂_i² − σ̄_i²)·S_noise·z before the step. σ̂ is capped at
@@ -25,11 +25,12 @@ import torch
 
 from samplers.common import (CountedScore, ScoreFn, check_callback, finish_run, prior_sample,
                              sample_noise)
+from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import Times, check_times, resolve_times
+from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
 from sde_lib import SDE
 
-DEFAULT_NUM_STEPS = 18   # EDM's CIFAR-10 setting: 35 NFE
+DEFAULT_NUM_STEPS = 17   # intervals, 18 levels: EDM's CIFAR-10 setting, 35 NFE
 
 
 class HeunPlan(NamedTuple):
@@ -41,12 +42,9 @@ class HeunPlan(NamedTuple):
     churn_std: torch.Tensor   # √(σ̂_i² − σ̄_i²)·S_noise
 
 
-def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
-    """S_churn ≥ 0, 0 ≤ S_tmin ≤ S_tmax, S_noise ≥ 0 (Karras et al. 2022, Alg. 2)."""
-    for name, value in (("s_churn", s_churn), ("s_tmin", s_tmin), ("s_tmax", s_tmax),
-                        ("s_noise", s_noise)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+def check_churn(options) -> None:
+    """0 ≤ S_tmin ≤ S_tmax (Karras et al. 2022, Alg. 2); each is checked by the declaration."""
+    s_tmin, s_tmax = options["s_tmin"], options["s_tmax"]
     if s_tmax < s_tmin:
         raise ValueError(f"s_tmax must be >= s_tmin, got s_tmin={s_tmin!r}, s_tmax={s_tmax!r}")
 
@@ -71,7 +69,21 @@ def _slope(score_fn: ScoreFn, x_bar: torch.Tensor, t: torch.Tensor, mean_coeff: 
     return score_fn(x_bar * mean_coeff, t).mul(-std)
 
 
-@register_sampler("heun")
+OPTIONS = dict(
+    schedule=schedule("edm", TIME_SCHEDULES), rho=RHO,
+    s_churn=number("float", 0.0, "EDM's stochastic churn (0: deterministic)", 0),
+    s_tmin=number("float", 0.0, "churn from this σ̄", 0),
+    s_tmax=number("float", float("inf"), "churn up to this σ̄", 0, inf_ok=True),
+    s_noise=number("float", 1.0, "churn noise scale", 0),
+    eps=EPS, num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
+
+
+def _cost(options, num_steps: int) -> int:
+    """Two evaluations per interval, and one for the final step to σ̄ = 0."""
+    return 2 * num_steps + bool(options["denoise"])
+
+
+@register_sampler("heun", OPTIONS, check_churn, _cost)
 def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, schedule: Times = "edm", rho: float = 7.0,
@@ -87,26 +99,17 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         schedule: a name in `samplers.schedules.TIME_SCHEDULES` (default "edm") or the explicit
             decreasing times of the levels; rho: its ρ.
         s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity (s_churn = 0: deterministic).
-        eps: time of the smallest level; num_steps: N ≥ 2 noise levels (default 18).
+        eps: time of the smallest level; num_steps: intervals between the noise levels, ≥ 1
+            (default 17: EDM's 18 levels).
         denoise: take the final Euler step to σ̄ = 0 (Tweedie's E[x_0 | x_eps]).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, denoised)` at every level (denoised: None but at the end
-            with `denoise`).
-    NFE = 2·num_steps − 1 with `denoise`, 2·num_steps − 2 without.
+        callback: `callback(i, t, x, denoised)` at every level (denoised: E[x_0 | x_t],
+            `samplers.registry.with_denoised`).
+    NFE = 2·num_steps + [denoise].
     """
-    check_churn(s_churn, s_tmin, s_tmax, s_noise)
     check_callback(callback)
-    if isinstance(schedule, str):
-        num_steps = DEFAULT_NUM_STEPS if num_steps is None else num_steps
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-            raise ValueError(f"num_steps must be an integer >= 2 (noise levels), got {num_steps!r}")
-        times = resolve_times(sde, schedule, num_steps - 1, eps, DEFAULT_NUM_STEPS, rho)
-    else:
-        times = check_times(sde, schedule)
-        if num_steps is not None and num_steps != times.numel():
-            raise ValueError(f"num_steps={num_steps!r} disagrees with the {times.numel()} levels "
-                             f"of the given schedule times")
-    num_steps = times.numel()
+    times = resolve_times(sde, schedule, num_steps, eps, DEFAULT_NUM_STEPS, rho)
+    num_steps = times.numel() - 1        # intervals: num_steps + 1 noise levels
     plan = heun_plan(sde, times, s_churn, s_tmin, s_tmax, s_noise)
     churn_std, sigma_hat, sigma_next = (plan.churn_std.tolist(), plan.sigma_hat.tolist(),
                                         plan.sigma_next.tolist())
@@ -117,7 +120,7 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t_hat, t_next = (t.to(device=x.device, dtype=x.dtype) for t in (plan.t_hat, plan.t_next))
     x_bar = x / (sde.marginal_coeffs(times[:1])[0].item())            # x̄ = x/a at T
-    for i in range(num_steps - 1):
+    for i in range(num_steps):
         if callback is not None:
             scale = sde.marginal_coeffs(times[i:i + 1])[0].item()
             callback(i, times[i].to(x.device).expand(x.shape[0]), x_bar * scale, None)
@@ -134,4 +137,4 @@ def heun_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         x_bar = x_bar.add(slope.add_(slope_next), alpha=0.5 * h)
     x = x_bar * sde.marginal_coeffs(times[-1:])[0].item()
     # With `denoise`, the Euler step to σ̄ = 0: x̄ + (0 − σ̄)·(x̄ − D)/σ̄ = D = E[x_0 | x_eps].
-    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps - 1)
+    return finish_run(score_fn, sde, x, times, denoise, callback, num_steps)

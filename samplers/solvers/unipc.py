@@ -21,8 +21,11 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import Generator, ScoreFn
-from samplers.dpm_solver import check_flag, check_order, run_dpm_solver
-from samplers.multistep import Callback, check_two_node
+from samplers.solvers.dpm_solver import run_dpm_solver
+from samplers.multistep import Callback
+from samplers.solvers.dpm_solver import MULTISTEP_OPTIONS
+from samplers.budget import one_per_step
+from samplers.options import choice, flag
 from samplers.registry import SampleResult, register_sampler
 from samplers.schedules import Times
 from sde_lib import SDE
@@ -30,7 +33,9 @@ from sde_lib import SDE
 VARIANTS = ("bh1", "bh2")
 
 
-@register_sampler("unipc")
+@register_sampler("unipc", dict(
+    MULTISTEP_OPTIONS, variant=choice("bh2", VARIANTS, "B(h) of UniC's second-order terms"),
+    unic=flag(True, "apply the UniC corrector (False: UniP alone)")), cost=one_per_step)
 def unipc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                   generator: Generator = None, device=None, dtype: torch.dtype = torch.float32,
                   order: int = 2, variant: str = "bh2", schedule: Times = "logsnr",
@@ -56,10 +61,8 @@ def unipc_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         callback: `callback(i, t, x, denoised)` at every grid time (x after its correction).
     NFE = num_steps + [denoise].
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; expected one of {list(VARIANTS)}")
     return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                          order=check_order(order), schedule=schedule, rho=rho,
+                          order=order, schedule=schedule, rho=rho,
                           lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
-                          denoise=denoise, eta=0.0, two_node=check_two_node(variant),
-                          unic=check_flag("unic", unic), x_T=x_T, callback=callback)
+                          denoise=denoise, eta=0.0, two_node=variant,
+                          unic=unic, x_T=x_T, callback=callback)

@@ -17,9 +17,19 @@ from scipy import integrate
 
 from samplers.common import CountedScore, ScoreFn, tweedie_denoise
 from samplers.flow import VPFlow, announcing_solver, guarded, to_numpy
-from samplers.ode import MAX_NFE, check_ode_options
+from samplers.common import check_eps
+from samplers.options import DENOISE, SCHEMA, check_options, declare, with_default
+from samplers.solvers.ode import MAX_NFE
 from samplers.registry import SampleResult
 from sde_lib import SDE
+
+
+# The options of encode and decode, declared once (the ODE sampler's, with decode's `denoise`
+# off by default so that decode inverts encode).
+declare("likelihood:encode", {name: SCHEMA["ode"][name] for name in ("eps", "rtol", "atol",
+                                                                      "ode_method")})
+declare("likelihood:decode", dict(SCHEMA["likelihood:encode"],
+                                  denoise=with_default(DENOISE, False)))
 
 
 class EncodeResult(NamedTuple):
@@ -61,7 +71,8 @@ def encode(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, eps: float = 1e-3,
 
     `rtol`, `atol`, `ode_method`: of `scipy.integrate.solve_ivp`. Returns z typed like x.
     """
-    eps = check_ode_options(sde, eps, rtol, atol, ode_method)
+    check_options("likelihood:encode", dict(eps=eps, rtol=rtol, atol=atol, ode_method=ode_method))
+    eps = check_eps(sde, eps)
     check_batch("x", x)
     return EncodeResult(*flow_map(score_fn, sde, x, eps, sde.T, rtol, atol, ode_method))
 
@@ -73,7 +84,9 @@ def decode(score_fn: ScoreFn, sde: SDE, z: torch.Tensor, *, eps: float = 1e-3,
 
     `denoise` ends with Tweedie's E[x_0 | x_eps] (one more evaluation; no longer the inverse).
     """
-    eps = check_ode_options(sde, eps, rtol, atol, ode_method)
+    check_options("likelihood:decode", dict(eps=eps, rtol=rtol, atol=atol, ode_method=ode_method,
+                                            denoise=denoise))
+    eps = check_eps(sde, eps)
     check_batch("z", z)
     x, nfe = flow_map(score_fn, sde, z, sde.T, eps, rtol, atol, ode_method)
     if denoise:

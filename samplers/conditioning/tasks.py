@@ -5,7 +5,7 @@ behaviour), "smc", "repaint" or "dps" (`samplers.condition`).
 
 Replacement: given known entries x_k = c (mask 1), before every score evaluation at time t
 (corrector and predictor) the known entries of the state are replaced by a fresh draw of the
-forward kernel, a(t)·c + σ(t)·z, and the run ends with them set to c (`samplers.replacement`).
+forward kernel, a(t)·c + σ(t)·z, and the run ends with them set to c (`samplers.conditioning.replacement`).
 This is exact when p_0 factorizes between known and unknown entries (the score of the unknown
 ones then ignores the known ones). Otherwise it approximates ∇ log p_t(x_u | x_k,0 = c) by
 ∇_u log p_t(x_u, x_k,t) at an x_k,t drawn afresh, independently of the path of x_u, and is
@@ -13,12 +13,12 @@ biased. For two 2-D modes (tests/test_conditional.py), given an x₁ that select
 1 − 3e-7), 17% of the samples end in the other one without a corrector (35% along the
 probability flow; 0.1% with the Langevin corrector, which where both modes have weight ½ gives
 them about 0.65 / 0.35). Any predictor and corrector of `PREDICTORS` / `CORRECTORS` run this way.
-Sequential Monte Carlo (method "smc", `samplers.smc`) removes this bias as its particles grow.
+Sequential Monte Carlo (method "smc", `samplers.conditioning.smc`) removes this bias as its particles grow.
 
 Colorization by replacement is inpainting in decoupled colour coordinates y = M·x (per pixel), M
 orthogonal with first row (1, 1, 1)/√3: y_0 = √3·gray is known, y_1, y_2 are not. The forward
 kernels are isotropic, so p_t(y) = p_t(Mᵀy) and the score transforms the same way,
-s_y = M·s_x(Mᵀy). This is the replacement of `samplers.replacement` for `ChannelMean` in other
+s_y = M·s_x(Mᵀy). This is the replacement of `samplers.conditioning.replacement` for `ChannelMean` in other
 coordinates (equal in law, not bit for bit); the other methods use `ChannelMean` directly.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import ScoreFn, select_rows
-from samplers.condition import condition
-from samplers.operators import ChannelMean, Mask
+from samplers.conditioning.condition import condition
+from samplers.conditioning.operators import ChannelMean, Mask
 from samplers.registry import ConditionResult
 from sde_lib import SDE
 
@@ -70,8 +70,8 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: torch.Tensor, mask: torch.Tens
         mask: 1 where known, 0 where to be generated; broadcastable to `x_known`.
         method: "replacement" (Song et al. 2021, App. I; the default, with its PC options
             `predictor`, `corrector`, `snr`, `n_steps`, `probability_flow` as for
-            `samplers.pc.pc_sampler`), "smc" (`num_particles`, ...), "repaint" or "dps"
-            (`samplers.condition.METHOD_OPTIONS`).
+            `samplers.solvers.pc.pc_sampler`), "smc" (`num_particles`, ...), "repaint" or "dps"
+            (`samplers.conditioning.condition.METHOD_OPTIONS`).
         options: also `noise_std` (known entries observed with Gaussian noise; "smc", "dps"),
             `eps`, `num_steps`, `denoise`, `generator` (None, one, or B per-sample generators).
         dtype: of the computation (default x_known's).

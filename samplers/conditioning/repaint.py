@@ -1,7 +1,7 @@
 """RePaint (Lugmayr et al. 2022, Alg. 1): replacement with resampling jumps, any operator A.
 
 Each reverse step t_i → t_{i+1} first replaces the row-space component of x by a fresh draw of
-the forward kernel given A·x_0 = y (`samplers.replacement.Replacement`), then takes a predictor
+the forward kernel given A·x_0 = y (`samplers.conditioning.replacement.Replacement`), then takes a predictor
 step. Every `jump_length` steps the state jumps back up `jump_length` steps through the exact
 forward transitions x_{t} = r·x_s + v·z (`sde.transition_coeffs`), `jump_n_sample` − 1 times per
 jump point (the paper's j and r; j = r = 10 there), so that the unknown part harmonizes with the
@@ -17,9 +17,9 @@ import torch
 
 from samplers.common import CountedScore, ScoreFn, prior_sample, sample_noise, \
     tweedie_denoise
-from samplers.predictors import affine_step
+from samplers.solvers.predictors import affine_step
 from samplers.registry import ConditionResult
-from samplers.replacement import Replacement
+from samplers.conditioning.replacement import Replacement
 from sde_lib import SDE
 
 

@@ -17,20 +17,14 @@ from typing import Optional, Sequence
 import torch
 
 from samplers.common import CountedScore, ScoreFn, check_callback, finish_run, prior_sample
-from samplers.predictors import AffineSteps, affine_step
+from samplers.solvers.predictors import AffineSteps, affine_step
+from samplers.budget import one_per_step
+from samplers.options import DENOISE, EPS, RHO, number, schedule, steps
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import Times, resolve_times
+from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 50
-
-
-def check_eta(eta: float) -> float:
-    """η must be a number in [0, 1] (0: deterministic DDIM, 1: ancestral)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta must be a number in [0, 1] (0: deterministic, 1: ancestral), "
-                         f"got {eta!r}")
-    return float(eta)
 
 
 def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
@@ -45,7 +39,12 @@ def ddim_coefficients(sde: SDE, times: torch.Tensor, eta: float) -> AffineSteps:
     return AffineSteps(ratio, std_t * (std_t * ratio - direction), noise)
 
 
-@register_sampler("ddim")
+OPTIONS = dict(eta=number("float", 0.0, "0: deterministic DDIM, 1: ancestral", 0, 1),
+               schedule=schedule("logsnr", TIME_SCHEDULES), rho=RHO, eps=EPS,
+               num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
+
+
+@register_sampler("ddim", OPTIONS, cost=one_per_step)
 def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                  generator: Optional[torch.Generator] = None, device=None,
                  dtype: torch.dtype = torch.float32, eta: float = 0.0,
@@ -64,11 +63,11 @@ def ddim_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         eps: the last time; num_steps: steps from T to eps (default 50).
         denoise: end with Tweedie's E[x_0 | x_eps] (DDIM's last x̂_0; one more evaluation).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, denoised)` at every grid time (denoised: None but at the
-            end with `denoise`).
+        callback: `callback(i, t, x, denoised)` at every grid time (denoised: E[x_0 | x_t],
+            `samplers.registry.with_denoised`).
     NFE = num_steps + [denoise].
     """
-    eta = check_eta(eta)
+    eta = float(eta)
     check_callback(callback)
     times = resolve_times(sde, schedule, num_steps, eps, DEFAULT_NUM_STEPS, rho)
     steps = ddim_coefficients(sde, times, eta).as_floats()

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from samplers.common import CountedScore, Generator, ScoreFn, prior_sample, sample_noise, \
-    tweedie_denoise
-from samplers.operators import LinearOperator
+from samplers.common import CountedScore, Generator, ScoreFn, data_prediction, prior_sample, \
+    sample_noise, tweedie_denoise
+from samplers.conditioning.operators import LinearOperator
 from samplers.registry import ConditionResult
 from sde_lib import SDE
 
@@ -26,7 +26,7 @@ def residual_gradient(score_fn: CountedScore, operator: LinearOperator, y: torch
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         score = score_fn(x, t)
-        x0 = (x + std ** 2 * score) / mean_coeff
+        x0 = data_prediction(x, score, mean_coeff, std ** 2)
         norm = (y - operator(x0)).flatten(1).norm(dim=1)                     # [B]
         gradient, = torch.autograd.grad(norm.sum(), x)
     return score.detach(), gradient

@@ -42,7 +42,7 @@ systematic resampling (Douc & Moulines 2008). So for any fixed grid, the weighte
 (x_N^k, W^k) estimate π(φ) = E_π[φ(x_N)] consistently as K → ∞, with O(1/K) bias and variance
 when the potentials have second moments, and a draw with probabilities W^k is asymptotically
 distributed as π. The only remaining error is the model's, p^θ against p_eps (the step count);
-replacement (`samplers.replacement`), RePaint and DPS carry a bias that no K removes. With one
+replacement (`samplers.conditioning.replacement`), RePaint and DPS carry a bias that no K removes. With one
 particle the sampler is the guided proposal alone (biased).
 
 Resampling weights (`lookahead`). Resampling may use any positive look-ahead λ_i(x_i) on top of
@@ -82,9 +82,10 @@ from __future__ import annotations
 
 import torch
 
-from samplers.common import CountedScore, Generator, ScoreFn, prior_sample, tweedie_denoise
-from samplers.operators import LinearOperator, inner
-from samplers.particles import draw_one, effective_sample_size, systematic_resample
+from samplers.common import (CountedScore, Generator, ScoreFn, data_prediction, prior_sample,
+                             tweedie_denoise)
+from samplers.conditioning.operators import LinearOperator, inner
+from samplers.conditioning.particles import draw_one, effective_sample_size, systematic_resample
 from samplers.registry import ConditionResult
 from sde_lib import SDE, randn
 
@@ -145,7 +146,7 @@ class TweedieLookahead:
 
     def __call__(self, x: torch.Tensor, score: torch.Tensor, i: int) -> torch.Tensor:
         a, std, c = self.mean_coeffs[i], self.stds[i], self.data_std
-        residual = self.y - self.operator((x + std ** 2 * score) / a)
+        residual = self.y - self.operator(data_prediction(x, score, a, std ** 2))
         spread = c ** 2 * std ** 2 / (a ** 2 * c ** 2 + std ** 2)
         return -0.5 * inner(residual, self.operator.gram_solve(residual, spread,
                                                                self.noise_std ** 2))

@@ -23,7 +23,7 @@ per-sample tensors updated with `torch.where`, so a try never reads a value back
 A sample that reaches eps gets h = 0 and stays put. Only every `check_every` tries does the loop
 read which samples are done (one synchronisation), write them out and drop them from the batch,
 so they cost no more evaluations; a finished sample wastes at most `check_every − 1` tries.
-Synchronisations = tries/check_every (in `stats`). When `generator` is a list of per-sample
+Synchronisations = tries/check_every (in `info`). When `generator` is a list of per-sample
 generators, the active samples' sub-list is passed on, so sample i draws the same noise
 whatever the batch; a score function with per-sample conditioning (class labels, guidance) is
 narrowed to the active rows the same way (`samplers.common.select_rows`).
@@ -34,13 +34,14 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from samplers.adaptive import drive_rows
 from samplers.brownian import BrownianStack, empty_stack, reveal, settle
-from samplers.common import (CountedScore, ScoreFn, check_callback, check_choice, check_eps,
-                             check_positive, coeff, prior_sample, sample_noise, select_rows,
+from samplers.common import (CountedScore, ScoreFn, callback_denoised, check_callback,
+                             check_eps, coeff, prior_sample, sample_noise, select_rows,
                              tweedie_denoise)
+from samplers.options import DENOISE, EPS, SAFETY, atol, choice, number, rtol
 from samplers.registry import SampleResult, register_sampler
 from sde_lib import SDE
-from sde_lib.utils import check_int
 
 Generators = Union[None, torch.Generator, List[torch.Generator]]
 NORMS = ("l2", "linf")
@@ -63,24 +64,13 @@ def select_generators(generator: Generators, keep: Sequence[int]) -> Generators:
     return [generator[i] for i in keep]
 
 
-def _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, max_depth) -> None:
-    check_eps(sde, eps)
-    for name, value in tolerances.items():
-        check_positive(name, value)
-    check_choice("norm", norm, NORMS)
-    check_choice("noise", noise, NOISE_MODES)
-    integers = (("check_every", check_every), ("max_steps", max_steps), ("max_depth", max_depth))
-    for name, value in integers:
-        check_int(name, value)
-
-
 def _error_norm(diff: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample scaled error `[b, ...] -> [b]` (float64)."""
     diff = diff.flatten(1).to(torch.float64)
     return diff.pow(2).mean(1).sqrt() if norm == "l2" else diff.abs().amax(1)
 
 
-def _try_step(reverse, state: State, h, dw, abstol, reltol, norm):
+def _try_step(reverse, state: State, h, dw, atol, rtol, norm):
     """One embedded EM / Heun try from t to t − h for every sample: (x', x'', E `[b]`)."""
     x, t = state.x, state.t
     drift, diffusion = reverse.sde(x, t)
@@ -88,7 +78,7 @@ def _try_step(reverse, state: State, h, dw, abstol, reltol, norm):
     drift_next, diffusion_next = reverse.sde(x_em, t - h)
     x_tilde = x - coeff(h, x) * drift_next.to(x.dtype) + coeff(diffusion_next, x) * dw
     x_heun = 0.5 * (x_em + x_tilde)
-    delta = torch.clamp(reltol * torch.maximum(x_em.abs(), state.x_em_prev.abs()), min=abstol)
+    delta = torch.clamp(rtol * torch.maximum(x_em.abs(), state.x_em_prev.abs()), min=atol)
     return x_em, x_heun, _error_norm((x_em - x_heun) / delta, norm)
 
 
@@ -139,17 +129,15 @@ def _sync(state: State, eps: float):
 
 def _solve(reverse, state: State, generator: Generators, options, check_every: int, max_steps: int,
            callback=None):
-    """Run tries in rounds of `check_every` until every sample is at eps: (x `[B, ...]`, stats)."""
+    """Run tries in rounds of `check_every` until every sample is at eps: (x `[B, ...]`, info)."""
     eps = options[3]
     batch = state.x.shape[0]
-    out, active = torch.empty_like(state.x), list(range(batch))
+    out = torch.empty_like(state.x)
     nfe_per_sample = torch.zeros(batch, dtype=torch.int64)
     rejected = torch.zeros((), dtype=torch.int64, device=state.x.device)
-    tries = syncs = 0
-    while active:
-        if tries >= max_steps:
-            raise RuntimeError(f"adaptive_sde: {len(active)} samples did not reach eps in "
-                               f"max_steps={max_steps} tries; raise max_steps or abstol/reltol")
+
+    def run_round(state: State, active, tries: int):
+        nonlocal rejected
         generators = select_generators(generator, active)
         # Per-sample conditioning of the score follows the active rows (`common.select_rows`).
         rows = reverse.forward.reverse(select_rows(reverse.score_fn, active),
@@ -159,60 +147,74 @@ def _solve(reverse, state: State, generator: Generators, options, check_every: i
             state, num_rejected = _one_try(rows, state, noise, options)
             rejected += num_rejected
             if callback is not None:
-                callback(tries + i + 1, state.t, state.x, None)
-        tries, syncs = tries + check_every, syncs + 1
+                callback(tries + i + 1, state.t, state.x,
+                         callback_denoised(rows.score_fn, reverse.forward, state.x, state.t))
         nfe_per_sample[active] += 2 * check_every
-        # Synchronise: write out the finished samples and drop them from the batch.
-        done = _sync(state, eps)
-        if bool(done.any()):
-            index = torch.tensor(active, device=out.device)
-            out[index[done.to(out.device)]] = state.x[done.to(out.device)]
-            keep = (~done).nonzero().flatten()
-            active = [active[i] for i in keep.tolist()]
-            state = _compact(state, keep.to(out.device))
-    return out, dict(nfe_per_sample=nfe_per_sample, tries=tries, syncs=syncs,
+        return state, tries + check_every
+
+    def write(rows, state: State, done) -> None:
+        out[rows] = state.x[done]
+
+    tries = drive_rows(state, batch, out.device, run_round=run_round,
+                       sync=lambda state: _sync(state, eps), write=write, compact=_compact,
+                       max_steps=max_steps,
+                       unfinished=lambda left: f"adaptive_sde: {left} samples did not reach eps "
+                                               f"in max_steps={max_steps} tries; raise max_steps "
+                                               f"or atol/rtol")
+    return out, dict(nfe_per_sample=nfe_per_sample, tries=tries, syncs=tries // check_every,
                      rejected=int(rejected))
 
 
-@register_sampler("adaptive_sde")
+OPTIONS = dict(
+    atol=atol(0.0078), rtol=rtol(0.01), safety=SAFETY,
+    exponent=number("float", 0.9, "r, the exponent of the step-size update", 0, open_lo=True),
+    h_init=number("float", 0.01, "the first step size (in t)", 0, open_lo=True),
+    norm=choice("l2", NORMS, "the norm of the error estimate"),
+    noise=choice("bridge", NOISE_MODES, "'bridge': consistent Brownian paths; 'redraw': fresh"),
+    check_every=number("int", 8, "tries between host reads of 'done'", 1),
+    max_steps=number("int", 100_000, "most tries before an error", 1),
+    max_depth=number("int", 16, "Brownian stack slots per sample ('bridge')", 1),
+    eps=EPS, denoise=DENOISE)
+
+
+@register_sampler("adaptive_sde", OPTIONS)
 def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                          generator: Generators = None, device=None,
-                         dtype: torch.dtype = torch.float32, abstol: float = 0.0078,
-                         reltol: float = 0.01, safety: float = 0.9, exponent: float = 0.9,
+                         dtype: torch.dtype = torch.float32, atol: float = 0.0078,
+                         rtol: float = 0.01, safety: float = 0.9, exponent: float = 0.9,
                          h_init: float = 0.01, norm: str = "l2", noise: str = "bridge",
                          check_every: int = 8, max_steps: int = 100_000, max_depth: int = 16,
                          eps: float = 1e-3, denoise: bool = True,
-                         stats: Optional[dict] = None, x_T: Optional[torch.Tensor] = None,
+                         x_T: Optional[torch.Tensor] = None,
                          callback=None) -> SampleResult:
     """Adaptive reverse-SDE sampling (Jolicoeur-Martineau et al. 2021, Alg. 1).
 
     Returns `shape` `[B, ...]` samples of p_eps (of p_0 with `denoise`).
 
     Args:
-        abstol, reltol: ε_abs, ε_rel of δ (defaults: the paper's 0.0078 and 0.01, for data in
+        atol, rtol: ε_abs, ε_rel of δ (defaults: the paper's 0.0078 and 0.01, for data in
             [−1, 1]); safety: θ; exponent: r; h_init: first step size (in t).
         norm: "l2" or "linf"; noise: "bridge" (consistent Brownian paths) or "redraw" (the
             paper's fresh z per try, biased: see the module docstring).
         check_every: tries between host reads of "done" (≥ 1); max_steps: most tries before a
             RuntimeError; max_depth: Brownian stack slots per sample ("bridge").
         eps: the last time; denoise: end with Tweedie's E[x_0 | x_eps] (one more evaluation).
-        stats: if a dict, filled with `nfe_per_sample` (int64 `[B]`: evaluations each sample
+    `info` holds `nfe_per_sample` (int64 `[B]`: evaluations each sample
             took part in), `tries`, `syncs` and `rejected` (tries rejected, summed over samples).
         x_T: a starting state `[B, ...]` instead of the prior draw.
-        callback: `callback(i, t, x, None)` at the start (i = 0) and after every try i, with the
+        callback: `callback(i, t, x, denoised)` at the start (i = 0) and after every try i, with the
             rows still active (t `[b]`: each sample's time; a finished row stays at eps until the
             next host read drops it).
     Returns nfe = score_fn calls (each on the samples still active), 2·tries + [denoise].
     """
-    tolerances = dict(abstol=abstol, reltol=reltol, safety=safety, exponent=exponent, h_init=h_init)
-    _check_options(sde, eps, tolerances, norm, noise, check_every, max_steps, max_depth)
+    check_eps(sde, eps)
     check_callback(callback)
     counted = CountedScore(score_fn)
     x = prior_sample(sde, shape, generator, device, dtype, x_T)
     t = torch.full((x.shape[0],), float(sde.T), dtype=torch.float64, device=x.device)
     path = empty_stack(x, max_depth) if noise == "bridge" else None
     state = State(x, x.clone(), t, torch.full_like(t, min(float(h_init), sde.T - eps)), path)
-    options = (float(abstol), float(reltol), norm, float(eps), float(safety), float(exponent))
+    options = (float(atol), float(rtol), norm, float(eps), float(safety), float(exponent))
     if callback is not None:
         callback(0, t, x, None)
     x, run_stats = _solve(sde.reverse(counted), state, generator, options, check_every, max_steps,
@@ -220,6 +222,4 @@ def adaptive_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
     if denoise:
         x = tweedie_denoise(counted, sde, x, torch.full_like(t, eps))
         run_stats["nfe_per_sample"] += 1
-    if stats is not None:
-        stats.update(run_stats)
-    return SampleResult(x, counted.nfe)
+    return SampleResult(x, counted.nfe, run_stats)

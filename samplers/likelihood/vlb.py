@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from samplers.common import VARIANCE_NEEDED, Generator, ScoreFn, check_choice, counted
-from samplers.predictors import ANCESTRAL_VARIANCES
+from samplers.solvers.predictors import ANCESTRAL_VARIANCES
 from sde_lib import SDE, append_dims, batch_sum, randn
 
 VARIANCES = ANCESTRAL_VARIANCES   # the reverse variances: the same choices as the sampler's

@@ -25,26 +25,14 @@ import torch
 from samplers.common import (CountedScore, Generator, ScoreFn, check_callback, check_eps,
                              prior_sample)
 from samplers.multistep import Callback, plan_steps, run_multistep
+from samplers.budget import one_per_step
+from samplers.options import (DENOISE, EPS, LOWER_ORDER_FINAL, ORDER, RHO, number, schedule,
+                              steps)
 from samplers.registry import SampleResult, register_sampler
-from samplers.schedules import Times, resolve_times
+from samplers.schedules import TIME_SCHEDULES, Times, resolve_times
 from sde_lib import SDE
 
 DEFAULT_NUM_STEPS = 20
-ORDERS = (1, 2, 3)
-
-
-def check_order(order: int, orders: Sequence[int] = ORDERS) -> int:
-    """The solver order must be one of `orders`."""
-    if isinstance(order, bool) or order not in orders:
-        raise ValueError(f"order must be one of {list(orders)}, got {order!r}")
-    return int(order)
-
-
-def check_flag(name: str, value) -> bool:
-    """A bool option (or None where the method picks)."""
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def step_orders(num_steps: int, order: int, lower_order_final: bool) -> list:
@@ -62,8 +50,6 @@ def run_dpm_solver(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generat
                    x_T: Optional[torch.Tensor], callback: Callback) -> SampleResult:
     """The multistep loop shared by "dpm_solver", "dpm_solver_sde" and "unipc" (validated here)."""
     check_callback(callback)
-    check_flag("denoise", denoise)
-    lower_order_final = check_flag("lower_order_final", lower_order_final)
     if lower_order_final is None:
         lower_order_final = not denoise
     times = resolve_times(sde, schedule, num_steps, check_eps(sde, eps), DEFAULT_NUM_STEPS, rho)
@@ -75,12 +61,18 @@ def run_dpm_solver(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *, generat
     return SampleResult(x, counted.nfe)
 
 
-@register_sampler("dpm_solver")
+# The options of every multistep method (`unipc` adds its variant and corrector).
+MULTISTEP_OPTIONS = dict(order=ORDER, schedule=schedule("logsnr", TIME_SCHEDULES), rho=RHO,
+                         lower_order_final=LOWER_ORDER_FINAL, eps=EPS,
+                         num_steps=steps(DEFAULT_NUM_STEPS), denoise=DENOISE)
+
+
+@register_sampler("dpm_solver", MULTISTEP_OPTIONS, cost=one_per_step)
 def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                        generator: Generator = None, device=None,
                        dtype: torch.dtype = torch.float32, order: int = 2,
                        schedule: Times = "logsnr", rho: float = 7.0,
-                       lower_order_final: Optional[bool] = None, unic: bool = False,
+                       lower_order_final: Optional[bool] = None,
                        eps: float = 1e-3, num_steps: Optional[int] = None, denoise: bool = True,
                        x_T: Optional[torch.Tensor] = None,
                        callback: Callback = None) -> SampleResult:
@@ -93,27 +85,22 @@ def dpm_solver_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
             decreasing times (e.g. from `samplers.fit_schedule`); rho: ρ of "edm".
         lower_order_final: lower the last solver steps to orders …, 2, 1 (default: only without
             `denoise`, whose Tweedie step is otherwise the first-order final step).
-        unic: follow every step by the UniC corrector (Zhao et al. 2023) of one order more.
         eps: the last time; num_steps: steps from T to eps (default 20).
         x_T: a starting state `[B, ...]` instead of the prior draw.
         callback: `callback(i, t, x, denoised)` at every grid time (t `[B]` float64).
-    NFE = num_steps + [denoise]. No random number is drawn after the prior sample.
+    NFE = num_steps + [denoise]. No random number is drawn after the prior sample. With the
+    UniC corrector after every step (Zhao et al. 2023), it is "unipc".
     """
     return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                          order=check_order(order), schedule=schedule, rho=rho,
+                          order=order, schedule=schedule, rho=rho,
                           lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
-                          denoise=denoise, eta=0.0, two_node="bh2", unic=check_flag("unic", unic),
+                          denoise=denoise, eta=0.0, two_node="bh2", unic=False,
                           x_T=x_T, callback=callback)
 
 
-def check_eta_sde(eta: float) -> float:
-    """The SDE solver's η must be a number in (0, 1] (1: the reverse SDE)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta <= 1:
-        raise ValueError(f"eta must be a number in (0, 1] (1: the reverse SDE), got {eta!r}")
-    return float(eta)
-
-
-@register_sampler("dpm_solver_sde")
+@register_sampler("dpm_solver_sde", dict(
+    MULTISTEP_OPTIONS, eta=number("float", 1.0, "the share of the reverse SDE's noise (1: the "
+                                  "reverse SDE)", 0, 1, open_lo=True)), cost=one_per_step)
 def dpm_solver_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
                            generator: Generator = None, device=None,
                            dtype: torch.dtype = torch.float32, order: int = 2, eta: float = 1.0,
@@ -131,7 +118,7 @@ def dpm_solver_sde_sampler(score_fn: ScoreFn, sde: SDE, shape: Sequence[int], *,
         Other options as in "dpm_solver". NFE = num_steps + [denoise].
     """
     return run_dpm_solver(score_fn, sde, shape, generator=generator, device=device, dtype=dtype,
-                          order=check_order(order), schedule=schedule, rho=rho,
+                          order=order, schedule=schedule, rho=rho,
                           lower_order_final=lower_order_final, eps=eps, num_steps=num_steps,
-                          denoise=denoise, eta=check_eta_sde(eta), two_node="bh2", unic=False,
+                          denoise=denoise, eta=float(eta), two_node="bh2", unic=False,
                           x_T=x_T, callback=callback)
