@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import main
+from data import folder
 from tests.test_cli import TINY_IMAGES
 from tests.test_folder import png_header, write_pngs
 
@@ -191,3 +192,30 @@ def test_a_built_in_set_with_more_classes_than_the_model_is_refused(capsys, tmp_
     refused(capsys, tmp_path, "--config=configs/cond_digits.py", "--config.model.num_classes=5",
             "--mode=train", match=r"labels of 'DIGITS' reach 9 but config\.model\.num_classes=5 "
                                   r"allows 0 … 4 \(label 5 is the null label\)")
+
+
+def test_links_at_the_data_index_are_never_followed(capsys, tmp_path):
+    """The index cache is a workdir output folder: a link leading out of it is refused before
+    any work, and a link at an index file is replaced, its target intact."""
+    write_pngs(tmp_path / "pngs")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    (elsewhere / "keep.json").write_text('{"key": "mine"}')
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "data-index").symlink_to(elsewhere / "keep")
+    args = [*TINY_IMAGES, f"--config.data.path={tmp_path / 'pngs'}",
+            "--config.data.in_memory=False", "--mode=train"]
+    refused(capsys, tmp_path, *args, match="data-index.*leads out of the workdir")
+    (workdir / "data-index").unlink()
+    assert run(capsys, *args, f"--workdir={workdir}")[0] == 0
+    index_files = list((workdir / "data-index").glob("*.json"))
+    assert index_files
+    before = outside(tmp_path, workdir)
+    for path in index_files:
+        path.unlink()
+        path.symlink_to(elsewhere / "keep.json")
+    folder._BUILT.clear()                      # as a new process: the index is read again
+    assert run(capsys, *args, f"--workdir={workdir}", "--config.training.n_iters=6")[0] == 0
+    assert outside(tmp_path, workdir) == before
+    assert all(path.is_file() and not path.is_symlink() for path in index_files)
