@@ -268,6 +268,7 @@ def test_sigterm_inside_snapshot_sampling_stops_within_a_step(tmp_path):
     workdir, marker = tmp_path / "work", tmp_path / "marker"
     proc = start(workdir, marker, "--config.training.n_iters=20",
                  "--config.training.snapshot_freq=10", "--config.training.snapshot_sampling=True",
+                 "--config.training.snapshot_sampler=sampling",     # config.sampling's PC
                  "--config.sampling.corrector=langevin", "--config.sampling.n_steps_each=100000")
     wait_for(lambda: (workdir / "checkpoints" / "checkpoint_10.pth").exists(), proc)
     time.sleep(2)                         # into the snapshot's sampler loops

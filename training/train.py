@@ -270,13 +270,8 @@ class TrainLoop:
 
     def _labels(self, dataset: Dataset, indices: torch.Tensor) -> Optional[torch.Tensor]:
         """The class labels of `indices` on the model's device, for class-conditional models."""
-        num_classes = self.state.model.num_classes
-        if not num_classes:
-            return None
-        if dataset.labels is None:
-            raise ValueError(f"config.model.num_classes={num_classes} needs class labels; "
-                             f"data set {dataset.name!r} has none")
-        return dataset.labels[indices].to(self.state.device)
+        labels = self._dataset_labels(dataset)
+        return None if labels is None else labels[indices].to(self.state.device)
 
     @torch.no_grad()
     def eval_loss(self, test_set: Dataset, order: BatchOrder) -> float:
