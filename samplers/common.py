@@ -1,4 +1,5 @@
-"""Helpers shared by the samplers: argument checks, the time grid, NFE counting, Tweedie denoising.
+"""Helpers shared by the samplers: the result types, argument checks, NFE counting, Tweedie's
+data prediction.
 
 Time runs from `sde.T` (prior) down to `eps` (the last time); coefficients are computed in
 float64 and cast to the state's dtype where they meet `x`.
@@ -9,8 +10,23 @@ from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Tuple, Un
 
 import torch
 
-from samplers.registry import SampleResult
 from sde_lib import SDE, ScoreFn, append_dims, check_int, randn
+
+
+class SampleResult(NamedTuple):
+    """Samples `x` `[B, ...]`, the number of score evaluations `nfe` (per batch, an int) and the
+    method's extra results `info` (the adaptive solvers' tries, per-sample NFE, ...)."""
+    x: torch.Tensor
+    nfe: int
+    info: dict = {}
+
+
+class LikelihoodResult(NamedTuple):
+    """log p_eps(x) in nats `[B]`, the end point `z` of the flow, and the score evaluations."""
+    logp: torch.Tensor
+    z: torch.Tensor
+    nfe: int
+
 
 # Randomness: None (the global RNG), a torch.Generator, or a list of one generator per sample,
 # so that sample i gets the same noise in any batch (`sde_lib.randn`).

@@ -1,4 +1,4 @@
-"""The shared sampler signature, its result types, and the registry of methods by name.
+"""The shared sampler signature and the registry of methods by name.
 
 Every method is a function
     method(score_fn, sde, shape, *, generator=None, device=None, dtype=torch.float32, **options)
@@ -13,24 +13,11 @@ from typing import Callable, Dict, NamedTuple, Optional
 import torch
 
 from samplers.budget import COSTS, Cost, steps_for_budget
+# The result types live in samplers.common (every method builds them); named here as before.
+from samplers.common import LikelihoodResult, SampleResult, callback_denoised  # noqa: F401
 from samplers.options import Option, check_options, declare
 
 SAMPLERS: Dict[str, Callable[..., "SampleResult"]] = {}
-
-
-class SampleResult(NamedTuple):
-    """Samples `x` `[B, ...]`, the number of score evaluations `nfe` (per batch, an int) and the
-    method's extra results `info` (the adaptive solvers' tries, per-sample NFE, ...)."""
-    x: torch.Tensor
-    nfe: int
-    info: dict = {}
-
-
-class LikelihoodResult(NamedTuple):
-    """log p_eps(x) in nats `[B]`, the end point `z` of the flow, and the score evaluations."""
-    logp: torch.Tensor
-    z: torch.Tensor
-    nfe: int
 
 
 def register_sampler(name: str, options: Dict[str, Option], check=None, cost: Cost = None):
@@ -73,7 +60,6 @@ def with_denoised(callback, score_fn, sde):
     outside the method's NFE (so only runs with a callback pay for it)."""
     if not callable(callback):
         return callback          # the method refuses it with its own message
-    from samplers.common import callback_denoised
 
     def report(i, t, x, denoised):
         if denoised is None:
