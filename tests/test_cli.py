@@ -70,6 +70,7 @@ def test_inapplicable_options_are_refused(capsys, tmp_path):
         assert status == 2 and len(err) == 1 and words in err[0], err
 
 
+@pytest.mark.slow
 def test_a_folder_of_pngs_end_to_end_without_config_after_training(capsys, tmp_path):
     """Train on PNGs made here, then evaluate and sample from the workdir alone (its config.json),
     with three methods: each run in its own folder with its settings, NFE and time."""

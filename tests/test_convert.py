@@ -212,6 +212,7 @@ def _digests(folder):
             if p.is_file() and not p.is_symlink() and p.name != ".lock"}
 
 
+@pytest.mark.slow
 def test_the_converter_never_mixes_with_a_workdir_that_holds_a_model(tmp_path):
     """A workdir holding a config or checkpoints is refused (one line, exit 2, unchanged);
     --force clears what the project wrote and converts as into an empty workdir; a held lock
@@ -240,6 +241,7 @@ def test_the_converter_never_mixes_with_a_workdir_that_holds_a_model(tmp_path):
     assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "ncsnpp"
 
 
+@pytest.mark.slow
 def test_the_converter_never_writes_through_a_link(tmp_path):
     ckpt, config, _ = _fixture("ddpm_vp_discrete")
     outside = tmp_path / "outside"

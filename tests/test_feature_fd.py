@@ -28,6 +28,7 @@ def test_applies_below_inception_size():
     assert not feature_fd.applies(True, 32) and not feature_fd.applies(False, 2)
 
 
+@pytest.mark.slow
 def test_real_images_near_the_floor_noise_far(tmp_path, digits):
     train, test = digits
     path = tmp_path / "clf.pth"
@@ -42,6 +43,7 @@ def test_real_images_near_the_floor_noise_far(tmp_path, digits):
     json.dumps(record)   # goes into metrics.json as it is
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_cached(tmp_path, digits, monkeypatch, caplog):
     train, test = digits
     first = feature_fd.load_or_train(tmp_path / "a.pth", train, test)
@@ -52,6 +54,7 @@ def test_training_is_deterministic_and_cached(tmp_path, digits, monkeypatch, cap
     assert feature_fd.load_or_train(tmp_path / "a.pth", train, test)["digest"] == first["digest"]
 
 
+@pytest.mark.slow
 def test_damaged_or_other_data_retrains(tmp_path, digits, caplog):
     train, test = digits
     path = tmp_path / "clf.pth"
@@ -67,6 +70,7 @@ def test_damaged_or_other_data_retrains(tmp_path, digits, caplog):
     assert feature_fd.load_or_train(path, other, test)["data_digest"] != first["data_digest"]
 
 
+@pytest.mark.slow
 def test_unlabeled_images_learn_rotations(tmp_path, digits):
     train, test = digits
     unlabeled = type(train)(**{**vars(train), "labels": None, "num_classes": 0})

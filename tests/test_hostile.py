@@ -124,6 +124,7 @@ EVAL_CHANGES = [("--config.eval.divergence=rademacher", "divergence", "rademache
                 ("--config.eval.bpd_repeats=2", "repeats", 2)]
 
 
+@pytest.mark.slow
 def test_eval_results_belong_to_their_settings(trained, capsys, monkeypatch):
     """A rerun with any changed setting never reuses progress of other settings: with the
     progress of a run left behind, each changed setting gives what a fresh workdir gives."""
@@ -364,6 +365,7 @@ def test_out_of_memory_names_the_field_to_lower(trained, capsys, monkeypatch):
             match="lower config.training.batch_size")
 
 
+@pytest.mark.slow
 def test_converter_errors_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "models.convert", str(tmp_path / "missing.pth"),
                              str(tmp_path / "out.pth"), "--reference-config",

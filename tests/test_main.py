@@ -76,6 +76,7 @@ def test_toy_train_resume_eval(tmp_path):
     assert {"step", "bpd", "bpd_sem", "nfe_mean", "num_examples", "nll", "exact_nll"} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_main("--config", "configs/toy_gmm.py", "--workdir", str(tmp_path), "--mode", "eval",
                       check=False)
