@@ -30,7 +30,7 @@ from evaluation.sampling import sample_generators
 from run.preemption import stop_checked
 from samplers.budget import COSTS, steps_for_budget
 from samplers.config import ConfiguredSampler
-from samplers.options import check_options
+from samplers.options import SCHEMA, check_options, defaults
 from samplers.registry import SAMPLERS
 
 REFERENCE = "ode"
@@ -123,8 +123,14 @@ def fitted_refusal(schedule: FittedSchedule, budgets: Sequence[int], model_diges
                 f"{model_digest}); fit it again")
     if schedule.nfe not in budgets:
         return f"nfe={schedule.nfe} is not among the budgets {list(budgets)}"
-    if schedule.method not in SAMPLERS:
-        return f"method {schedule.method!r} is not registered"
+    if schedule.method not in SAMPLERS or "schedule" not in SCHEMA[schedule.method]:
+        return f"method {schedule.method!r} is not a registered method with a time schedule"
+    if len(schedule.times) < 2 or schedule.method not in COSTS:
+        return "its times do not make a fixed-step schedule"
+    steps = len(schedule.times) - 1
+    cost = COSTS[schedule.method](defaults(schedule.method), steps)
+    if cost > schedule.nfe:
+        return f"its {steps} steps cost {cost} evaluations, over nfe={schedule.nfe}"
     return ""
 
 

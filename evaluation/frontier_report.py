@@ -68,16 +68,19 @@ def plot_png(record: dict) -> bytes:
     metric = record["metric"]
     for axes, key, title in zip(figure.subplots(1, 2), (metric, "rms_to_flow"),
                                 (f"{metric} against the data", "RMS to the converged flow")):
-        for label in sorted({c["label"] for c in record["cells"]}):
+        for index, label in enumerate(sorted({c["label"] for c in record["cells"]})):
             points = sorted((c["nfe"], c[key]) for c in record["cells"] if c["label"] == label
                             and math.isfinite(c[key]) and c[key] > 0)
-            if points:
-                axes.plot(*zip(*points), marker="o", label=label)
+            if points:   # 10 colours, then the same colours dashed, then dotted
+                axes.plot(*zip(*points), marker="os^"[index // 10 % 3], label=label,
+                          ls=("-", "--", ":")[index // 10 % 3], color=f"C{index % 10}")
         if key == metric and record["reference"].get(metric, 0) > 0:
             axes.axhline(record["reference"][metric], color="k", ls="--",
                          label=f"converged flow ({record['reference']['nfe']} NFE)")
         axes.set_xscale("log")
         axes.set_yscale("log")
+        axes.set_xticks(record["settings"]["nfe"], [str(b) for b in record["settings"]["nfe"]])
+        axes.minorticks_off()
         axes.set_xlabel("score evaluations (NFE)")
         axes.set_title(title)
         axes.grid(True, which="both", alpha=0.3)

@@ -138,9 +138,12 @@ def test_fitted_schedules_run_at_their_budget_and_stale_ones_are_skipped(trained
     folder.mkdir(exist_ok=True)
     times = torch.linspace(1.0, 1e-3, 4).tolist()   # 3 intervals: dpm_solver, 3 + 1 NFE
     for name, digest in (("dpm_solver_nfe5.json", weights_digest(model)),
-                         ("ddim_nfe5.json", "0123456789abcdef")):
-        (folder / name).write_text(json.dumps({"method": name.split("_nfe")[0], "nfe": 5,
+                         ("ddim_nfe5.json", "0123456789abcdef"),
+                         ("unipc_nfe3.json", weights_digest(model))):   # 3 steps cost 4
+        method, nfe = name[:-5].split("_nfe")
+        (folder / name).write_text(json.dumps({"method": method, "nfe": int(nfe),
                                                "times": times, "model_digest": digest}))
+    (folder / "heun_nfe5.json").write_text("{not json")
     try:
         status, _, err = run(trained, "frontier", *FRONTIER)
         assert status == 0, err
@@ -154,6 +157,9 @@ def test_fitted_schedules_run_at_their_budget_and_stale_ones_are_skipped(trained
     assert fitted[0]["schedule_file"] == "dpm_solver_nfe5.json"
     stale = [s for s in record["skipped"] if s["label"] == "ddim+fitted"]
     assert len(stale) == 1 and "another model" in stale[0]["reason"]
+    over = [s for s in record["skipped"] if s["label"] == "unipc+fitted"]
+    assert len(over) == 1 and "cost 4 evaluations, over nfe=3" in over[0]["reason"]
+    assert not any(c["label"] == "heun+fitted" for c in record["cells"] + record["skipped"])
 
 
 def test_links_at_the_output_names_are_replaced_never_followed(trained, done):
