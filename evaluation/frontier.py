@@ -180,18 +180,27 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
             - torch.cdist(y, y).mean()).item()
 
 
-def measure(x: torch.Tensor, flow: torch.Tensor, quality: Callable[[torch.Tensor], Dict]
-            ) -> Dict[str, float]:
-    """The numbers of one cell: `rms_to_flow` and the caller's data metrics."""
-    return {"rms_to_flow": rms(x, flow), **quality(x)}
+def measure(x: torch.Tensor, flow: torch.Tensor, quality: Callable[[torch.Tensor], Dict],
+            metric: str) -> Dict[str, Optional[float]]:
+    """The numbers of one cell: `rms_to_flow` and the caller's data metrics (`metric` first);
+    samples that are not finite (a diverged sampler) get None for each, and `finite` False."""
+    if not bool(torch.isfinite(x).all()):
+        return {"finite": False, "rms_to_flow": None, metric: None}
+    return {"finite": True, "rms_to_flow": rms(x, flow), **quality(x)}
+
+
+def _worst_if_none(value: Optional[float]) -> float:
+    return math.inf if value is None else value
 
 
 def best_per_budget(cells: Sequence[dict], metric: str) -> Dict[int, dict]:
     """budget → {"by_data": label, "by_flow": label}: the cell of lowest `metric`, and of
-    lowest `rms_to_flow`, at each budget (ties: the first in `cells`' order)."""
+    lowest `rms_to_flow`, at each budget (None counts as the worst; ties: the first in
+    `cells`' order)."""
     best: Dict[int, dict] = {}
     for budget in sorted({cell["budget"] for cell in cells}):
         here = [c for c in cells if c["budget"] == budget]
-        best[budget] = {"by_data": min(here, key=lambda c: c[metric])["label"],
-                        "by_flow": min(here, key=lambda c: c["rms_to_flow"])["label"]}
+        best[budget] = {
+            "by_data": min(here, key=lambda c: _worst_if_none(c[metric]))["label"],
+            "by_flow": min(here, key=lambda c: _worst_if_none(c["rms_to_flow"]))["label"]}
     return best

@@ -149,8 +149,7 @@ def run_frontier(config, workdir, dist_info: Optional[DistInfo] = None, stop=Non
                                 f"cells, which are kept; rerun the same command to continue")
             logging.info("frontier: %s at NFE %d", cell.label, cell.budget)
             x, nfe, seconds = run(cell.sampler())
-            record = cell_record(cell, x, nfe, seconds, flow, quality, sde.N,
-                                 vectors=metric == "energy_to_data")
+            record = cell_record(cell, x, nfe, seconds, flow, quality, metric, sde.N)
             done.append(records=record)
         records.append(record)
     result = assemble(key, head, records, cells.skipped, metric, metric_record, settings)
@@ -159,17 +158,20 @@ def run_frontier(config, workdir, dist_info: Optional[DistInfo] = None, stop=Non
     return result
 
 
-def cell_record(cell: frontier.Cell, x, nfe: int, seconds: float, flow, quality, sde_steps: int,
-                vectors: bool) -> dict:
-    """One cell's numbers and the settings that made them."""
+def cell_record(cell: frontier.Cell, x, nfe: int, seconds: float, flow, quality, metric: str,
+                sde_steps: int) -> dict:
+    """One cell's numbers and the settings that made them (for vectors also the energy
+    distance to the flow's samples)."""
+    vectors = metric == "energy_to_data"
     if nfe > cell.budget:
         raise RuntimeError(f"{cell.label} spent {nfe} score evaluations, over its budget "
                            f"{cell.budget}")
     record = {"label": cell.label, "method": cell.method, "budget": cell.budget, "nfe": nfe,
               "schedule_file": cell.schedule_file, "options": cell.sampler().resolved(sde_steps),
-              "seconds": round(seconds, 4), **frontier.measure(x, flow, quality)}
+              "seconds": round(seconds, 4), **frontier.measure(x, flow, quality, metric)}
     if vectors:
-        record["energy_to_flow"] = frontier.energy_distance(x, flow)
+        record["energy_to_flow"] = frontier.energy_distance(x, flow) if record["finite"] \
+            else None
     return record
 
 

@@ -13,7 +13,7 @@ from run.tensorboard import SafeWriter
 
 
 def _number(value) -> str:
-    return "—" if value is None else ("inf" if math.isinf(value) else f"{value:.4g}")
+    return "diverged" if value is None else ("inf" if math.isinf(value) else f"{value:.4g}")
 
 
 def table(record: dict) -> str:
@@ -70,7 +70,7 @@ def plot_png(record: dict) -> bytes:
                                 (f"{metric} against the data", "RMS to the converged flow")):
         for index, label in enumerate(sorted({c["label"] for c in record["cells"]})):
             points = sorted((c["nfe"], c[key]) for c in record["cells"] if c["label"] == label
-                            and math.isfinite(c[key]) and c[key] > 0)
+                            and c[key] is not None and math.isfinite(c[key]) and c[key] > 0)
             if points:   # 10 colours, then the same colours dashed, then dotted
                 axes.plot(*zip(*points), marker="os^"[index // 10 % 3], label=label,
                           ls=("-", "--", ":")[index // 10 % 3], color=f"C{index % 10}")
@@ -106,7 +106,7 @@ def log_frontier(tensorboard_dir: Path, record: dict, png: Path) -> None:
     try:
         for cell in record["cells"]:
             for key in (record["metric"], "rms_to_flow"):
-                if math.isfinite(cell[key]):
+                if cell[key] is not None and math.isfinite(cell[key]):
                     writer.add_scalar(f"frontier/{cell['label']}/{key}", cell[key], cell["nfe"])
         with Image.open(png) as picture:
             writer.add_image("frontier", np.asarray(picture.convert("RGB")),

@@ -208,3 +208,24 @@ def test_a_stopped_run_keeps_the_old_files_whole_and_resumes(trained, done, monk
 def test_the_config_defaults_are_the_frontier_defaults():
     from configs.default import get_default_config
     assert get_default_config().frontier.to_dict() == frontier.DEFAULTS
+
+
+def test_a_diverged_cell_gets_none_and_never_wins():
+    flow = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    bad = flow.clone()
+    bad[3, 1] = float("nan")
+    quality = lambda x: {"energy_to_data": frontier.energy_distance(x, flow)}  # noqa: E731
+    good = frontier.measure(flow + 0.1, flow, quality, "energy_to_data")
+    diverged = frontier.measure(bad, flow, quality, "energy_to_data")
+    assert diverged == {"finite": False, "rms_to_flow": None, "energy_to_data": None}
+    assert good["finite"] and good["rms_to_flow"] == pytest.approx(0.1)
+    cells = [{"label": "bad", "budget": 5, **diverged}, {"label": "good", "budget": 5, **good}]
+    assert frontier.best_per_budget(cells, "energy_to_data") == {
+        5: {"by_data": "good", "by_flow": "good"}}
+
+
+def test_the_energy_distance_is_zero_for_one_set_and_grows_with_a_shift():
+    x = torch.randn(400, 2, generator=torch.Generator().manual_seed(1))
+    assert frontier.energy_distance(x, x) == pytest.approx(0, abs=1e-12)
+    shifts = [frontier.energy_distance(x + torch.tensor([s, 0.0]), x) for s in (0.5, 1.0, 2.0)]
+    assert 0 < shifts[0] < shifts[1] < shifts[2]
