@@ -229,3 +229,18 @@ def test_the_energy_distance_is_zero_for_one_set_and_grows_with_a_shift():
     assert frontier.energy_distance(x, x) == pytest.approx(0, abs=1e-12)
     shifts = [frontier.energy_distance(x + torch.tensor([s, 0.0]), x) for s in (0.5, 1.0, 2.0)]
     assert 0 < shifts[0] < shifts[1] < shifts[2]
+
+
+def test_a_frontier_folder_linking_out_of_the_workdir_is_refused(tmp_path, trained, done):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    moved = tmp_path / "frontier.moved"
+    (trained / "frontier").rename(moved)
+    (trained / "frontier").symlink_to(outside, target_is_directory=True)
+    try:
+        status, _, err = run(trained, "frontier", *FRONTIER)
+    finally:
+        (trained / "frontier").unlink()
+        moved.rename(trained / "frontier")
+    assert status == 2 and len(err) == 1 and "leads out of the workdir" in err[0], err
+    assert not list(outside.iterdir())
