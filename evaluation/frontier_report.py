@@ -21,12 +21,15 @@ def table(record: dict) -> str:
     metric, budgets = record["metric"], record["settings"]["nfe"]
     by_cell = {(c["label"], c["budget"]): c for c in record["cells"]}
     labels = sorted({c["label"] for c in record["cells"]} | {s["label"] for s in record["skipped"]})
+    floor = record["metric_settings"].get(f"{metric}_floor")
     lines = [f"# Sampler frontier (checkpoint step {record['checkpoint']['step']}, run "
              f"{record['digest']})", "",
              f"Each cell: {metric} against the data / RMS distance to the converged flow "
              f"({record['reference']['method']} at rtol={record['settings']['rtol']:g}, "
              f"atol={record['settings']['atol']:g}; its own {metric}: "
-             f"{_number(record['reference'][metric])}), from the same "
+             f"{_number(record['reference'][metric])}"
+             + (f"; the floor of exact data at this sample size: {_number(floor)}"
+                if floor is not None else "") + "), from the same "
              f"{record['settings']['num_samples']} draws x_T; — where a method cannot run "
              f"at that budget (see frontier.json's `skipped`).", "",
              "| method | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
