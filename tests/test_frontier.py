@@ -244,3 +244,25 @@ def test_a_frontier_folder_linking_out_of_the_workdir_is_refused(tmp_path, train
         moved.rename(trained / "frontier")
     assert status == 2 and len(err) == 1 and "leads out of the workdir" in err[0], err
     assert not list(outside.iterdir())
+
+
+def test_the_numbers_and_the_plot_are_in_tensorboard(done):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    workdir, _, record = done
+    scalars, images = {}, []
+    for events in (workdir / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags = accumulator.Tags()
+        for tag in tags["scalars"]:
+            if tag.startswith("frontier/"):
+                scalars.setdefault(tag, set()).update(
+                    (e.step, e.value) for e in accumulator.Scalars(tag))
+        if "frontier" in tags["images"]:
+            images += accumulator.Images("frontier")
+    for cell in record["cells"]:
+        for key in ("energy_to_data", "rms_to_flow"):
+            logged = scalars[f"frontier/{cell['label']}/{key}"]
+            assert any(step == cell["nfe"] and value == pytest.approx(cell[key], rel=1e-6)
+                       for step, value in logged), (cell, key)
+    assert images and images[0].step == record["checkpoint"]["step"]
