@@ -135,27 +135,36 @@ def run_frontier(config, workdir, dist_info: Optional[DistInfo] = None, stop=Non
     if not done.done["records"]:
         reference = frontier.reference_sampler(settings.rtol, settings.atol)
         flow, nfe, seconds = run(reference)
+        measured = quality(flow)    # (fd: fills metric_record, kept with the reference)
         done.append(records={"x": flow, "nfe": nfe, "seconds": seconds,
-                             "options": reference.resolved(sde.N), **quality(flow)})
-    head = done.done["records"][0]
-    flow = head["x"]
-    finished = {(r["label"], r["budget"], r["schedule_file"]): r for r in done.done["records"][1:]}
-    records = []
-    for index, cell in enumerate(cells.cells):
-        record = finished.get((cell.label, cell.budget, cell.schedule_file))
-        if record is None:
-            if stop is not None and stop.should_stop():
-                raise Preempted(f"{stop.requested} after {index} of {len(cells.cells)} frontier "
-                                f"cells, which are kept; rerun the same command to continue")
-            logging.info("frontier: %s at NFE %d", cell.label, cell.budget)
-            x, nfe, seconds = run(cell.sampler())
-            record = cell_record(cell, x, nfe, seconds, flow, quality, metric, sde.N)
-            done.append(records=record)
-        records.append(record)
-    result = assemble(key, head, records, cells.skipped, metric, metric_record, settings)
+                             "options": reference.resolved(sde.N), **measured,
+                             "metric_settings": dict(metric_record)})
+    records = measure_cells(cells.cells, done, run, quality, metric, sde.N, stop)
+    result = assemble(key, done.done["records"][0], records, cells.skipped, metric, settings)
     write_files(paths, result)
     done.finish()
     return result
+
+
+def measure_cells(cells: List[frontier.Cell], done: Progress, run, quality, metric: str,
+                  sde_steps: int, stop=None) -> List[dict]:
+    """The record of every cell: kept ones from `done`, the others run (`run(sampler)`) and
+    kept there; `stop` ends it between cells or within a sampler step (`Preempted`)."""
+    flow = done.done["records"][0]["x"]
+    finished = {(r["label"], r["budget"], r["schedule_file"]): r for r in done.done["records"][1:]}
+    records = []
+    for index, cell in enumerate(cells):
+        record = finished.get((cell.label, cell.budget, cell.schedule_file))
+        if record is None:
+            if stop is not None and stop.should_stop():
+                raise Preempted(f"{stop.requested} after {index} of {len(cells)} frontier "
+                                f"cells, which are kept; rerun the same command to continue")
+            logging.info("frontier: %s at NFE %d", cell.label, cell.budget)
+            x, nfe, seconds = run(cell.sampler())
+            record = cell_record(cell, x, nfe, seconds, flow, quality, metric, sde_steps)
+            done.append(records=record)
+        records.append(record)
+    return records
 
 
 def cell_record(cell: frontier.Cell, x, nfe: int, seconds: float, flow, quality, metric: str,
@@ -176,7 +185,7 @@ def cell_record(cell: frontier.Cell, x, nfe: int, seconds: float, flow, quality,
 
 
 def assemble(key: dict, head: dict, records: List[dict], skipped: List[dict], metric: str,
-             metric_record: dict, settings: FrontierSettings) -> dict:
+             settings: FrontierSettings) -> dict:
     """The record of frontier.json."""
     reference = {"method": frontier.REFERENCE, "nfe": head["nfe"],
                  "seconds": round(head["seconds"], 4), "options": head["options"],
@@ -186,7 +195,7 @@ def assemble(key: dict, head: dict, records: List[dict], skipped: List[dict], me
             "settings": {**asdict(settings), "nfe": list(settings.nfe), **key["network"],
                          "class_label": key["class_label"],
                          "guidance_scale": key["guidance_scale"]},
-            "metric": metric, "metric_settings": metric_record, "reference": reference,
+            "metric": metric, "metric_settings": head["metric_settings"], "reference": reference,
             "cells": records, "skipped": skipped,
             "best": {str(budget): choice for budget, choice in best.items()}}
 
