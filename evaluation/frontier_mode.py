@@ -33,6 +33,7 @@ from run.loading import load_ema_model
 from run.paths import WorkdirPaths
 from run.preemption import Preempted
 from run.progress import Progress, settings_digest, weights_digest
+from run.stored_config import read_stored
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,12 @@ def frontier_section(config) -> dict:
             **(given.to_dict() if hasattr(given, "to_dict") else dict(given or {}))}
 
 
-def is_student(config) -> bool:
-    """A consistency student: its stored config names a teacher (`distill.teacher`)."""
-    distill = config.get("distill", None)
-    return bool(distill is not None and distill.get("teacher", ""))
+def is_student(config, paths: WorkdirPaths) -> bool:
+    """A consistency student: its stored config (else the run's) names a teacher
+    (`distill.teacher`)."""
+    stored = read_stored(paths.config) if paths.config.is_file() else {}
+    distill = stored.get("distill") or config.get("distill", None) or {}
+    return bool(distill.get("teacher", ""))
 
 
 def fitted_schedules(paths: WorkdirPaths) -> List[frontier.FittedSchedule]:
@@ -119,7 +122,7 @@ def run_frontier(config, workdir, dist_info: Optional[DistInfo] = None, stop=Non
     digest = weights_digest(model)
     metric, quality, metric_record = data_metric(config, paths, info.device)
     fitted = fitted_schedules(paths)
-    cells = frontier.plan(frontier.fast_methods(is_student(config)), settings.nfe, fitted, digest)
+    cells = frontier.plan(frontier.fast_methods(is_student(config, paths)), settings.nfe, fitted, digest)
     x_T = frontier.prior_draw(sde, data_shape(config), settings.num_samples, settings.seed)
     key = {"checkpoint": {"step": step, "weights": digest}, "settings": asdict(settings),
            "network": network_options(config), "metric": metric,

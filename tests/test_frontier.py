@@ -266,3 +266,15 @@ def test_the_numbers_and_the_plot_are_in_tensorboard(done):
             assert any(step == cell["nfe"] and value == pytest.approx(cell[key], rel=1e-6)
                        for step, value in logged), (cell, key)
     assert images and images[0].step == record["checkpoint"]["step"]
+
+
+def test_a_student_is_told_by_its_stored_config(tmp_path):
+    from evaluation.frontier_mode import is_student
+    from run.paths import WorkdirPaths
+    from configs.default import get_default_config
+    paths = WorkdirPaths(tmp_path)
+    assert not is_student(get_default_config(), paths)
+    (tmp_path / "config.json").write_text(json.dumps({"distill": {"teacher": "/runs/toy"}}))
+    assert is_student(get_default_config(), paths)
+    (tmp_path / "config.json").write_text(json.dumps({"distill": {"teacher": ""}}))
+    assert not is_student(get_default_config(), paths)
