@@ -49,7 +49,8 @@ class FrontierSettings:
     @classmethod
     def from_config(cls, config) -> "FrontierSettings":
         section = frontier_section(config)
-        return cls(tuple(sorted(int(b) for b in section["nfe"])), int(section["num_samples"]),
+        budgets = section["nfe"] if isinstance(section["nfe"], (tuple, list)) else (section["nfe"],)
+        return cls(tuple(sorted(int(b) for b in budgets)), int(section["num_samples"]),
                    int(section["seed"]), float(section["rtol"]), float(section["atol"]),
                    int(config.eval.batch_size))
 

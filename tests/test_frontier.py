@@ -278,3 +278,18 @@ def test_a_student_is_told_by_its_stored_config(tmp_path):
     assert is_student(get_default_config(), paths)
     (tmp_path / "config.json").write_text(json.dumps({"distill": {"teacher": ""}}))
     assert not is_student(get_default_config(), paths)
+
+
+def test_the_consistency_sampler_is_planned_on_students_only(monkeypatch):
+    """As registered (num_steps 1…8, no cost): at a budget B it takes B steps, and budgets
+    beyond 8 are skipped with the schema's reason."""
+    from samplers import options, registry
+    steps = options.number("int", 1, "consistency steps", 1, 8)
+    monkeypatch.setitem(options.SCHEMA, "consistency", {"num_steps": steps})
+    monkeypatch.setitem(registry.SAMPLERS, "consistency", lambda *a, **k: None)
+    assert "consistency" not in frontier.fast_methods(False)
+    assert frontier.fast_methods(True)[-1] == "consistency"
+    planned = frontier.plan(["consistency"], (2, 10), [], "")
+    assert [(c.label, c.budget, c.options) for c in planned.cells] == [
+        ("consistency", 2, {"num_steps": 2})]
+    assert planned.skipped[0]["budget"] == 10 and "num_steps=10" in planned.skipped[0]["reason"]
