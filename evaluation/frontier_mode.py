@@ -123,7 +123,8 @@ def run_frontier(config, workdir, dist_info: Optional[DistInfo] = None, stop=Non
     digest = weights_digest(model)
     metric, quality, metric_record = data_metric(config, paths, info.device)
     fitted = fitted_schedules(paths)
-    cells = frontier.plan(frontier.fast_methods(is_student(config, paths)), settings.nfe, fitted, digest)
+    methods = frontier.fast_methods(is_student(config, paths))
+    cells = frontier.plan(methods, settings.nfe, fitted, digest)
     x_T = frontier.prior_draw(sde, data_shape(config), settings.num_samples, settings.seed)
     key = {"checkpoint": {"step": step, "weights": digest}, "settings": asdict(settings),
            "network": network_options(config), "metric": metric,
