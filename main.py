@@ -25,7 +25,7 @@ from typing import List, Tuple
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config"]
+MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config", "frontier"]
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
@@ -88,7 +88,7 @@ BOOLEAN_FLAG = re.compile(r"flag --(?P<field>config\.[\w.]+)=(?P<value>.*): "
 
 
 BATCH_FIELD = {"train": "config.training.batch_size", "eval": "config.eval.batch_size",
-               "sample": "config.eval.batch_size",
+               "sample": "config.eval.batch_size", "frontier": "config.eval.batch_size",
                "train_classifier": "config.classifier.batch_size"}
 
 
@@ -115,6 +115,8 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         if info.is_main:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
+    elif mode == "frontier":
+        _run_frontier(config, workdir, info, stop)
     elif mode == "fid_stats":
         from evaluation.modes import run_fid_stats
         if info.is_main:
@@ -127,6 +129,17 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
             per_batch = nfe[0] if len(nfe) == 1 else f"{nfe[0]}–{nfe[-1]}"
             print(f"samples written to {run.path}: {run.num_samples} samples, {per_batch} score "
                   f"evaluations per batch ({sum(run.nfe)} in all), {run.seconds:.1f} s")
+
+
+def _run_frontier(config, workdir: str, info, stop) -> None:
+    """`--mode frontier`: the three files, and the best method per budget printed."""
+    from evaluation.frontier_mode import run_frontier
+    from evaluation.frontier_report import best_lines
+    record = run_frontier(config, workdir, info, stop=stop)
+    if info.is_main:
+        print("\n".join(best_lines(record)))
+        print(f"frontier written to {Path(workdir) / 'frontier'} (frontier.json, frontier.md, "
+              f"frontier.png)")
 
 
 def _classify(err: BaseException, mode: str) -> Tuple[int, str]:

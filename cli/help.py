@@ -21,6 +21,8 @@ modes:
   sample            draw samples (or run sampling.task: inpaint, colorize, interpolate) -> samples/
   train_classifier  train the time-conditional classifier of classifier guidance -> classifier/
   fid_stats         compute and cache the data set's Inception statistics for FID
+  frontier          every fast sampler at each NFE budget (frontier.nfe) vs the converged flow and
+                    the data -> frontier/frontier.json, .md, .png
   show_config       print every config field with its value and description, then exit
 
 flags:

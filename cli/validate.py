@@ -455,5 +455,8 @@ def validate(config, mode: str, workdir) -> None:
     validate_snapshot_sampler(config)
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
+    if mode == "frontier":
+        from cli.frontier_check import validate_frontier
+        validate_frontier(config)
     if mode == "train_classifier":
         validate_classifier(config, sde, info)

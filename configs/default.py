@@ -156,6 +156,15 @@ def get_default_config() -> ml_collections.ConfigDict:
     classifier.eval_num_examples = 0   # 0: the whole test split
     classifier.seed = 42          # weights, noise, batch order
 
+    # --mode frontier: every fast sampler at each NFE budget, from one shared set of x_T,
+    # against the converged probability flow (`ode` at rtol / atol) and the data.
+    config.frontier = frontier = ml_collections.ConfigDict()
+    frontier.nfe = (2, 3, 5, 10, 20, 50)  # budgets of score evaluations (distinct integers >= 1)
+    frontier.num_samples = 1000   # shared draws x_T (in batches of eval.batch_size)
+    frontier.seed = 0             # x_T and the stochastic samplers' noise
+    frontier.rtol = 1e-6          # the converged flow's relative tolerance
+    frontier.atol = 1e-6          # the converged flow's absolute tolerance
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "CIFAR10"  # CIFAR10|DIGITS|image_folder|npz|npy|toy sets
     data.root = "data"             # holds cifar-10-batches-py/

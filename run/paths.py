@@ -11,6 +11,7 @@
     <eval>/<name>_progress_<r>of<w>.pth   resumable per-rank progress of an evaluation
     <eval>/samples_<step>/            eval-time samples; <eval>/fid_stats_<set>_<size>.npz
     classifier/checkpoint.pth, classifier/metrics.json, classifier/tensorboard/
+    frontier/frontier.json, .md, .png  `--mode frontier` (and its progress while running)
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class WorkdirPaths:
     def output_folders(self):
         """The folders runs write into (checked against symbolic links leading out)."""
         return (self.checkpoints, self.checkpoints_meta, self.tensorboard, self.samples,
-                self.eval, self.classifier, self.data_index)
+                self.eval, self.classifier, self.data_index, self.frontier)
 
     @property
     def data_index(self) -> Path:
@@ -124,6 +125,28 @@ class WorkdirPaths:
     @property
     def classifier_tensorboard(self) -> Path:
         return self.classifier / "tensorboard"
+
+
+    # --- the sampler frontier -----------------------------------------------------------------
+    @property
+    def frontier(self) -> Path:
+        return self.root / "frontier"
+
+    @property
+    def frontier_json(self) -> Path:
+        return self.frontier / "frontier.json"
+
+    @property
+    def frontier_md(self) -> Path:
+        return self.frontier / "frontier.md"
+
+    @property
+    def frontier_png(self) -> Path:
+        return self.frontier / "frontier.png"
+
+    def fitted_schedule_files(self):
+        """The stored fitted schedules, `schedules/<method>_nfe<nfe>.json`."""
+        return sorted((self.root / "schedules").glob("*_nfe*.json"))
 
 
 def workdir_paths(workdir: Union[PathLike, WorkdirPaths]) -> WorkdirPaths:
