@@ -455,5 +455,7 @@ def validate(config, mode: str, workdir) -> None:
     validate_snapshot_sampler(config)
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
+    from cli.fit_checks import validate_fit_steps
+    validate_fit_steps(config, mode, workdir)
     if mode == "train_classifier":
         validate_classifier(config, sde, info)
