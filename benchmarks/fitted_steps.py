@@ -2,12 +2,16 @@
 
     OMP_NUM_THREADS=1 python benchmarks/fitted_steps.py --workdir runs/vp_digits [--nfe 5]
         [--n 500] [--fit ddim dpm_solver unipc] [--out benchmarks/results/fitted_steps_digits]
+    OMP_NUM_THREADS=1 python benchmarks/fitted_steps.py --workdir runs/toy_gmm \
+        --out benchmarks/results/fitted_steps_toy
 
-The score is the EMA network of `--workdir` (its config.json; images below 32×32). Every method
-starts from one prior draw of `--n` samples and is measured by `fd` (`evaluation.feature_fd`:
-the Fréchet distance in a small classifier's features against the test split; its floor is the
-value of as many training images) and by the RMS distance per coordinate to the converged
-probability-flow ODE from the same x_T (RK45, 1e-5). The fitted rows run `fit_steps` with the
+The score is the EMA network of `--workdir` (its config.json). Every method starts from one
+prior draw of `--n` samples and is measured by the RMS distance per coordinate to the converged
+probability-flow ODE from the same x_T (RK45, 1e-5) and by a distance of the sample sets: for
+images below 32×32 `fd` (`evaluation.feature_fd`: the Fréchet distance in a small classifier's
+features against the test split; its floor is the value of as many training images), for
+vectors (`configs/toy_gmm.py`) the energy distance (Székely & Rizzo 2004) to the converged
+flow's samples (`tests/two_sample.energy_test`). The fitted rows run `fit_steps` with the
 `fit_steps` defaults of `configs/default.py` (its own teacher pairs, seeded apart from the draw
 measured here) and report its wall time. Nothing is written into the workdir.
 """
@@ -24,7 +28,7 @@ import ml_collections
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import samplers  # noqa: E402
 from data import build_dataset, build_transform  # noqa: E402
@@ -32,6 +36,7 @@ from evaluation.feature_fd import fd_metrics  # noqa: E402
 from evaluation.fitted_steps import SETTINGS  # noqa: E402
 from run.loading import load_ema_model  # noqa: E402
 from samplers.learned_steps import fit_steps  # noqa: E402
+from two_sample import energy_test  # noqa: E402
 
 # Training-free candidates: (method, options), each at the budget.
 CANDIDATES = {
@@ -62,27 +67,33 @@ def main() -> None:
     transform = build_transform(config.data)
     train, test = build_dataset(config.data, "train"), build_dataset(config.data, "test")
     cache = Path(tempfile.mkdtemp()) / "fd_classifier.pth"
-    shape = (args.n, config.data.num_channels, config.data.image_size, config.data.image_size)
+    images = config.model.name != "mlp"
+    shape = (args.n,) + ((config.data.num_channels, config.data.image_size,
+                          config.data.image_size) if images else (config.data.dim,))
     x_T = sde.prior_sampling(shape, generator=torch.Generator().manual_seed(12345))
     converged = samplers.sample(model, sde, shape, "ode", x_T=x_T, rtol=1e-5, atol=1e-5)
+    metric = "fd" if images else "energy distance to the converged flow"
 
     def measure(x):
-        metrics, _ = fd_metrics(transform.to_uint8(x), train, test, cache)
         rms = (x.double() - converged.x.double()).pow(2).mean().sqrt().item()
+        if not images:
+            return {"fd": energy_test(x.double(), converged.x.double(), 0)[0]}, rms
+        metrics, _ = fd_metrics(transform.to_uint8(x), train, test, cache)
         return metrics, rms
 
-    floor = measure(converged.x)[0]["fd_floor"]
-    lines = [f"{args.workdir} at step {step}; {args.n} samples from one prior draw; fd in the "
-             f"features of `evaluation.feature_fd` against the test split (floor {floor:.3g})",
-             f"converged probability-flow ODE (RK45, 1e-5): NFE {converged.nfe}, fd "
-             f"{measure(converged.x)[0]['fd']:.3g}", "",
-             f"| method @ NFE {args.nfe} | NFE | fd | RMS to the converged flow | fit seconds |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [f"{args.workdir} at step {step}; {args.n} samples from one prior draw",
+             f"converged probability-flow ODE (RK45, 1e-5): NFE {converged.nfe}"]
+    if images:
+        lines[0] += (f"; fd in the features of `evaluation.feature_fd` against the test split "
+                     f"(floor {measure(converged.x)[0]['fd_floor']:.3g})")
+        lines[1] += f", fd {measure(converged.x)[0]['fd']:.3g}"
+    lines += ["", f"| method @ NFE {args.nfe} | NFE | {metric} | RMS to the converged flow | "
+              f"fit seconds |", "|---|---:|---:|---:|---:|"]
     records = []
 
     def row(name, result, seconds=None):
         metrics, rms = measure(result.x)
-        records.append(dict(method=name, nfe=result.nfe, fd=metrics["fd"], rms=rms,
+        records.append(dict(method=name, nfe=result.nfe, distance=metrics["fd"], rms=rms,
                             fit_seconds=seconds))
         lines.append(f"| {name} | {result.nfe} | {metrics['fd']:.3g} | {rms:.3g} | "
                      + ("" if seconds is None else f"{seconds:.0f}") + " |")
