@@ -82,7 +82,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
     sampling.eta = placeholder(float)             # ddim: 0 deterministic, 1 ancestral
-    sampling.time_schedule = placeholder(str)  # uniform|logsnr|edm|quadratic|fitted (--mode fit_steps)
+    sampling.time_schedule = placeholder(str)  # uniform|logsnr|edm|quadratic|fitted (fit_steps)
     sampling.rho = placeholder(float)             # EDM ρ schedule
     sampling.s_churn = placeholder(float)         # heun: stochastic churn
     sampling.s_tmin = placeholder(float)  # heun: churn from this σ
@@ -121,7 +121,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     config.fit_steps = fit_steps = ml_collections.ConfigDict()
     fit_steps.num_samples = 128   # teacher pairs (x_T, converged probability flow's x_0) to fit on
     fit_steps.num_holdout = 256   # more pairs that measure the errors reported (0: the same ones)
-    fit_steps.n_iters = 60        # Adam iterations on the step logits (2·steps + 1 solver runs each)
+    fit_steps.n_iters = 60        # Adam iterations on the step logits (2·steps + 1 solver runs)
     fit_steps.lr = 0.1            # Adam's peak rate on the logits (cosine decay)
     fit_steps.delta = 0.01        # central-difference step in the logits
     fit_steps.tolerance = 1e-5    # the teacher ODE's rtol = atol (RK45)

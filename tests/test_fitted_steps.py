@@ -119,3 +119,21 @@ def test_a_schedules_folder_linking_out_is_refused(fitted, capsys, tmp_path):
     before = tree(outside)
     refused(capsys, fitted, "fit_steps", *FIT, match="leads out of the workdir")
     assert tree(outside) == before
+
+
+def test_a_stop_request_ends_the_fit_and_stores_nothing(fitted):
+    from cli.config_source import config_from_stored
+    from evaluation.fitted_steps import run_fit_steps
+    from run.preemption import Preempted
+    from run.stored_config import read_stored
+
+    class Stop:
+        requested = "SIGTERM"
+
+        def should_stop(self, info=None):
+            return True
+    config = config_from_stored(read_stored(fitted / "config.json"), "config.json")
+    config.sampling.method, config.sampling.nfe, config.sampling.num_steps = "ddim", 4, 0
+    with pytest.raises(Preempted, match="nothing was stored"):
+        run_fit_steps(config, fitted, stop=Stop())
+    assert not (fitted / "schedules" / "ddim_nfe4.json").exists()
