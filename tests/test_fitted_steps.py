@@ -137,3 +137,23 @@ def test_a_stop_request_ends_the_fit_and_stores_nothing(fitted):
     with pytest.raises(Preempted, match="nothing was stored"):
         run_fit_steps(config, fitted, stop=Stop())
     assert not (fitted / "schedules" / "ddim_nfe4.json").exists()
+
+
+def test_sample_runs_on_exactly_the_stored_times(fitted, capsys):
+    import torch
+
+    from cli.config_source import config_from_stored
+    from evaluation.sampling import generate_samples
+    from run.loading import load_ema_model
+    from run.stored_config import read_stored
+    from samplers.config import ConfiguredSampler
+
+    assert run(capsys, fitted, "sample", *USE)[0] == 0
+    folder, = [p for p in (fitted / "samples").iterdir() if p.name.startswith("step_8_dpm")]
+    drawn = np.load(folder / "samples.npz")["samples"]
+    config = config_from_stored(read_stored(fitted / "config.json"), "config.json")
+    model, sde, _ = load_ema_model(config, fitted, torch.device("cpu"))
+    times = torch.tensor(stored(fitted)["times"], dtype=torch.float64)
+    direct = generate_samples(ConfiguredSampler("dpm_solver", {"schedule": times}), model, sde,
+                              (2,), 8, 8, 0)
+    np.testing.assert_allclose(drawn, direct.numpy(), rtol=0, atol=1e-6)
