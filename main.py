@@ -5,6 +5,8 @@
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode sample \
         --config.sampling.method=ode
     python main.py --config configs/vp_digits.py --workdir runs/digits --mode train_classifier
+    python main.py --workdir runs/digits --mode fit_steps --config.sampling.method=dpm_solver \
+        --config.sampling.nfe=5     # then sample with --config.sampling.time_schedule=fitted
 
 Every config field can be overridden as --config.<section>.<field>=value. The whole config
 and the workdir are checked before any work starts. Exit status: 0 done; 1 the run failed;
@@ -25,7 +27,8 @@ from typing import List, Tuple
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config", "frontier"]
+MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config", "fit_steps",
+         "frontier"]
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
@@ -115,6 +118,8 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         if info.is_main:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
+    elif mode == "fit_steps":
+        _fit_steps(config, workdir, info, stop)
     elif mode == "frontier":
         _run_frontier(config, workdir, info, stop)
     elif mode == "fid_stats":
@@ -129,6 +134,19 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
             per_batch = nfe[0] if len(nfe) == 1 else f"{nfe[0]}–{nfe[-1]}"
             print(f"samples written to {run.path}: {run.num_samples} samples, {per_batch} score "
                   f"evaluations per batch ({sum(run.nfe)} in all), {run.seconds:.1f} s")
+
+
+def _fit_steps(config, workdir: str, info, stop) -> None:
+    """`--mode fit_steps`: learn and store the step times of sampling.method at sampling.nfe."""
+    from evaluation.fitted_steps import run_fit_steps
+    from run.paths import WorkdirPaths
+    record = run_fit_steps(config, workdir, info, stop=stop)
+    if info.is_main:
+        path = WorkdirPaths(workdir).fitted_schedule(record["method"], record["nfe"])
+        print(f"learned {record['method']} times at nfe={record['nfe']} in {path}: RMS to the "
+              f"converged flow {record['rms_default']:.4g} ({record['baseline_schedule']}) -> "
+              f"{record['rms_learned']:.4g} on {record['settings']['num_holdout'] or 'the'} "
+              f"held-out pairs, {record['wall_seconds']:.1f} s")
 
 
 def _run_frontier(config, workdir: str, info, stop) -> None:

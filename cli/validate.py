@@ -455,6 +455,8 @@ def validate(config, mode: str, workdir) -> None:
     validate_snapshot_sampler(config)
     if not 0 < config.sampling.eps < sde.T:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
+    from cli.fit_checks import validate_fit_steps
+    validate_fit_steps(config, mode, workdir)
     if mode == "frontier":
         from cli.frontier_check import validate_frontier
         validate_frontier(config)

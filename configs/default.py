@@ -82,7 +82,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.step_lr = placeholder(float)         # annealed_langevin
     sampling.adaptive = placeholder(bool)         # sdeint
     sampling.eta = placeholder(float)             # ddim: 0 deterministic, 1 ancestral
-    sampling.time_schedule = placeholder(str)  # uniform|logsnr|edm|quadratic
+    sampling.time_schedule = placeholder(str)  # uniform|logsnr|edm|quadratic|fitted (fit_steps)
     sampling.rho = placeholder(float)             # EDM ρ schedule
     sampling.s_churn = placeholder(float)         # heun: stochastic churn
     sampling.s_tmin = placeholder(float)  # heun: churn from this σ
@@ -115,6 +115,17 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.jump_length = placeholder(int)      # repaint: j (10)
     sampling.jump_n_sample = placeholder(int)    # repaint: r (10)
     sampling.dps_scale = placeholder(float)      # dps: step size ζ (1.0)
+
+    # --mode fit_steps: learned times of sampling.method at sampling.nfe (samplers.learned_steps);
+    # sampling.time_schedule = "fitted" then uses them.
+    config.fit_steps = fit_steps = ml_collections.ConfigDict()
+    fit_steps.num_samples = 128   # teacher pairs (x_T, converged probability flow's x_0) to fit on
+    fit_steps.num_holdout = 256   # more pairs that measure the errors reported (0: the same ones)
+    fit_steps.n_iters = 60        # Adam iterations on the step logits (2·steps + 1 solver runs)
+    fit_steps.lr = 0.1            # Adam's peak rate on the logits (cosine decay)
+    fit_steps.delta = 0.01        # central-difference step in the logits
+    fit_steps.tolerance = 1e-5    # the teacher ODE's rtol = atol (RK45)
+    fit_steps.seed = 0            # of the teacher pairs' x_T
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256     # examples / samples per batch

@@ -57,12 +57,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class FittedSchedule:
-    """A stored fitted schedule: `method`, `nfe`, `times` (T → eps), the model's digest."""
+    """A stored fitted schedule: `method`, `nfe`, `times` (T → eps), the model's digest, and the
+    method's other options it was learned with (the times hold only for those)."""
     method: str
     nfe: int
     times: Tuple[float, ...]
     model_digest: str
     path: str
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -112,7 +114,8 @@ def plan(methods: Sequence[str], budgets: Sequence[int], fitted: Sequence[Fitted
                                    "budget": schedule.nfe, "reason": reason,
                                    "schedule_file": schedule.path})
         else:
-            result.cells.append(Cell(label, schedule.method, {"schedule": list(schedule.times)},
+            result.cells.append(Cell(label, schedule.method,
+                                     {**schedule.options, "schedule": list(schedule.times)},
                                      None, schedule.nfe, schedule.path))
     return result
 

@@ -79,7 +79,7 @@ def fitted_schedules(paths: WorkdirPaths) -> List[frontier.FittedSchedule]:
             stored = json.loads(path.read_text())
             found.append(frontier.FittedSchedule(
                 str(stored["method"]), int(stored["nfe"]), tuple(float(t) for t in stored["times"]),
-                str(stored.get("model_digest", "")), path.name))
+                str(stored.get("model_digest", "")), path.name, dict(stored.get("options", {}))))
         except (OSError, ValueError, KeyError, TypeError) as err:
             logging.warning("left out the fitted schedule %s: not readable (%s)", path, err)
     return found

@@ -23,6 +23,7 @@ from data import (Dataset, DataTransform, build_dataset, build_transform, descri
 from evaluation import feature_fd
 from evaluation.fid import (checked_inception, feature_statistics, frechet_distance,
                             inception_outputs, inception_score)
+from evaluation.fitted_steps import fitted_sampler
 from evaluation.likelihood import KEYS as BPD_KEYS
 from evaluation.likelihood import BpdSettings, evaluate_bpd
 from evaluation.sampling import (Guidance, generate_samples, samples_complete, sampling_model,
@@ -150,6 +151,8 @@ def run_eval(config, workdir, eval_folder: str = "eval",
         inception = checked_inception(ev.inception_path, info.device)
     model, sde, step = load_ema_model(config, paths, info.device)
     checkpoint = {"step": step, "weights": weights_digest(model)}
+    sampler = fitted_sampler(samplers.build_sampler(config.sampling), paths,
+                             checkpoint["weights"]) if ev.enable_sampling else None
     metrics, settings, finished = {"step": step}, {}, []
     data = {"dataset": config.data.dataset, "centered": transform.centered}
     if ev.enable_bpd:
@@ -175,7 +178,6 @@ def run_eval(config, workdir, eval_folder: str = "eval",
                                     dist_info=info, stop=stop))
         finished.append(done)
     if ev.enable_sampling:
-        sampler = samplers.build_sampler(config.sampling)
         settings["sampling"] = sample_settings(config, sampler, ev.num_samples)
         samples = generate_samples(sampler, sampling_model(model, **network_options(config)), sde,
                                    data_shape(config), ev.num_samples, ev.batch_size,
@@ -287,8 +289,9 @@ def run_sample(config, workdir, dist_info: Optional[DistInfo] = None, stop=None)
     guidance = build_guidance(config, model, classifier)
     transform = build_transform(config.data)
     task = config.sampling.get("task", "generate")
-    sampler = samplers.build_sampler(config.sampling)
-    record = {"checkpoint": {"step": step, "weights": weights_digest(model)},
+    digest = weights_digest(model)
+    sampler = fitted_sampler(samplers.build_sampler(config.sampling), paths, digest)
+    record = {"checkpoint": {"step": step, "weights": digest},
               "settings": sample_settings(config, sampler, config.eval.num_samples)}
     folder = paths.sample_run(sample_run_name(config, step, settings_digest(record)))
     check_inside(folder, paths.root)

@@ -11,6 +11,7 @@
     <eval>/<name>_progress_<r>of<w>.pth   resumable per-rank progress of an evaluation
     <eval>/samples_<step>/            eval-time samples; <eval>/fid_stats_<set>_<size>.npz
     classifier/checkpoint.pth, classifier/metrics.json, classifier/tensorboard/
+    schedules/<method>_nfe<nfe>.json  learned step times of a solver (`--mode fit_steps`)
     frontier/frontier.json, .md, .png  `--mode frontier` (and its progress while running)
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ class WorkdirPaths:
     def output_folders(self):
         """The folders runs write into (checked against symbolic links leading out)."""
         return (self.checkpoints, self.checkpoints_meta, self.tensorboard, self.samples,
-                self.eval, self.classifier, self.data_index, self.frontier)
+                self.eval, self.classifier, self.data_index, self.schedules, self.frontier)
 
     @property
     def data_index(self) -> Path:
@@ -109,6 +110,15 @@ class WorkdirPaths:
     def fid_stats(self, dataset: str, image_size: int) -> Path:
         return self.eval / f"fid_stats_{dataset}_{image_size}.npz"
 
+    # --- learned step placement -------------------------------------------------------------
+    @property
+    def schedules(self) -> Path:
+        return self.root / "schedules"
+
+    def fitted_schedule(self, method: str, nfe: int) -> Path:
+        """The learned times of sampling method `method` at a budget of `nfe` evaluations."""
+        return self.schedules / f"{method}_nfe{nfe}.json"
+
     # --- the guidance classifier ------------------------------------------------------------
     @property
     def classifier(self) -> Path:
@@ -146,7 +156,7 @@ class WorkdirPaths:
 
     def fitted_schedule_files(self):
         """The stored fitted schedules, `schedules/<method>_nfe<nfe>.json`."""
-        return sorted((self.root / "schedules").glob("*_nfe*.json"))
+        return sorted(self.schedules.glob("*_nfe*.json"))
 
 
 def workdir_paths(workdir: Union[PathLike, WorkdirPaths]) -> WorkdirPaths:

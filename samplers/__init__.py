@@ -5,8 +5,8 @@ declaration of its options (`options.py`), when its module is imported (the impo
 `sample(score_fn, sde, shape, method)` and `build_sampler(config.sampling)` can run any of them by
 name. Layout: `solvers/` (generation), `likelihood/`, `conditioning/`, and beside `registry.py`,
 `options.py`, `budget.py` and `config.py` the shared numerics (`schedules.py` time grids,
-`fitted_schedule.py`, `multistep.py`, `adaptive.py` the adaptive row driver, `brownian.py`,
-`flow.py`, `common.py` with the data prediction). The public names below stay where users call
+`fitted_schedule.py`, `learned_steps.py` grids fitted to a model, `multistep.py`, `adaptive.py`
+the adaptive row driver, `brownian.py`, `flow.py`, `common.py` with the data prediction). The public names below stay where users call
 them.
 """
 from samplers.registry import SAMPLERS, LikelihoodResult, SampleResult, register_sampler, sample
@@ -63,7 +63,9 @@ __all__ = [
     "EncodeResult", "encode", "decode", "slerp",
 ]
 
-# Fast-sampler frontier: a time schedule fitted to the model by a pilot run.
+# Fast-sampler frontier: a time schedule fitted to the model by a pilot run, and step times
+# learned against the converged flow (LD3).
 from samplers.fitted_schedule import FittedSchedule, fit_schedule  # noqa: E402
+from samplers.learned_steps import LearnedSteps, fit_steps  # noqa: E402
 
-__all__ += ["FittedSchedule", "fit_schedule"]
+__all__ += ["FittedSchedule", "fit_schedule", "LearnedSteps", "fit_steps"]

@@ -12,7 +12,9 @@ density ρ(ℓ) ∝ (P(ℓ)·|D^{(k)}(ℓ)|)^{1/(k+1)}, |·| the root mean squar
 samples and coordinates (the classical equidistribution of the local error; e.g. Hairer, Nørsett
 & Wanner, Sec. II.4). A share `floor` of uniform density and a bound `max_ratio` on the ratio of
 neighbouring steps keep multistep extrapolation stable where D barely moves (long final steps).
-The grid is a schedule for any fixed-step sampler (`schedule=fit_schedule(...).times`).
+The grid is a schedule for any fixed-step sampler (`schedule=fit_schedule(...).times`), and the
+first guess of the learned steps (`samplers.learned_steps.fit_steps`), which then minimise the
+end-point error against the converged flow directly.
 """
 from __future__ import annotations
 

@@ -202,9 +202,12 @@ def atol(default):
     return number("float", default, "absolute tolerance of the adaptive steps", 0, open_lo=True)
 
 
+FITTED = "fitted"    # the workdir's learned times for (method, nfe): `--mode fit_steps`
+
+
 def schedule(default, choices):
-    return Option("schedule", default, "time schedule of the steps", choices=tuple(choices),
-                  field="time_schedule")
+    return Option("schedule", default, "time schedule of the steps", choices=tuple(choices)
+                  + (FITTED,), field="time_schedule")
 
 
 RHO = number("float", 7.0, "the rho of EDM's schedule (Karras et al. 2022, eq. 5)", 0,

@@ -110,7 +110,7 @@ Times = Union[str, torch.Tensor, Sequence[float]]
 
 def check_times(sde: SDE, times) -> torch.Tensor:
     """An explicit grid: 1-D, ≥ 2 strictly decreasing finite times in (0, T]; float64 on the CPU."""
-    grid = torch.as_tensor(times, dtype=torch.float64).cpu()
+    grid = torch.as_tensor(getattr(times, "times", times), dtype=torch.float64).cpu()
     if grid.ndim != 1 or grid.numel() < 2 or not bool(torch.isfinite(grid).all()) \
             or not bool((grid[1:] < grid[:-1]).all()) or not 0 < grid[-1].item() \
             or grid[0].item() > sde.T:
@@ -122,9 +122,14 @@ def check_times(sde: SDE, times) -> torch.Tensor:
 def resolve_times(sde: SDE, schedule: Times, num_steps: Optional[int], eps: float,
                   default_steps: int, rho: float = 7.0) -> torch.Tensor:
     """The grid of a fixed-step sampler: a schedule by name with `num_steps` steps (None: the
-    method's `default_steps`) down to `eps`, or explicit times (e.g. `fit_schedule`'s), which
-    then fix the steps and the last time (`num_steps`, if given, must agree)."""
+    method's `default_steps`) down to `eps`, or explicit times (e.g. `fit_steps`'s; or an object
+    with a `times` attribute), which then fix the steps and the last time (`num_steps`, if
+    given, must agree)."""
     if isinstance(schedule, str):
+        if schedule == "fitted":
+            raise ValueError("schedule='fitted' names a workdir's learned times (config.sampling."
+                             "time_schedule with --mode sample / eval); here pass the times "
+                             "themselves")
         check_schedule_options(schedule, rho)
         return get_time_steps(sde, schedule, default_steps if num_steps is None else num_steps,
                               eps, rho=rho)

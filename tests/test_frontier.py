@@ -141,8 +141,10 @@ def test_fitted_schedules_run_at_their_budget_and_stale_ones_are_skipped(trained
                          ("ddim_nfe5.json", "0123456789abcdef"),
                          ("unipc_nfe3.json", weights_digest(model))):   # 3 steps cost 4
         method, nfe = name[:-5].split("_nfe")
+        options = {"order": 1} if method == "dpm_solver" else {}   # learned with these
         (folder / name).write_text(json.dumps({"method": method, "nfe": int(nfe),
-                                               "times": times, "model_digest": digest}))
+                                               "times": times, "model_digest": digest,
+                                               "options": options}))
     (folder / "heun_nfe5.json").write_text("{not json")
     try:
         status, _, err = run(trained, "frontier", *FRONTIER)
@@ -155,6 +157,7 @@ def test_fitted_schedules_run_at_their_budget_and_stale_ones_are_skipped(trained
     fitted = [c for c in record["cells"] if c["label"] == "dpm_solver+fitted"]
     assert len(fitted) == 1 and fitted[0]["budget"] == 5 and fitted[0]["nfe"] == 4
     assert fitted[0]["schedule_file"] == "dpm_solver_nfe5.json"
+    assert fitted[0]["options"]["order"] == 1      # the times run with what they were fitted for
     stale = [s for s in record["skipped"] if s["label"] == "ddim+fitted"]
     assert len(stale) == 1 and "another model" in stale[0]["reason"]
     over = [s for s in record["skipped"] if s["label"] == "unipc+fitted"]
