@@ -457,3 +457,5 @@ def validate(config, mode: str, workdir) -> None:
         raise ConfigError(f"config.sampling.eps must lie in (0, T={sde.T}), got {config.sampling.eps!r}")
     if mode == "train_classifier":
         validate_classifier(config, sde, info)
+    from cli.distill_checks import validate_distill
+    validate_distill(config, mode, workdir, sde)
