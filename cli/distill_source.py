@@ -63,9 +63,11 @@ def student_config(teacher: str) -> ml_collections.ConfigDict:
         model, _, _ = load_ema_model(config, teacher, torch.device("cpu"))
     except (CheckpointError, RuntimeError) as err:
         raise TeacherError(f"{TEACHER_FIELD}={teacher}: {str(err).splitlines()[0]}") from None
-    sampling = get_default_config().sampling
+    defaults = get_default_config()
+    sampling = defaults.sampling
     sampling.method = "consistency"
     with config.unlocked():
+        config.distill = defaults.distill    # not the teacher's (a teacher is no student)
         config.distill.teacher = str(teacher)
         config.distill.teacher_digest = weights_digest(model.net)
         config.sampling = sampling

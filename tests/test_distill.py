@@ -218,3 +218,44 @@ def test_links_at_the_names_distill_writes_leave_their_targets_intact(teacher, t
     assert status == 0, lines
     assert outside.read_text() == "precious"
     assert load_checkpoint(student / "checkpoints-meta" / "checkpoint.pth")["step"] == 8
+
+
+@pytest.mark.slow
+def test_a_short_cd_run_on_the_toy_lowers_the_two_step_distance(tmp_path, capsys):
+    """Energy distance of 2-step consistency samples to the teacher's converged flow (RK45,
+    1e-5, from another prior draw): the student at its start (the teacher's weights in the
+    consistency parametrisation) against the student after 400 CD steps."""
+    from cli.config_source import config_from_stored
+    from run.builders import build_score_model
+    from run.loading import load_ema_model
+    from run.stored_config import read_stored
+    from two_sample import energy_test
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert main.run(["main.py", "--config=configs/toy_gmm.py", f"--workdir={teacher}",
+                     "--mode=train", "--config.training.n_iters=1000",
+                     "--config.training.snapshot_sampling=False"]) == 0
+    assert distill(capsys, student, teacher, "--config.distill.n_iters=400",
+                   "--config.distill.num_scales=18")[0] == 0
+
+    def loaded(workdir):
+        config = config_from_stored(read_stored(workdir / "config.json"))
+        return config, *load_ema_model(config, workdir, torch.device("cpu"))[:2]
+    _, teacher_model, sde = loaded(teacher)
+    config, trained, _ = loaded(student)
+    start = build_score_model(config, sde).eval()
+    start.net.load_state_dict(teacher_model.net.state_dict())
+    n = 1000
+    draws = [sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s),
+                                dtype=torch.float64) for s in (0, 1)]
+    flow = sample(lambda x, t: teacher_model(x.float(), t.float()).double(), sde, (n, 2), "ode",
+                  x_T=draws[1], rtol=1e-5, atol=1e-5, dtype=torch.float64).x
+
+    def two_step(model):
+        with torch.no_grad():
+            x = sample(lambda x, t: model(x.float(), t.float()).double(), sde, (n, 2),
+                       "consistency", num_steps=2, x_T=draws[0], dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(2)).x
+        return energy_test(x, flow, num_permutations=0)[0]
+    before, after = two_step(start), two_step(trained)
+    assert after < 0.7 * before, (before, after)
