@@ -30,7 +30,7 @@ def check_section(distill, sde) -> None:
             _fail(f"config.distill.{name} must be an integer >= {lowest}, got {value!r}")
     if not 0 <= distill.ema_rate < 1:
         _fail(f"config.distill.ema_rate must lie in [0, 1), got {distill.ema_rate!r}")
-    if not distill.lr > 0:
+    if distill.lr is not None and not distill.lr > 0:
         _fail(f"config.distill.lr must be > 0, got {distill.lr!r}")
     if not distill.p_std > 0:
         _fail(f"config.distill.p_std must be > 0, got {distill.p_std!r}")

@@ -188,7 +188,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     distill.solver = "heun"       # cd: the teacher's one step (heun | ddim | dpm_solver | unipc)
     distill.loss = "pseudo_huber"  # l2 | pseudo_huber (Song & Dhariwal 2023, c = 0.00054·√d)
     distill.ema_rate = 0.999      # EMA of the student's weights (the sampled ones)
-    distill.lr = 4e-4             # Adam, no warm-up (Song et al. 2023, CD on CIFAR-10: 4e-4)
+    distill.lr = placeholder(float)  # Adam, no warm-up; None: the method's paper value (cd 4e-4, ect 1e-4)
     distill.eps = 1e-3            # the student's smallest time: f(x, eps) = x exactly
     distill.ect_stages = 8        # ect: Δt halves this many times over n_iters (Geng et al. 2024)
     distill.p_mean = -1.1         # ect: ln σ ~ N(p_mean, p_std²) (Song & Dhariwal 2023)

@@ -30,6 +30,9 @@ METRICS = ("l2", "pseudo_huber")
 # Deterministic fixed-step samplers with explicit time grids: the teacher's one step.
 SOLVERS = ("heun", "ddim", "dpm_solver", "unipc")
 HUBER_C = 0.00054
+# Adam's learning rate of each method's paper: Song et al. 2023 (CD, CIFAR-10) and Geng et al.
+# 2024 (ECT, CIFAR-10).
+DEFAULT_LR = {"cd": 4e-4, "ect": 1e-4}
 
 TeacherStep = Callable[[torch.Tensor, float, float, Optional[torch.Tensor]], torch.Tensor]
 

@@ -25,10 +25,15 @@ from run.paths import WorkdirPaths
 from run.preemption import NoStop
 from run.progress import weights_digest
 from run.stored_config import ConfigMismatch, check_matches
-from training.consistency_loss import ConsistencyLoss, teacher_step
+from training.consistency_loss import DEFAULT_LR, ConsistencyLoss, teacher_step
 from training.precision import set_tf32
 from training.state import TrainSettings, TrainState, build_train_state
 from training.train import TrainLoop, check_order, load_datasets
+
+
+def learning_rate(distill) -> float:
+    """`distill.lr`, else the method's paper value (`DEFAULT_LR`)."""
+    return distill.lr if distill.lr is not None else DEFAULT_LR[distill.method]
 
 
 def run_config(config):
@@ -37,7 +42,7 @@ def run_config(config):
     view = copy.deepcopy(config)
     with view.unlocked():
         view.training.n_iters = config.distill.n_iters
-        view.optim.lr = config.distill.lr
+        view.optim.lr = learning_rate(config.distill)
         view.optim.warmup = 0
         view.model.ema_rate = config.distill.ema_rate
     return view
