@@ -95,7 +95,3 @@ class ConsistencyModel(ScoreModel):
         mean_coeff, std = (append_dims(c, x.ndim).to(x.dtype) for c in self.sde.marginal_coeffs(t))
         return (mean_coeff * self.consistency(x, t, y) - x) / std ** 2, None
 
-
-def is_consistency_model(score_fn) -> bool:
-    """Whether `score_fn` is a consistency student (or a view of one)."""
-    return isinstance(score_fn, ConsistencyModel)

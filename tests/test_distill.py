@@ -160,6 +160,12 @@ def test_distill_then_sample_and_a_student_cannot_teach(teacher, tmp_path, capsy
     assert status == 0, lines
     (run_folder,) = (student / "samples").glob("step_8_consistency_*")
     assert (run_folder / "samples.npz").is_file()
+    # The student's σ_min is part of its meaning; sampling must end there.
+    status, lines = distill(capsys, student, teacher, "--config.distill.eps=0.002")
+    assert status == 2 and len(lines) == 1 and "distill.eps" in lines[0], lines
+    status, lines = run(capsys, f"--workdir={student}", "--mode=sample",
+                        "--config.sampling.eps=0.002")
+    assert status == 2 and len(lines) == 1 and "config.distill.eps" in lines[0], lines
     status, lines = distill(capsys, tmp_path / "grandchild", student)
     assert status == 2 and "itself a consistency student" in lines[0], lines
     # A teacher whose weights changed since the student began is refused on resume.
