@@ -22,6 +22,7 @@ modes:
   train_classifier  train the time-conditional classifier of classifier guidance -> classifier/
   fid_stats         compute and cache the data set's Inception statistics for FID
   show_config       print every config field with its value and description, then exit
+  distill           train a consistency student of --config.distill.teacher=WORKDIR (no --config)
 
 flags:
 {flags}
