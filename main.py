@@ -27,8 +27,8 @@ from typing import List, Tuple
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config", "fit_steps",
-         "frontier"]
+MODES = ["train", "eval", "sample", "train_classifier", "fid_stats", "show_config", "distill",
+         "fit_steps", "frontier"]
 
 
 def _define_flags(argv: List[str]) -> flags.FlagValues:
@@ -37,6 +37,9 @@ def _define_flags(argv: List[str]) -> flags.FlagValues:
     check_config_path(flag_value(argv, "config"))
     flag_values = flags.FlagValues()
     stored = stored_workdir_config(argv)
+    if stored is None and flag_value(argv, "mode") == "distill":
+        from cli.distill_source import distill_config
+        stored = distill_config(argv)   # a new student: the teacher's config
     if stored is None and flag_value(argv, "config") is None and any(
             arg.startswith("--config.") for arg in argv[1:]):
         raise ValueError(NO_CONFIG)      # overrides of no config
@@ -118,6 +121,8 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
         if info.is_main:
             print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in metrics.items()))
+    elif mode == "distill":
+        _run_distill(config, workdir, info, stop)
     elif mode == "fit_steps":
         _fit_steps(config, workdir, info, stop)
     elif mode == "frontier":
@@ -134,6 +139,20 @@ def _run_mode(mode: str, config, workdir: str, eval_folder: str, info, stop) -> 
             per_batch = nfe[0] if len(nfe) == 1 else f"{nfe[0]}–{nfe[-1]}"
             print(f"samples written to {run.path}: {run.num_samples} samples, {per_batch} score "
                   f"evaluations per batch ({sum(run.nfe)} in all), {run.seconds:.1f} s")
+
+
+def _run_distill(config, workdir: str, info, stop) -> None:
+    """`--mode distill`: train the consistency student (`training.distill`)."""
+    import time
+
+    from cli.distill_source import teacher_config
+    from training.distill import distill
+    start = time.perf_counter()
+    state = distill(config, workdir, teacher_config(config.distill.teacher), info, stop=stop)
+    if info.is_main:
+        print(f"distilled to step {state.step} of {config.distill.n_iters} "
+              f"({config.distill.method}) in {time.perf_counter() - start:.1f} s; sample with "
+              f"--workdir {workdir} --mode sample (sampling.method='consistency')")
 
 
 def _fit_steps(config, workdir: str, info, stop) -> None:

@@ -24,6 +24,7 @@ modes:
   frontier          every fast sampler at each NFE budget (frontier.nfe) vs the converged flow and
                     the data -> frontier/frontier.json, .md, .png
   show_config       print every config field with its value and description, then exit
+  distill           train a consistency student of --config.distill.teacher=WORKDIR (no --config)
 
 flags:
 {flags}

@@ -462,3 +462,5 @@ def validate(config, mode: str, workdir) -> None:
         validate_frontier(config)
     if mode == "train_classifier":
         validate_classifier(config, sde, info)
+    from cli.distill_checks import validate_distill
+    validate_distill(config, mode, workdir, sde)

@@ -197,5 +197,22 @@ def get_default_config() -> ml_collections.ConfigDict:
     data.max_image_pixels = 1 << 26   # image_folder: refuse an image of more pixels (bombs)
     data.max_file_bytes = 1 << 28     # image_folder: refuse a file / zip member of more bytes
 
+    # Consistency distillation (--mode distill; Song et al. 2023, Geng et al. 2024). A workdir
+    # whose config names a teacher is a consistency student (sampling.method="consistency").
+    config.distill = distill = ml_collections.ConfigDict()
+    distill.teacher = ""          # the trained teacher workdir ("": not a student)
+    distill.teacher_digest = ""   # set by the first distill run: the teacher's EMA weights' digest
+    distill.method = "cd"         # cd (teacher ODE step between grid points) | ect (no teacher solver)
+    distill.n_iters = 2000        # student training steps
+    distill.num_scales = 18       # cd: grid points from eps to T (EDM's ρ-schedule; Song et al.: 18)
+    distill.solver = "heun"       # cd: the teacher's one step (heun | ddim | dpm_solver | unipc)
+    distill.loss = "pseudo_huber"  # l2 | pseudo_huber (Song & Dhariwal 2023, c = 0.00054·√d)
+    distill.ema_rate = 0.999      # EMA of the student's weights (the sampled ones)
+    distill.lr = placeholder(float)  # Adam, no warm-up; None: the method's paper value (cd 4e-4, ect 1e-4)
+    distill.eps = 1e-3            # the student's smallest time: f(x, eps) = x exactly
+    distill.ect_stages = 8        # ect: Δt halves this many times over n_iters (Geng et al. 2024)
+    distill.p_mean = -1.1         # ect: ln σ ~ N(p_mean, p_std²) (Song & Dhariwal 2023)
+    distill.p_std = 2.0           # ect: its std
+
     config.model = ml_collections.ConfigDict()
     return config

@@ -9,6 +9,7 @@ import torch
 import sde_lib
 from data import describe
 from models import ExponentialMovingAverage, ScoreModel, build_model
+from models.consistency import ConsistencyModel
 from models.classifier import (IMAGE_FIELDS, VECTOR_FIELDS, NoisyClassifier,
                                classifier_from_fields)
 from models.score_model import default_parametrization, resolve_parametrization
@@ -43,15 +44,25 @@ def parametrization(config, sde: sde_lib.SDE) -> str:
     return resolve_parametrization(sde, config.training.get("parametrization"))
 
 
+def is_student(config) -> bool:
+    """Whether `config` is a consistency student's (`config.distill.teacher` set)."""
+    return bool(config.get("distill", {}).get("teacher"))
+
+
 def build_score_model(config, sde: sde_lib.SDE, device=None) -> ScoreModel:
     """The `ScoreModel` of `config.model` on `sde`, in the parametrisation of `parametrization`
-    (EDM's with `config.training.sigma_data`)."""
+    (EDM's with `config.training.sigma_data`); a consistency student's (`is_student`) in the
+    consistency parametrisation around it (`models.consistency`, smallest time
+    `config.distill.eps`)."""
     net = build_model(model_fields(config))
     if device is not None:
         net = net.to(device)
-    return ScoreModel(net, sde, continuous=config.training.continuous,
-                      parametrization=parametrization(config, sde),
-                      sigma_data=config.training.get("sigma_data", 0.5))
+    kwargs = dict(continuous=config.training.continuous,
+                  parametrization=parametrization(config, sde),
+                  sigma_data=config.training.get("sigma_data", 0.5))
+    if is_student(config):
+        return ConsistencyModel(net, sde, eps=config.distill.eps, **kwargs)
+    return ScoreModel(net, sde, **kwargs)
 
 
 def build_ema(config, model: ScoreModel) -> ExponentialMovingAverage:

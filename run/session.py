@@ -28,7 +28,7 @@ from run.stored_config import check_matches, read_stored
 from run.workdir import resolve_workdir, sweep_temporaries
 
 # Modes whose first run defines the workdir's model (and writes config.json).
-DEFINING_MODES = ("train", "eval", "sample")
+DEFINING_MODES = ("train", "eval", "sample", "distill")
 
 
 class Session:
@@ -85,7 +85,7 @@ class Session:
         check_matches(current, stored, where, model=defines_model)
         if (self.info.is_main and self.mode in DEFINING_MODES
                 and not self.paths.config.exists()
-                and (self.mode == "train" or stored is not None)):
+                and (self.mode in ("train", "distill") or stored is not None)):
             write_json(self.paths.config, current, root=self.paths.root)
 
     def _stored(self):

@@ -87,6 +87,11 @@ def defining_fields(stored: Mapping[str, Any], *, model: bool = True) -> Dict[st
         fields["training.parametrization"] = training.get("parametrization")
         if training.get("parametrization") == "edm":   # σ_data is part of the model's meaning
             fields["training.sigma_data"] = training.get("sigma_data", 0.5)
+        distill = stored.get("distill", {})
+        if distill.get("teacher"):   # a consistency student: its teacher's weights and σ_min
+            fields["distill.teacher_digest"] = distill.get("teacher_digest")
+            fields["distill.eps"] = distill.get("eps")
+            fields["training.sigma_data"] = training.get("sigma_data", 0.5)
     return fields
 
 

@@ -22,6 +22,7 @@ from samplers.solvers import dpm_solver  # noqa: E402,F401  dpm_solver, dpm_solv
 from samplers.solvers import dpm_adaptive  # noqa: E402,F401  adaptive DPM-Solver (Lu et al. 2022)
 from samplers.solvers import unipc  # noqa: E402,F401  unipc (Zhao et al. 2023)
 from samplers.solvers import adaptive_sde  # noqa: E402,F401  (Jolicoeur-Martineau et al. 2021)
+from samplers.solvers import consistency  # noqa: E402,F401  consistency (Song et al. 2023)
 
 # Options and choosing a method from a config.
 from samplers.config import build_sampler  # noqa: E402

@@ -34,7 +34,7 @@ def test_config_builds(name):
         assert config.optim.warmup == 5000 and config.optim.grad_clip == 1.0
         assert config.model.ema_rate == (0.999 if name.startswith("ve") else 0.9999)
     assert set(config) == {"sde", "model", "training", "optim", "sampling", "eval", "data",
-                           "classifier", "fit_steps", "frontier"}
+                           "classifier", "distill", "fit_steps", "frontier"}
 
 
 def test_edm_configs_follow_the_paper():

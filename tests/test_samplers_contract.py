@@ -16,7 +16,7 @@ FAST = {"pc": dict(num_steps=3), "reverse_diffusion": dict(num_steps=3),
         "ddim": dict(num_steps=3), "heun": dict(num_steps=2), "dpm_solver": dict(num_steps=3),
         "dpm_solver_sde": dict(num_steps=3), "unipc": dict(num_steps=3),
         "ode": dict(rtol=1e-2, atol=1e-2), "dpm_adaptive": dict(rtol=0.5, atol=0.5),
-        "adaptive_sde": dict(rtol=0.5, atol=0.5)}
+        "adaptive_sde": dict(rtol=0.5, atol=0.5), "consistency": dict(num_steps=3)}
 
 
 def test_every_method_is_covered():
@@ -76,12 +76,14 @@ def test_pc_memory_is_flat_in_the_number_of_steps():
 
 @pytest.mark.parametrize("method", sorted(samplers.budget.COSTS))
 def test_a_budget_of_nfe_is_never_exceeded(method):
-    """`nfe=B` picks the most steps within B score evaluations, for every B = 5 … 50."""
+    """`nfe=B` picks the most steps within B score evaluations, for every B = 5 … 50 (the
+    consistency sampler offers at most 8 steps)."""
     sde = VPSDE(N=100)
+    cap = {"consistency": 8}.get(method, 50)
     for budget in range(5, 51):
         result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, nfe=budget,
                                  generator=torch.Generator().manual_seed(0))
-        assert budget - 4 <= result.nfe <= budget, (budget, result.nfe)
+        assert min(budget, cap) - 4 <= result.nfe <= budget, (budget, result.nfe)
 
 
 def test_budgets_of_every_sdeint_solver_and_pc_setting():
@@ -122,7 +124,9 @@ def test_the_config_budget_reaches_the_sampler_and_its_settings():
 
 def test_num_steps_counts_intervals_for_every_fixed_step_method():
     sde = VPSDE(N=100)
-    expected = {"heun": 2 * 4 + 1, "annealed_langevin": 5 * 3 + 1, "pc": 2 * 4 + 1}
+    # consistency: one evaluation per interval, its last is the sample (no Tweedie step).
+    expected = {"heun": 2 * 4 + 1, "annealed_langevin": 5 * 3 + 1, "pc": 2 * 4 + 1,
+                "consistency": 4}
     for method in sorted(samplers.budget.COSTS):
         options = dict(n_steps_each=3) if method == "annealed_langevin" else {}
         result = samplers.sample(MIXTURE.score_fn(sde), sde, (2, 2), method, num_steps=4,
