@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from evaluation.sampling import sample_generators
 from run.loading import load_ema_model
 from run.preemption import Preempted
 from run.progress import weights_digest
+from samplers.budget import steps_for_budget
 
 TOY = ["--config=configs/toy_gmm.py", "--config.model.width=16", "--config.model.nf=8",
        "--config.model.num_res_blocks=1", "--config.training.n_iters=8",
@@ -283,16 +283,14 @@ def test_a_student_is_told_by_its_stored_config(tmp_path):
     assert not is_student(get_default_config(), paths)
 
 
-def test_the_consistency_sampler_is_planned_on_students_only(monkeypatch):
-    """As registered (num_steps 1…8, no cost): at a budget B it takes B steps, and budgets
-    beyond 8 are skipped with the schema's reason."""
-    from samplers import options, registry
-    steps = options.number("int", 1, "consistency steps", 1, 8)
-    monkeypatch.setitem(options.SCHEMA, "consistency", {"num_steps": steps})
-    monkeypatch.setitem(registry.SAMPLERS, "consistency", lambda *a, **k: None)
+def test_the_consistency_sampler_is_planned_on_students_only():
+    """As registered (1…8 steps, one evaluation each): planned on a student only, at every
+    budget by `nfe=` (at 10 it takes its 8 steps, never more evaluations than the budget)."""
     assert "consistency" not in frontier.fast_methods(False)
     assert frontier.fast_methods(True)[-1] == "consistency"
     planned = frontier.plan(["consistency"], (2, 10), [], "")
-    assert [(c.label, c.budget, c.options) for c in planned.cells] == [
-        ("consistency", 2, {"num_steps": 2})]
-    assert planned.skipped[0]["budget"] == 10 and "num_steps=10" in planned.skipped[0]["reason"]
+    assert [(c.label, c.budget) for c in planned.cells] == [("consistency", 2),
+                                                            ("consistency", 10)]
+    assert not planned.skipped
+    steps = [steps_for_budget("consistency", c.budget, {})["num_steps"] for c in planned.cells]
+    assert steps == [2, 8]
