@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from cli.validate import ConfigError
+from cli.checks import ConfigError
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:(\d+))?")
 ALLOWED = "'cpu', 'cuda' or 'cuda:N' (N a GPU index)"

@@ -13,7 +13,7 @@ NOT_A_STUDENT = ("config.{field}='consistency' needs a consistency student (a wo
 
 
 def _fail(message: str):
-    from cli.validate import ConfigError
+    from cli.checks import ConfigError
     raise ConfigError(message)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from cli.validate import ConfigError, _positive_int
+from cli.checks import ConfigError, _positive_int
 from evaluation.fitted_steps import SETTINGS, fit_settings, stored_schedule
 from run.paths import WorkdirPaths
 from run.stored_config import ConfigMismatch

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from cli.validate import ConfigError
+from cli.checks import ConfigError
 from evaluation.frontier_mode import frontier_section
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 import sde_lib
+# ConfigError is also named here (`cli.validate.ConfigError`), where main.py and tests take it.
+from cli.checks import ConfigError, _choice, _positive_int, _wrapped  # noqa: F401
 from configs.default import get_default_config
 from data import DATASETS, LABELED_DATASETS, SPLITS, USER_SETS, DataInfo, describe
 from data.datasets import STREAMABLE
@@ -23,36 +25,6 @@ from training.objective import build_training_loss
 
 NAN_POLICIES = ("stop", "skip")
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A config field or command-line value that cannot work."""
-
-
-def _positive_int(field: str, value, minimum: int = 1) -> None:
-    try:
-        sde_lib.check_int(field, value, minimum)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _choice(field: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{field}={value!r} is not allowed; expected one of {sorted(allowed)}")
-
-
-def _wrapped(field: str, build):
-    """Run a builder; re-raise its ValueError as a ConfigError prefixed with the section (unless
-    the message already names a field of it)."""
-    try:
-        return build()
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if message.startswith(f"{field}."):
-            raise ConfigError(message) from None
-        raise ConfigError(f"{field}: {message}") from None
 
 
 def validate_finite(section, prefix: str = "config") -> None:

@@ -9,7 +9,6 @@ section: `n_iters`, `lr` (no warm-up) and `ema_rate` (the sampled weights' EMA).
 from __future__ import annotations
 
 import copy
-import logging
 import os
 from typing import Optional
 
@@ -18,17 +17,16 @@ import torch
 from data import build_transform
 from data.loader import build_loader_settings
 from run.builders import build_ema
-from run.checkpoint import check_format, load_latest
 from run.distributed import DistInfo, single_process
 from run.loading import load_ema_model
 from run.paths import WorkdirPaths
 from run.preemption import NoStop
 from run.progress import weights_digest
-from run.stored_config import ConfigMismatch, check_matches
+from run.stored_config import ConfigMismatch
 from training.consistency_loss import DEFAULT_LR, ConsistencyLoss, teacher_step
 from training.precision import set_tf32
 from training.state import TrainSettings, TrainState, build_train_state
-from training.train import TrainLoop, check_order, load_datasets
+from training.train import TrainLoop, check_order, load_datasets, resume_latest
 
 
 def learning_rate(distill) -> float:
@@ -84,14 +82,8 @@ def distill(config, workdir, teacher_config, dist_info: Optional[DistInfo] = Non
     teacher = load_teacher(config, teacher_config, info.device)
     state = build_train_state(view, info.device)
     state.loss_fn = build_loss(config, state.model.sde, teacher)
-    resume = load_latest(paths, map_location=info.device)
-    if resume is not None:
-        path, checkpoint = resume
-        check_format(checkpoint, path)
-        check_matches(state.config, checkpoint.get("config"), f"checkpoint {path}")
-        state.load_state_dict(checkpoint, path)
-        logging.info("resumed from %s at step %d", path, state.step)
-    else:   # the student starts from the teacher's EMA weights (Song et al. 2023, sec. 4)
+    resume = resume_latest(state, paths, info)
+    if resume is None:   # the student starts from the teacher's EMA weights (Song et al. 2023)
         state.model.net.load_state_dict(teacher.net.state_dict(), strict=True)
         state.ema = build_ema(view, state.model)
     train_set, test_set = load_datasets(view.data, paths.data_index, info)

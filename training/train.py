@@ -62,13 +62,7 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
     set_tf32(bool(config.training.get("tf32", True)))
     torch.manual_seed(settings.seed)
     state = build_train_state(config, info.device)
-    resume = load_latest(paths, map_location=info.device)
-    if resume is not None:
-        path, checkpoint = resume
-        check_format(checkpoint, path)
-        check_matches(state.config, checkpoint.get("config"), f"checkpoint {path}")
-        state.load_state_dict(checkpoint, path)
-        logging.info("resumed from %s at step %d", path, state.step)
+    resume = resume_latest(state, paths, info)
     train_set, test_set = load_datasets(config.data, paths.data_index, info)
     if resume is not None:
         check_order(resume[1].get("data_order"), len(train_set), resume[0])
@@ -77,6 +71,19 @@ def train(config, workdir, dist_info: Optional[DistInfo] = None,
                      stop or NoStop(), loader)
     loop.run(train_set, test_set, batch_size)
     return state
+
+
+def resume_latest(state: TrainState, paths: WorkdirPaths, info: DistInfo):
+    """Load the workdir's latest readable checkpoint into `state` (its format and stored config
+    checked first); returns (path, checkpoint), or None for a fresh run."""
+    resume = load_latest(paths, map_location=info.device)
+    if resume is not None:
+        path, checkpoint = resume
+        check_format(checkpoint, path)
+        check_matches(state.config, checkpoint.get("config"), f"checkpoint {path}")
+        state.load_state_dict(checkpoint, path)
+        logging.info("resumed from %s at step %d", path, state.step)
+    return resume
 
 
 def load_datasets(data_config, cache_dir, info: DistInfo):
