@@ -57,11 +57,6 @@ class ConsistencyModel(ScoreModel):
             raise ValueError("a consistency student needs a network without learned variances")
         self.eps = float(eps)
 
-    def sigma_bar(self, t: torch.Tensor) -> torch.Tensor:
-        """σ̄(t) = std/a `[B]`, computed the one way that `consistency` compares with σ_min."""
-        mean_coeff, std = self.sde.marginal_coeffs(t)
-        return std / mean_coeff
-
     def _base_denoiser(self, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
         """D(x_t, t) of the network in its own parametrisation (data units)."""
         if self.parametrization == "edm":
@@ -74,8 +69,8 @@ class ConsistencyModel(ScoreModel):
                     y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """f(x_t, t) `[B, ...]` for x `[B, ...]` at times t `[B]` (or a scalar) ≥ eps."""
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        sigma = self.sigma_bar(t)
-        sigma_min = self.sigma_bar(torch.full_like(t, self.eps))
+        sigma = self.sde.sigma_bar(t)
+        sigma_min = self.sde.sigma_bar(torch.full_like(t, self.eps))
         mean_coeff = append_dims(self.sde.marginal_coeffs(t)[0], x.ndim).to(x.dtype)
         x_hat = x / mean_coeff
         edm = edm_coefficients(sigma, self.sigma_data)

@@ -41,6 +41,12 @@ class SDE(abc.ABC):
     def marginal_coeffs(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean coefficient a(t) and std σ(t) (both `[B]`) of p_0t(x_t | x_0) = N(a·x_0, σ²I)."""
 
+    def sigma_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """σ̄(t) = σ(t)/a(t) `[B]`: the noise level of x_t/a(t) = x_0 + σ̄·n, EDM's σ (Karras et
+        al. 2022, eq. 4 with s = a)."""
+        mean_coeff, std = self.marginal_coeffs(t)
+        return std / mean_coeff
+
     def marginal_prob(self, x0: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean (shaped like `x0`) and std (`[B]`) of the perturbation kernel p_0t(x_t | x_0)."""
         mean_coeff, std = self.marginal_coeffs(t)

@@ -46,11 +46,6 @@ def metric(pred: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
     return torch.sqrt(diff.pow(2).sum(1) + c ** 2) - c
 
 
-def sigma_bar(sde: SDE, t: torch.Tensor) -> torch.Tensor:
-    mean_coeff, std = sde.marginal_coeffs(t)
-    return std / mean_coeff
-
-
 def cd_grid(sde: SDE, num_scales: int, eps: float, rho: float = 7.0) -> torch.Tensor:
     """The increasing float64 times t_1 = eps < … < t_N = T of CD (EDM's ρ-schedule)."""
     from samplers.schedules import get_time_steps   # (training may use samplers)
@@ -113,8 +108,8 @@ class ConsistencyLoss(Loss):
     def _ect_points(self, x0, z, generator, shard):
         normal = draw_global(lambda m: torch.randn(m, generator=generator, device=generator.device,
                                                    dtype=torch.float64), x0, shard).cpu()
-        sigma_min = sigma_bar(self.sde, torch.tensor([self.eps], dtype=torch.float64))
-        sigma_max = sigma_bar(self.sde, torch.tensor([self.sde.T], dtype=torch.float64))
+        sigma_min = self.sde.sigma_bar(torch.tensor([self.eps], dtype=torch.float64))
+        sigma_max = self.sde.sigma_bar(torch.tensor([self.sde.T], dtype=torch.float64))
         sigma_hi = torch.exp(self.p_mean + self.p_std * normal).clamp(sigma_min * 1.001, sigma_max)
         stage = min(self.step * self.stages // max(self.n_iters, 1), self.stages)
         shrink = (1 + 8 * torch.sigmoid(-sigma_hi)) / 2.0 ** stage
